@@ -1,0 +1,92 @@
+"""One node's agent: identity from its Node, presence in ZooKeeper, and its HTTP API.
+
+An ``Agent`` owns its own ZooKeeper session and HTTP site, so one process can run many of
+them (large simulated clusters) as easily as a DaemonSet pod runs one.
+"""
+
+import logging
+from typing import Any
+
+from aiohttp import web
+from kazoo.client import KazooClient
+
+from rackmesh import zk_async
+from rackmesh.config import Settings
+from rackmesh.kube_client import KubeClient
+from rackmesh.zk_layout import MemberRecord, ZkLayout
+from rackmesh_node_agent.capacity import CapacityView
+from rackmesh_node_agent.http_api import build_app
+from rackmesh_node_agent.node_identity import NodeIdentity, read_identity
+from rackmesh_node_agent.presence import Presence
+
+logger = logging.getLogger(__name__)
+
+
+class Agent:
+    def __init__(self, settings: Settings, node_name: str, kube: KubeClient) -> None:
+        self.settings = settings
+        self.node_name = node_name
+        self.kube = kube
+        self.identity: NodeIdentity | None = None
+        self.presence: Presence | None = None
+        self.capacity: CapacityView | None = None
+        self._zk: KazooClient | None = None
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def endpoint(self) -> str:
+        host = self.settings.agent_advertise or self.settings.agent_bind
+        return f"http://{host}:{self.settings.agent_port}"
+
+    @property
+    def ready(self) -> bool:
+        return self.presence is not None and self.presence.joined.is_set()
+
+    async def run(self) -> None:
+        """Serve until cancelled; leaves ZooKeeper cleanly (ephemeral entries go at once)."""
+        await self._serve_http()
+        try:
+            self.identity = await read_identity(self.kube, self.node_name, self.settings.rack_label)
+            self.capacity = CapacityView(self.kube, self.identity.name, self.identity.allocatable)
+            self._zk = await zk_async.start_client(self.settings.zk_hosts, self.settings.zk_session_timeout)
+            records = [MemberRecord(self.identity.name, self.identity.rack, role, self.endpoint)
+                       for role in self.identity.roles]
+            self.presence = Presence(self._zk, ZkLayout(self.settings.zk_root), records)
+            logger.info("agent starting", extra={"node": self.identity.name, "rack": self.identity.rack,
+                                                 "roles": [str(r) for r in self.identity.roles],
+                                                 "endpoint": self.endpoint})
+            await self.presence.run()
+        finally:
+            await self._shutdown()
+
+    async def _serve_http(self) -> None:
+        self._runner = web.AppRunner(build_app(self, self.settings.agent_token), access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.settings.agent_bind, self.settings.agent_port).start()
+
+    async def _shutdown(self) -> None:
+        if self._zk is not None:
+            await zk_async.stop_client(self._zk)
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def view(self) -> dict[str, Any]:
+        """What this agent knows about itself: role, rack, leadership and free capacity."""
+        if self.identity is None or self.presence is None or self.capacity is None:
+            return {"node": self.node_name, "ready": False}
+        free = await self.capacity.free()
+        return {
+            "node": self.identity.name,
+            "rack": self.identity.rack,
+            "endpoint": self.endpoint,
+            "ready": self.ready,
+            "zookeeper": {"connected": self.presence.connected.is_set(), "sessions": self.presence.sessions},
+            "roles": [
+                {"role": str(role), "leader": self.presence.leads(role),
+                 "leaderDutiesActive": self.presence.leader_duties_active(role)}
+                for role in self.identity.roles
+            ],
+            "allocatable": self.identity.allocatable.to_json(),
+            "free": free.to_json(),
+        }
+

@@ -1,0 +1,42 @@
+"""Free capacity of this node: allocatable minus what the VMs pinned to it use.
+
+The agent is the single writer of its node's capacity; nothing about it is kept in ZooKeeper.
+"""
+
+from typing import Any
+
+from rackmesh.kube_client import CLUSTER_INSTANCETYPES, VIRTUAL_MACHINES, KubeClient
+from rackmesh.labels import NODE_LABEL
+from rackmesh.quantities import Resources
+
+
+def instancetype_size(instancetype: dict[str, Any]) -> Resources:
+    """What one VM of a VirtualMachineClusterInstancetype uses (``spec.cpu.guest`` vCPUs, ``spec.memory.guest``)."""
+    spec = instancetype["spec"]
+    return Resources.parse(spec["cpu"]["guest"], spec["memory"]["guest"])
+
+
+class CapacityView:
+    """Computes free capacity from the API; instancetype sizes are cached (they are immutable in practice)."""
+
+    def __init__(self, kube: KubeClient, node_name: str, allocatable: Resources) -> None:
+        self._kube = kube
+        self._node_name = node_name
+        self.allocatable = allocatable
+        self._sizes: dict[str, Resources] = {}
+
+    async def size_of(self, instancetype_name: str) -> Resources:
+        if instancetype_name not in self._sizes:
+            found = await self._kube.get(CLUSTER_INSTANCETYPES, instancetype_name)
+            self._sizes[instancetype_name] = instancetype_size(found)
+        return self._sizes[instancetype_name]
+
+    async def used(self) -> Resources:
+        pinned = await self._kube.list(VIRTUAL_MACHINES, label_selector=f"{NODE_LABEL}={self._node_name}")
+        total = Resources()
+        for vm in pinned:
+            total += await self.size_of(vm["spec"]["instancetype"]["name"])
+        return total
+
+    async def free(self) -> Resources:
+        return self.allocatable - await self.used()

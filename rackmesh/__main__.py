@@ -1,0 +1,3 @@
+from rackmesh.cli import main
+
+main()

@@ -1,0 +1,142 @@
+"""The ``rackmesh`` command: run the operator or an agent, drive the local sandbox, show status.
+
+Each command imports its component lazily, so a process loads only what it runs.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from rackmesh import logs
+from rackmesh.config import Settings
+from rackmesh.labels import Role
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    try:
+        args.command(args)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rackmesh", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    agent = commands.add_parser("agent", help="run the node agent for one node (the DaemonSet's process)")
+    agent.add_argument("--node-name", required=True, help="the Node this agent acts for (downward API)")
+    agent.set_defaults(command=_agent)
+
+    operator = commands.add_parser("operator", help="run the cluster-wide operator (kopf)")
+    operator.set_defaults(command=_operator)
+
+    status = commands.add_parser("status", help="racks, members and leaders, read from ZooKeeper")
+    status.add_argument("--state-dir", type=Path, help="a sandbox's state dir (else RACKMESH_ZK_HOSTS)")
+    status.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    status.set_defaults(command=_status)
+
+    sandbox = commands.add_parser("sandbox", help="a local cluster on loopback: ZooKeeper, API, agents, operator")
+    sandbox_commands = sandbox.add_subparsers(required=True, metavar="ACTION")
+    sandbox_up = sandbox_commands.add_parser("up", help="start in the background; return when ready")
+    sandbox_up.add_argument("--topology", type=Path, required=True, help="YAML file listing the nodes")
+    sandbox_up.add_argument("--state-dir", type=Path, required=True, help="where state, logs and kubeconfig go")
+    sandbox_up.set_defaults(command=_sandbox_up)
+    sandbox_down = sandbox_commands.add_parser("down", help="stop exactly what `up` started")
+    sandbox_down.add_argument("--state-dir", type=Path, required=True)
+    sandbox_down.set_defaults(command=_sandbox_down)
+    return parser
+
+
+def _agent(args: argparse.Namespace) -> None:
+    from rackmesh.kube_client import Credentials, KubeClient
+    from rackmesh_node_agent.agent import Agent
+
+    settings = Settings.from_env()
+    logs.configure(f"agent/{args.node_name}", settings.log_level, settings.log_format)
+
+    async def run() -> None:
+        async with KubeClient(Credentials.discover()) as kube:
+            await Agent(settings, args.node_name, kube).run()
+
+    _run_until_signalled(run())
+
+
+def _operator(_: argparse.Namespace) -> None:
+    from rackmesh_operator.main import run_operator
+
+    settings = Settings.from_env()
+    logs.configure("operator", settings.log_level, settings.log_format)
+    run_operator(settings)
+
+
+def _status(args: argparse.Namespace) -> None:
+    from rackmesh import registry, zk_async
+    from rackmesh.zk_layout import ZkLayout
+
+    settings = Settings.from_env(zk_hosts=_sandbox_zk_hosts(args.state_dir) if args.state_dir else None)
+
+    async def read() -> list[registry.RackView]:
+        client = await zk_async.start_client(settings.zk_hosts, settings.zk_session_timeout)
+        try:
+            layout = ZkLayout(settings.zk_root)
+            return [view for role in Role for view in await registry.racks(client, layout, role)]
+        finally:
+            await zk_async.stop_client(client)
+
+    views = asyncio.run(read())
+    if args.output == "json":
+        print(json.dumps([{"role": str(v.role), "rack": v.rack, "leader": v.leader.node if v.leader else None,
+                           "members": [m.node for m in v.members]} for v in views], indent=2))
+        return
+    rows = [("ROLE", "RACK", "LEADER", "MEMBERS")]
+    rows += [(str(v.role), v.rack, v.leader.node if v.leader else "<none>", " ".join(m.node for m in v.members))
+             for v in views]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[3])
+
+
+def _sandbox_zk_hosts(state_dir: Path) -> str:
+    from rackmesh_sandbox.lifecycle import SandboxState
+
+    state = SandboxState.load(state_dir.absolute())
+    if state is None:
+        sys.exit(f"rackmesh: no sandbox state in {state_dir}")
+    return state.zk_hosts
+
+
+def _sandbox_up(args: argparse.Namespace) -> None:
+    from rackmesh_sandbox.lifecycle import SandboxError, up
+    from rackmesh_sandbox.topology import TopologyError
+
+    try:
+        up(args.topology, args.state_dir)
+    except (SandboxError, TopologyError) as exc:
+        sys.exit(f"rackmesh: {exc}")
+
+
+def _sandbox_down(args: argparse.Namespace) -> None:
+    from rackmesh_sandbox.lifecycle import down
+
+    down(args.state_dir)
+
+
+def _run_until_signalled(main_coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run until SIGTERM/SIGINT, then cancel the work so it leaves ZooKeeper and closes its sockets."""
+
+    async def supervised() -> None:
+        task = asyncio.ensure_future(main_coroutine)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(supervised())

@@ -1,0 +1,58 @@
+"""Settings shared by every rackmesh process: one source of truth, defaults in one place.
+
+Values come from the environment (``RACKMESH_*``); command-line flags override them.
+"""
+
+import dataclasses
+import os
+from typing import Any
+
+from rackmesh.labels import DEFAULT_RACK_LABEL
+
+ENV_PREFIX = "RACKMESH_"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    zk_hosts: str = "127.0.0.1:2181"
+    zk_root: str = "/rackmesh"
+    # A dead agent's ephemeral nodes (membership, leadership) vanish after this long.
+    zk_session_timeout: float = 10.0
+    rack_label: str = DEFAULT_RACK_LABEL
+    agent_bind: str = "0.0.0.0"
+    agent_advertise: str = ""  # address other agents use; empty means the bind address
+    agent_port: int = 8470
+    # Shared secret between agents and the operator; empty disables authentication (sandbox only).
+    agent_token: str = ""
+    # Every peer-to-peer call is bounded by this.
+    call_timeout: float = 5.0
+    # kopf peering keeps one operator replica active; empty runs standalone (the sandbox's single process).
+    operator_peering: str = "rackmesh"
+    # kopf's liveness probe URL, e.g. http://0.0.0.0:8080/healthz; empty disables it.
+    operator_liveness: str = ""
+    log_format: str = "json"  # json | plain
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Defaults, then ``RACKMESH_<FIELD>`` variables, then explicit non-None overrides."""
+        environ = dict(os.environ) if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            raw = environ.get(ENV_PREFIX + field.name.upper())
+            if raw is not None:
+                values[field.name] = _coerce(field, raw)
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that reproduces these settings in a child process."""
+        return {ENV_PREFIX + key.upper(): str(value) for key, value in dataclasses.asdict(self).items()}
+
+
+def _coerce(field: dataclasses.Field[Any], raw: str) -> Any:
+    kind = field.type if isinstance(field.type, type) else type(field.default)
+    try:
+        return kind(raw)
+    except ValueError as exc:
+        raise ValueError(f"{ENV_PREFIX}{field.name.upper()}={raw!r} is not a valid {kind.__name__}") from exc

@@ -1,0 +1,174 @@
+"""A small asyncio client for the Kubernetes API, used by the agents and the CLI.
+
+It speaks plain REST (JSON, merge patches) so it works the same on a real cluster and in the
+sandbox. Credentials come from ``KUBECONFIG``/``~/.kube/config`` or the in-cluster service account.
+"""
+
+import base64
+import dataclasses
+import os
+import ssl
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+import yaml
+
+SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+class KubeApiError(Exception):
+    """A non-2xx answer, with the API's own ``reason`` and ``message``."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+@dataclasses.dataclass(frozen=True)
+class ResourceRef:
+    """Where a resource lives in the REST API."""
+
+    group: str
+    version: str
+    plural: str
+    namespaced: bool = True
+
+    def path(self, namespace: str | None = None, name: str | None = None, subresource: str = "") -> str:
+        base = f"/api/{self.version}" if not self.group else f"/apis/{self.group}/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{name}"
+        if subresource:
+            base += f"/{subresource}"
+        return base
+
+
+NODES = ResourceRef("", "v1", "nodes", namespaced=False)
+EVENTS = ResourceRef("", "v1", "events")
+VIRTUAL_MACHINES = ResourceRef("kubevirt.io", "v1", "virtualmachines")
+CLUSTER_INSTANCETYPES = ResourceRef("instancetype.kubevirt.io", "v1beta1", "virtualmachineclusterinstancetypes",
+                                    namespaced=False)
+DEPLOYMENT_REQUESTS = ResourceRef("rackmesh.io", "v1alpha1", "deploymentrequests")
+
+
+@dataclasses.dataclass(frozen=True)
+class Credentials:
+    server: str
+    token: str | None = None
+    ssl_context: ssl.SSLContext | bool = True
+
+    @classmethod
+    def discover(cls, kubeconfig: str | None = None) -> "Credentials":
+        path = kubeconfig or os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
+        if Path(path).exists():
+            return cls.from_kubeconfig(Path(path))
+        if (SERVICE_ACCOUNT / "token").exists():
+            return cls.in_cluster()
+        raise RuntimeError(f"no Kubernetes credentials: {path} does not exist and this is not a pod")
+
+    @classmethod
+    def in_cluster(cls) -> "Credentials":
+        host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"]
+        context = ssl.create_default_context(cafile=str(SERVICE_ACCOUNT / "ca.crt"))
+        return cls(f"https://{host}:{port}", (SERVICE_ACCOUNT / "token").read_text().strip(), context)
+
+    @classmethod
+    def from_kubeconfig(cls, path: Path) -> "Credentials":
+        config = yaml.safe_load(path.read_text())
+        context_name = config.get("current-context")
+        context = _named(config.get("contexts", []), context_name)["context"]
+        cluster = _named(config.get("clusters", []), context["cluster"])["cluster"]
+        user = _named(config.get("users", []), context.get("user"))["user"] if context.get("user") else {}
+        server: str = cluster["server"]
+        if not server.startswith("https://"):
+            return cls(server, user.get("token"), ssl_context=False)
+        tls = ssl.create_default_context()
+        if cluster.get("insecure-skip-tls-verify"):
+            tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
+        elif "certificate-authority-data" in cluster:
+            tls.load_verify_locations(cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
+        elif "certificate-authority" in cluster:
+            tls.load_verify_locations(cafile=cluster["certificate-authority"])
+        if "client-certificate-data" in user:
+            _load_client_cert(tls, user["client-certificate-data"], user["client-key-data"])
+        elif "client-certificate" in user:
+            tls.load_cert_chain(user["client-certificate"], user["client-key"])
+        return cls(server, user.get("token"), tls)
+
+
+def _named(items: list[dict[str, Any]], name: str | None) -> dict[str, Any]:
+    for item in items:
+        if item.get("name") == name:
+            return item
+    raise RuntimeError(f"kubeconfig has no entry named {name!r}")
+
+
+def _load_client_cert(tls: ssl.SSLContext, cert_b64: str, key_b64: str) -> None:
+    # ssl only loads certificates from files; the files live just long enough to be read.
+    with tempfile.TemporaryDirectory() as tmp:
+        cert, key = Path(tmp, "cert.pem"), Path(tmp, "key.pem")
+        cert.write_bytes(base64.b64decode(cert_b64))
+        key.write_bytes(base64.b64decode(key_b64))
+        tls.load_cert_chain(str(cert), str(key))
+
+
+class KubeClient:
+    """One persistent HTTP session to the API server."""
+
+    def __init__(self, credentials: Credentials, timeout: float = 30.0) -> None:
+        self.credentials = credentials
+        headers = {"Accept": "application/json", "User-Agent": "rackmesh"}
+        if credentials.token:
+            headers["Authorization"] = f"Bearer {credentials.token}"
+        self._session = aiohttp.ClientSession(
+            base_url=credentials.server, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout),
+            connector=aiohttp.TCPConnector(ssl=credentials.ssl_context),
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def _call(self, method: str, path: str, *, params: dict[str, str] | None = None,
+                    body: Any = None, content_type: str = "application/json") -> dict[str, Any]:
+        headers = {"Content-Type": content_type} if body is not None else {}
+        async with self._session.request(method, path, params=params, json=body, headers=headers) as response:
+            payload = await response.json(content_type=None) if response.content_length != 0 else {}
+            if response.status >= 400:
+                payload = payload if isinstance(payload, dict) else {}
+                raise KubeApiError(response.status, payload.get("reason", response.reason or ""),
+                                   payload.get("message", ""))
+            return payload
+
+    async def get(self, resource: ResourceRef, name: str, namespace: str | None = None) -> dict[str, Any]:
+        return await self._call("GET", resource.path(namespace, name))
+
+    async def list(self, resource: ResourceRef, namespace: str | None = None,
+                   label_selector: str | None = None) -> list[dict[str, Any]]:
+        params = {"labelSelector": label_selector} if label_selector else None
+        return (await self._call("GET", resource.path(namespace), params=params)).get("items", [])
+
+    async def create(self, resource: ResourceRef, body: dict[str, Any],
+                     namespace: str | None = None) -> dict[str, Any]:
+        return await self._call("POST", resource.path(namespace), body=body)
+
+    async def patch(self, resource: ResourceRef, name: str, patch: dict[str, Any],
+                    namespace: str | None = None, subresource: str = "") -> dict[str, Any]:
+        return await self._call("PATCH", resource.path(namespace, name, subresource), body=patch,
+                                content_type="application/merge-patch+json")
+
+    async def delete(self, resource: ResourceRef, name: str, namespace: str | None = None) -> dict[str, Any]:
+        return await self._call("DELETE", resource.path(namespace, name))

@@ -1,0 +1,53 @@
+"""Read who is alive and who leads, from ZooKeeper (the read side of ``zk_layout``)."""
+
+import asyncio
+import dataclasses
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import NoNodeError
+
+from rackmesh import zk_async
+from rackmesh.labels import Role
+from rackmesh.zk_layout import MemberRecord, ZkLayout
+
+
+@dataclasses.dataclass(frozen=True)
+class RackView:
+    role: Role
+    rack: str
+    members: list[MemberRecord]
+    leader: MemberRecord | None
+
+
+async def _children(client: KazooClient, path: str) -> list[str]:
+    try:
+        return sorted(await zk_async.wait(client.get_children_async(path)))
+    except NoNodeError:
+        return []
+
+
+async def _record(client: KazooClient, path: str) -> MemberRecord | None:
+    try:
+        data, _ = await zk_async.wait(client.get_async(path))
+    except NoNodeError:  # the owner's session ended between listing and reading
+        return None
+    return MemberRecord.decode(data)
+
+
+async def leaders(client: KazooClient, layout: ZkLayout, role: Role) -> list[MemberRecord]:
+    """The current leader of every rack of ``role``, in rack order."""
+    racks = await _children(client, layout.leaders(role))
+    found = await asyncio.gather(*(_record(client, layout.leader(role, rack)) for rack in racks))
+    return [record for record in found if record is not None]
+
+
+async def racks(client: KazooClient, layout: ZkLayout, role: Role) -> list[RackView]:
+    """Every rack of ``role`` that has members, with its members and leader."""
+    views = []
+    for rack in await _children(client, layout.members(role)):
+        names = await _children(client, layout.members(role, rack))
+        members = await asyncio.gather(*(_record(client, layout.member(role, rack, n)) for n in names))
+        alive = [member for member in members if member is not None]
+        if alive:
+            views.append(RackView(role, rack, alive, await _record(client, layout.leader(role, rack))))
+    return views

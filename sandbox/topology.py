@@ -1,0 +1,90 @@
+"""The sandbox topology file: which nodes exist, in which rack, with which roles and resources."""
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rackmesh.labels import Role
+from rackmesh.quantities import parse_quantity
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+IMAGE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+# A storage-only node still has some room of its own; it only matters if it is also compute.
+DEFAULT_CPU = "8"
+DEFAULT_MEMORY = "32Gi"
+
+
+class TopologyError(ValueError):
+    """The topology file is not usable; the message says which entry and why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    rack: str
+    roles: tuple[Role, ...]
+    cpu: str
+    memory: str
+    images: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Topology:
+    nodes: tuple[NodeSpec, ...]
+
+    @classmethod
+    def load(cls, path: Path) -> "Topology":
+        try:
+            document = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise TopologyError(f"{path}: {exc}") from exc
+        return cls.parse(document, source=str(path))
+
+    @classmethod
+    def parse(cls, document: Any, source: str = "topology") -> "Topology":
+        if not isinstance(document, dict) or not isinstance(document.get("nodes"), list) or not document["nodes"]:
+            raise TopologyError(f"{source}: expected a mapping with a non-empty list 'nodes'")
+        nodes = tuple(_node(entry, f"{source}: nodes[{index}]") for index, entry in enumerate(document["nodes"]))
+        names = [node.name for node in nodes]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise TopologyError(f"{source}: duplicate node names {duplicates}")
+        return cls(nodes)
+
+    def racks(self, role: Role) -> dict[str, list[NodeSpec]]:
+        racks: dict[str, list[NodeSpec]] = {}
+        for node in self.nodes:
+            if role in node.roles:
+                racks.setdefault(node.rack, []).append(node)
+        return racks
+
+
+def _node(entry: Any, where: str) -> NodeSpec:
+    if not isinstance(entry, dict):
+        raise TopologyError(f"{where}: expected a mapping")
+    unknown = set(entry) - {"name", "rack", "roles", "cpu", "memory", "images"}
+    if unknown:
+        raise TopologyError(f"{where}: unknown fields {sorted(unknown)}")
+    name, rack = str(entry.get("name", "")), str(entry.get("rack", ""))
+    for field, value in (("name", name), ("rack", rack)):
+        if not DNS_LABEL.match(value):
+            raise TopologyError(f"{where}: {field} {value!r} must be a DNS label (a-z, 0-9, '-')")
+    roles = entry.get("roles")
+    if not isinstance(roles, list) or not roles or not set(roles) <= {role.value for role in Role}:
+        raise TopologyError(f"{where}: roles must be a non-empty subset of {[role.value for role in Role]}")
+    cpu, memory = str(entry.get("cpu", DEFAULT_CPU)), str(entry.get("memory", DEFAULT_MEMORY))
+    for field, value in (("cpu", cpu), ("memory", memory)):
+        try:
+            if parse_quantity(value) <= 0:
+                raise ValueError
+        except ValueError:
+            raise TopologyError(f"{where}: {field} {value!r} is not a positive quantity") from None
+    images = entry.get("images", [])
+    if not isinstance(images, list) or not all(isinstance(i, str) and IMAGE_NAME.match(i) for i in images):
+        raise TopologyError(f"{where}: images must be a list of image names")
+    if images and Role.STORAGE.value not in roles:
+        raise TopologyError(f"{where}: only storage nodes hold images")
+    return NodeSpec(name, rack, tuple(Role(role) for role in roles), cpu, memory, tuple(images))
