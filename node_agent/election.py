@@ -38,10 +38,13 @@ class RackElection:
         self.is_leader = False
         self.contender_path: str | None = None
 
+    async def enter(self) -> None:
+        """Join the queue of contenders (call once per session, before ``run``)."""
+        await self._retrying(self._create_contender)
+
     async def run(self) -> None:
         """Contend, lead while elected; returns never (cancel it), raises if the session is gone."""
         try:
-            await self._retrying(self._enter)
             while True:
                 predecessor = await self._retrying(self._predecessor)
                 if predecessor is None:
@@ -60,7 +63,7 @@ class RackElection:
             except RETRYABLE:
                 await self._connected.wait()
 
-    async def _enter(self) -> None:
+    async def _create_contender(self) -> None:
         path = self._layout.election(self.record.role, self.record.rack)
         await zk_async.wait(self._client.ensure_path_async(path))
         self.contender_path = await zk_async.wait(self._client.create_async(

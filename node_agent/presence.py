@@ -89,6 +89,7 @@ class Presence:
             await self._register(record)
         for record in self._records:
             election = RackElection(self._client, self._layout, record, self.connected)
+            await election.enter()
             self.elections[record.role] = election
             self._election_tasks.append(asyncio.create_task(self._contend(election)))
         self.sessions += 1
