@@ -31,7 +31,7 @@ class ProcessRecord:
     log: str
 
     def alive(self) -> bool:
-        return _start_ticks(self.pid) == self.start_ticks and not _is_zombie(self.pid)
+        return _start_ticks(self.pid) == self.start_ticks and running(self.pid)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -41,11 +41,12 @@ class ProcessRecord:
         return cls(**raw)
 
 
-def _is_zombie(pid: int) -> bool:
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie (one that nobody may ever reap counts as gone)."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
-        return True
+        return False
 
 
 def spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> ProcessRecord:
