@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# End-to-end on a real Kubernetes: a kind cluster (kind-config.yaml: 2 racks x 2 compute + 1 storage
+# nodes), KubeVirt with software emulation, CDI, rackmesh built from this tree, then the acceptance
+# scenarios that the sandbox tests run, against this cluster instead of the sandbox.
+#
+# NEEDS Docker, kind, kubectl and network access (KubeVirt/CDI release manifests from GitHub, their images
+# and zookeeper:3.8 from public registries). It cannot run where there is no Docker engine (CI here).
+#
+# Environment:
+#   KIND_CLUSTER_NAME   cluster name (default: rackmesh, as in kind-config.yaml)
+#   KUBEVIRT_VERSION    KubeVirt release (default below); CDI_VERSION likewise
+#   RACKMESH_E2E_IMAGES images that the storage agents hold (default: lob123-rhel-6.0)
+#   RACKMESH_E2E_CMD    the acceptance command (default: python -m pytest tests/acceptance -m kind);
+#                       it gets KUBECONFIG and RACKMESH_E2E_KUBECONFIG pointing at the kind cluster
+#   KEEP_CLUSTER=1      leave the cluster running afterwards (default: delete it, also on failure)
+#   SKIP_BUILD=1        use rackmesh-operator:dev / rackmesh-agent:dev images already built
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CLUSTER=${KIND_CLUSTER_NAME:-rackmesh}
+KUBEVIRT_VERSION=${KUBEVIRT_VERSION:-v1.5.0}
+CDI_VERSION=${CDI_VERSION:-v1.61.0}
+IMAGES=${RACKMESH_E2E_IMAGES:-lob123-rhel-6.0}
+E2E_CMD=${RACKMESH_E2E_CMD:-python -m pytest tests/acceptance -m kind}
+STATE=${RACKMESH_E2E_STATE:-$(mktemp -d -t rackmesh-kind.XXXXXX)}
+export KUBECONFIG=$STATE/kubeconfig
+
+die() { echo "kind-e2e: $*" >&2; exit 1; }
+step() { echo; echo "== $*"; }
+
+for tool in docker kind kubectl; do
+  command -v "$tool" >/dev/null || die "needs '$tool' on PATH"
+done
+docker info >/dev/null 2>&1 || die "needs a running Docker engine"
+
+cleanup() {
+  if [[ ${KEEP_CLUSTER:-0} == 1 ]]; then
+    echo "kind-e2e: cluster '$CLUSTER' kept; KUBECONFIG=$KUBECONFIG"
+  else
+    kind delete cluster --name "$CLUSTER" || true
+  fi
+}
+trap cleanup EXIT
+
+step "kind cluster '$CLUSTER'"
+if ! kind get clusters | grep -qx "$CLUSTER"; then
+  kind create cluster --name "$CLUSTER" --config "$ROOT/kind-config.yaml" --kubeconfig "$KUBECONFIG" --wait 180s
+else
+  kind get kubeconfig --name "$CLUSTER" >"$KUBECONFIG"
+fi
+
+step "KubeVirt $KUBEVIRT_VERSION (software emulation)"
+kv=https://github.com/kubevirt/kubevirt/releases/download/$KUBEVIRT_VERSION
+kubectl apply -f "$kv/kubevirt-operator.yaml"
+kubectl wait --for=condition=Established --timeout=120s crd/kubevirts.kubevirt.io
+kubectl apply -f "$kv/kubevirt-cr.yaml"
+kubectl -n kubevirt patch kubevirt kubevirt --type=merge \
+  -p '{"spec":{"configuration":{"developerConfiguration":{"useEmulation":true}}}}'
+
+step "CDI $CDI_VERSION"
+cdi=https://github.com/kubevirt/containerized-data-importer/releases/download/$CDI_VERSION
+kubectl apply -f "$cdi/cdi-operator.yaml"
+kubectl wait --for=condition=Established --timeout=120s crd/cdis.cdi.kubevirt.io
+kubectl apply -f "$cdi/cdi-cr.yaml"
+
+step "waiting for KubeVirt and CDI"
+kubectl -n kubevirt wait kubevirt/kubevirt --for=condition=Available --timeout=15m
+kubectl wait cdi/cdi --for=condition=Available --timeout=15m
+
+step "u1 instancetypes"
+# Recent KubeVirt deploys kubevirt/common-instancetypes itself; create the u1 series only if absent.
+while read -r name cpus memory; do
+  if ! kubectl get virtualmachineclusterinstancetype "$name" >/dev/null 2>&1; then
+    kubectl apply -f - <<YAML
+apiVersion: instancetype.kubevirt.io/v1beta1
+kind: VirtualMachineClusterInstancetype
+metadata:
+  name: $name
+  labels: {instancetype.kubevirt.io/class: general.purpose}
+spec:
+  cpu: {guest: $cpus}
+  memory: {guest: $memory}
+YAML
+  fi
+done <<'LIST'
+u1.nano 1 512Mi
+u1.micro 1 1Gi
+u1.small 1 2Gi
+u1.medium 1 4Gi
+u1.2xmedium 2 4Gi
+u1.large 2 8Gi
+u1.xlarge 4 16Gi
+u1.2xlarge 8 32Gi
+LIST
+
+if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+  step "images"
+  for image in operator agent; do
+    docker build -f "$ROOT/images/$image/Dockerfile" -t "rackmesh-$image:dev" "$ROOT"
+  done
+fi
+kind load docker-image --name "$CLUSTER" rackmesh-operator:dev rackmesh-agent:dev
+
+step "image copies on the storage nodes"
+# Each storage node holds every image of RACKMESH_E2E_IMAGES as a small raw disk in the agents' image
+# store (the DaemonSet's hostPath); CDI imports it over HTTP from the agent that serves it.
+for node in $(kubectl get nodes -l rackmesh.io/role-storage=true -o jsonpath='{.items[*].metadata.name}'); do
+  for image in $IMAGES; do
+    docker exec "$node" sh -c "mkdir -p /var/lib/rackmesh/images && \
+      truncate -s 64M /var/lib/rackmesh/images/$image.img"
+  done
+done
+
+step "rackmesh"
+"$ROOT/hack/install.sh" manifests/overlays/kind
+
+step "acceptance scenarios: $E2E_CMD"
+cd "$ROOT"
+RACKMESH_E2E_KUBECONFIG=$KUBECONFIG $E2E_CMD
