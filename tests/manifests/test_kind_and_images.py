@@ -18,7 +18,6 @@ import pytest
 import yaml
 
 from tests.manifests.support import (
-    KUBECTL,
     REPO,
     WORKLOAD_BUILDS,
     Doc,
@@ -69,7 +68,6 @@ def test_every_kind_worker_is_a_rackmesh_node_in_a_rack() -> None:
 
 
 @pytest.mark.kubectl
-@pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
 @pytest.mark.parametrize("directory", WORKLOAD_BUILDS)
 def test_the_agent_lands_on_every_kind_worker(directory: str) -> None:
     affinity = pod_spec(find(build(directory), "DaemonSet", "rackmesh-agent"))["affinity"]

@@ -18,7 +18,6 @@ import pytest
 
 from tests.manifests.support import (
     CRDS_BUILD,
-    KUBECTL,
     KUBERNETES_VERSION,
     REPO,
     Doc,
@@ -33,7 +32,6 @@ from tests.manifests.support import (
 
 pytestmark = [
     pytest.mark.kubectl,
-    pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed (make system-deps installs it)"),
 ]
 
 BUILDS = kustomizations()
