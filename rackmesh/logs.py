@@ -6,6 +6,7 @@ import sys
 import time
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+_PLAIN = (str, int, float, bool, list, dict, type(None))
 
 
 class JsonFormatter(logging.Formatter):
@@ -21,7 +22,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        entry.update({key: value for key, value in vars(record).items() if key not in _STANDARD})
+        # Only plain data: libraries (kopf) attach whole objects as extras, which would flood every line.
+        entry.update({key: value for key, value in vars(record).items()
+                      if key not in _STANDARD and isinstance(value, _PLAIN)})
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)

@@ -23,7 +23,7 @@ from rackmesh.config import Settings
 from rackmesh.kube_client import Credentials, KubeClient
 from rackmesh_sandbox import processes
 from rackmesh_sandbox.cluster_seed import seed
-from rackmesh_sandbox.kube_api import write_kubeconfig
+from rackmesh_sandbox.kube_api.kubeconfig import write_kubeconfig
 from rackmesh_sandbox.processes import ProcessRecord
 from rackmesh_sandbox.topology import Topology
 from rackmesh_sandbox.zookeeper import ZooKeeperEnsemble, stop_from_state
