@@ -32,7 +32,7 @@ CRD_DIR = Path(__file__).resolve().parents[1] / "crds"
 STATE_FILE = "sandbox.json"
 READY_TIMEOUT = 60.0
 # Short sessions so a killed agent's entries vanish quickly; a real cluster keeps the default.
-SANDBOX_SETTINGS = {"zk_session_timeout": 4.0, "operator_peering": "", "agent_port": 8470}
+SANDBOX_SETTINGS = {"zk_session_timeout": 4.0, "operator_peering": ""}
 
 
 class SandboxError(RuntimeError):
@@ -89,8 +89,9 @@ def up(topology_path: Path, state_dir: Path, progress: TextIO = sys.stderr) -> S
     try:
         _start_zookeeper(state, say)
         _start_api(state, say)
+        addresses = [agent_address(index) for index in range(len(topology.nodes))]
         settings = Settings.from_env(zk_hosts=state.zk_hosts, agent_token=secrets.token_urlsafe(24),
-                                     **SANDBOX_SETTINGS)
+                                     agent_port=_port_free_on(addresses), **SANDBOX_SETTINGS)
         asyncio.run(_seed(state, topology, settings))
         say(f"cluster seeded: {len(topology.nodes)} nodes, u1 instancetypes")
         _start_agents(state, topology, settings, say)
@@ -175,7 +176,7 @@ def _start_agents(state: SandboxState, topology: Topology, settings: Settings,
         state.agents[node.name] = f"http://{address}:{settings.agent_port}"
     state.save()
     for record, (node, endpoint) in zip(records, state.agents.items(), strict=True):
-        _wait_for(lambda endpoint=endpoint: _answers(f"{endpoint}/healthz"),
+        _wait_for(lambda endpoint=endpoint, node=node: _answers(f"{endpoint}/healthz", node),
                   f"agent {node} (log: {record.log})", record)
     say(f"{len(records)} agents ready and joined their racks")
 
@@ -206,15 +207,34 @@ def _wait_for(ready: Callable[[], bool], what: str, record: ProcessRecord) -> No
         time.sleep(0.1)
 
 
-def _answers(url: str) -> bool:
+def _answers(url: str, node: str | None = None) -> bool:
+    """200 from ``url`` (and, for an agent, from the agent of ``node``, not a stranger on that address)."""
     try:
         with urllib.request.urlopen(url, timeout=1.0) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
+            return response.status == 200 and (node is None or json.load(response).get("node") == node)
+    except (urllib.error.URLError, OSError, ValueError):
         return False
 
 
-def _free_port() -> int:
+def _free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((host, 0))
         return int(probe.getsockname()[1])
+
+
+def _port_free_on(addresses: list[str]) -> int:
+    """One port free on every agent address, so several sandboxes can run side by side."""
+    for _ in range(50):
+        port = _free_port(addresses[0])
+        if all(_bindable(address, port) for address in addresses):
+            return port
+    raise SandboxError("found no port free on every agent address")
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
