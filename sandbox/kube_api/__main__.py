@@ -1,0 +1,62 @@
+"""``python -m rackmesh_sandbox.kube_api``: serve the local Kubernetes API until SIGTERM/SIGINT.
+
+Once listening, ``--ready-file`` gets ``{"url": ..., "pid": ...}`` (written atomically), so a parent
+process can wait for the file instead of polling the port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import pathlib
+import signal
+import sys
+
+from rackmesh_sandbox.kube_api.kubeconfig import write_atomically
+from rackmesh_sandbox.kube_api.server import KubeApiServer
+
+log = logging.getLogger("rackmesh_sandbox.kube_api")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m rackmesh_sandbox.kube_api", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--crd", action="append", default=[], type=pathlib.Path, help="a CRD YAML file (repeatable)")
+    parser.add_argument("--no-kubevirt", action="store_true", help="do not install the KubeVirt/CDI CRDs")
+    parser.add_argument("--ready-file", type=pathlib.Path, help="written with the URL and pid once listening")
+    parser.add_argument("--kubeconfig", type=pathlib.Path, help="also write a kubeconfig for the server here")
+    parser.add_argument("--access-log", action="store_true", help="log every request")
+    return parser.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    # The process lives long: bound kmock's request log so memory stays flat.
+    async with KubeApiServer(host=args.host, port=args.port, crd_paths=args.crd, kubevirt=not args.no_kubevirt,
+                             request_log_limit=1000) as api:
+        if args.kubeconfig:
+            api.write_kubeconfig(args.kubeconfig)
+        if args.ready_file:
+            write_atomically(args.ready_file, json.dumps({"url": api.url, "pid": os.getpid()}))
+        log.info("Kubernetes API serving at %s", api.url)
+        await stop.wait()
+        log.info("Stopping.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    logging.getLogger("aiohttp.access").setLevel(logging.INFO if args.access_log else logging.WARNING)
+    asyncio.run(serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,356 @@
+"""What the API server does to objects on each verb, independent of HTTP.
+
+Docs: https://kubernetes.io/docs/reference/using-api/api-concepts/ (verbs, resourceVersion,
+dry-run, field validation), https://kubernetes.io/docs/reference/kubernetes-api/common-definitions/object-meta/
+(system-set metadata), https://kubernetes.io/docs/tasks/extend-kubernetes/custom-resources/custom-resource-definitions/
+(status subresource, generation), https://kubernetes.io/docs/concepts/overview/working-with-objects/finalizers/
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from collections.abc import Callable
+from typing import Any
+
+import kmock
+
+from rackmesh_sandbox.kube_api import errors, meta, patches
+from rackmesh_sandbox.kube_api.fielderrors import FieldError, invalid
+from rackmesh_sandbox.kube_api.gc import FOREGROUND, GarbageCollector
+from rackmesh_sandbox.kube_api.registry import CRD_RESOURCE, Registry, ResourceDef, crd_errors
+from rackmesh_sandbox.kube_api.store import Key, ObjectStore
+from rackmesh_sandbox.kube_api.store import meta as meta_of
+
+NAMESPACES = kmock.resource("", "v1", "namespaces")
+
+
+@dataclasses.dataclass(frozen=True)
+class WriteOptions:
+    dry_run: bool = False
+    field_validation: str = "Warn"  # Ignore, Warn or Strict; Warn is the server's default
+
+
+@dataclasses.dataclass
+class Written:
+    obj: dict[str, Any]
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+
+def _without(obj: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k not in keys}
+
+
+class ObjectApi:
+    def __init__(self, registry: Registry, store: ObjectStore) -> None:
+        self.registry = registry
+        self.store = store
+        self.gc = GarbageCollector(self)
+
+    # -- addressing ----------------------------------------------------------------------------
+
+    def key(self, rd: ResourceDef, namespace: str | None, name: str) -> Key:
+        return (rd.storage, namespace if rd.namespaced else None, name)
+
+    def namespace_key(self, name: str) -> Key:
+        return (NAMESPACES, None, name)
+
+    def present(self, rd: ResourceDef, obj: dict[str, Any]) -> dict[str, Any]:
+        """Serve a stored object in the requested version (CRDs' conversion strategy "None")."""
+        obj["apiVersion"] = rd.api_version
+        return obj
+
+    def _rd_of(self, key: Key) -> ResourceDef | None:
+        res = key[0]
+        return self.registry.get(res.group or "", res.version or "", res.plural or "")
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def get(self, rd: ResourceDef, namespace: str | None, name: str) -> dict[str, Any]:
+        obj = self.store.get(self.key(rd, namespace, name))
+        if obj is None:
+            raise errors.not_found(rd.group, rd.plural, name)
+        return self.present(rd, obj)
+
+    def list(self, rd: ResourceDef, namespace: str | None) -> list[dict[str, Any]]:
+        return [self.present(rd, obj) for obj in self.store.list(rd.storage, namespace if rd.namespaced else None)]
+
+    # -- create --------------------------------------------------------------------------------
+
+    def create(self, rd: ResourceDef, namespace: str | None, body: Any, opts: WriteOptions) -> Written:
+        obj = self._typed(rd, body)
+        md = meta_of(obj)
+        if rd.namespaced:
+            if md.get("namespace") and md["namespace"] != namespace:
+                raise errors.bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request")
+            md["namespace"] = namespace
+            self._check_namespace(namespace)
+        else:
+            md.pop("namespace", None)
+        if md.get("resourceVersion"):
+            raise errors.ApiError(500, "InternalError", "Internal error occurred: resourceVersion should not be "
+                                  "set on objects to be created")
+        if not md.get("name") and md.get("generateName"):
+            md["name"] = meta.generate_name(md["generateName"])
+        for field in (*meta.SYSTEM_FIELDS, "managedFields", "selfLink"):
+            md.pop(field, None)
+        md["uid"] = meta.new_uid()
+        md["creationTimestamp"] = meta.now()
+        if rd.tracks_generation:
+            md["generation"] = 1
+        if rd.custom and rd.has_status:
+            obj.pop("status", None)  # the status of custom resources is written through /status only
+        if (rd.group, rd.plural) == ("", "namespaces"):
+            obj["spec"] = {"finalizers": ["kubernetes"], **(obj.get("spec") or {})}
+            obj["status"] = {"phase": "Active"}
+        warnings = self._admit(rd, obj, opts, patching=None)
+        key = self.key(rd, namespace, md.get("name", ""))
+        if self.store.get(key) is not None:
+            raise errors.already_exists(rd.group, rd.plural, md["name"])
+        if (rd.group, rd.plural) == CRD_RESOURCE:
+            self._accept_crd(obj)
+        if opts.dry_run:
+            return Written(self.present(rd, obj), warnings)
+        stored = self.store.write(key, obj, "ADDED")
+        if (rd.group, rd.plural) == CRD_RESOURCE:
+            self.registry.add_crd(stored)
+        self.gc.created(key, stored)
+        return Written(self.present(rd, stored), warnings)
+
+    def _typed(self, rd: ResourceDef, body: Any) -> dict[str, Any]:
+        """Check the body's apiVersion/kind against the endpoint; store it in the storage version."""
+        if not isinstance(body, dict):
+            raise errors.bad_request("the request body must be a JSON object")
+        obj = copy.deepcopy(body)
+        if rd.custom and not obj.get("kind"):
+            raise errors.bad_request(f"Object 'Kind' is missing in '{json.dumps(body, separators=(',', ':'))}'")
+        if obj.get("apiVersion") not in (None, rd.api_version):
+            raise errors.bad_request(f"the API version in the data ({obj['apiVersion']}) does not match the "
+                                     f"expected API version ({rd.api_version})")
+        if obj.get("kind") not in (None, rd.kind):
+            raise errors.bad_request(f"the kind in the data ({obj['kind']}) does not match the expected "
+                                     f"kind ({rd.kind})")
+        if not isinstance(obj.get("metadata", {}), dict):
+            raise errors.bad_request("metadata must be an object")
+        obj["apiVersion"], obj["kind"] = rd.storage_api_version, rd.kind
+        return obj
+
+    def _check_namespace(self, namespace: str | None) -> None:
+        ns = self.store.get(self.namespace_key(namespace or ""))
+        if ns is None:
+            raise errors.not_found("", "namespaces", namespace or "")
+        if meta_of(ns).get("deletionTimestamp"):
+            raise errors.ApiError(403, "Forbidden", f"unable to create new content in namespace {namespace} "
+                                  "because it is being terminated", {"name": namespace, "kind": "namespaces"})
+
+    def _admit(self, rd: ResourceDef, obj: dict[str, Any], opts: WriteOptions, *, patching: Any) -> list[str]:
+        """Prune, default and validate; refuse with 400/422 as the server does. Return warnings."""
+        warnings: list[str] = []
+        found: list[FieldError] = []
+        name = meta_of(obj).get("name", "")
+        if rd.schema is not None:
+            unknown = rd.schema.prune(obj)
+            if unknown and opts.field_validation == "Strict":
+                listed = ", ".join(f'unknown field "{path}"' for path in unknown)
+                if patching is None:
+                    raise errors.bad_request(f'{rd.kind} in version "{rd.version}" cannot be handled as a '
+                                             f"{rd.kind}: strict decoding error: {listed}")
+                value = json.dumps(patching, separators=(",", ":"))
+                raise errors.invalid("", "", "", [invalid("patch", value, f"strict decoding error: {listed}")])
+            if opts.field_validation == "Warn":
+                warnings += [f'unknown field "{path}"' for path in unknown]
+            rd.schema.apply_defaults(obj)
+        is_namespace = (rd.group, rd.plural) == ("", "namespaces")
+        found += meta.validate_object_meta(meta_of(obj), dns_label=is_namespace)
+        if rd.schema is not None:
+            found += rd.schema.validate(obj)
+        if (rd.group, rd.plural) == CRD_RESOURCE:
+            found += crd_errors(obj)
+        if found:
+            raise errors.invalid(rd.group, rd.kind, name, found)
+        return warnings
+
+    def _accept_crd(self, crd: dict[str, Any]) -> None:
+        """What the CRD controllers would set soon after: accepted names and Established."""
+        spec = crd["spec"]
+        crd["status"] = {
+            "acceptedNames": spec["names"],
+            "storedVersions": [v["name"] for v in spec["versions"] if v.get("storage")],
+            "conditions": [
+                {"type": t, "status": "True", "reason": r, "message": m, "lastTransitionTime": meta.now()}
+                for t, r, m in [("NamesAccepted", "NoConflicts", "no conflicts found"),
+                                ("Established", "InitialNamesAccepted", "the initial names have been accepted")]
+            ],
+        }
+
+    # -- update and patch ----------------------------------------------------------------------
+
+    def update(self, rd: ResourceDef, namespace: str | None, name: str, body: Any, opts: WriteOptions,
+               subresource: str | None = None) -> Written:
+        """PUT: replace the object (or its status)."""
+        return self._update(rd, namespace, name, lambda old: self._typed(rd, body), opts, subresource, patching=None)
+
+    def patch(self, rd: ResourceDef, namespace: str | None, name: str, content_type: str, patch: Any,
+              opts: WriteOptions, subresource: str | None = None) -> Written:
+        """PATCH with one of the three patch types; the patched result goes through update."""
+        accepted = [patches.JSON_PATCH, patches.MERGE_PATCH, patches.APPLY_PATCH]
+        if not rd.custom:
+            accepted.append(patches.STRATEGIC_MERGE_PATCH)
+        if content_type not in accepted or content_type == patches.APPLY_PATCH:  # server-side apply: not emulated
+            raise errors.unsupported_media_type(content_type, accepted)
+        apply: Callable[[Any, Any], Any] = {
+            patches.MERGE_PATCH: patches.merge_patch,
+            patches.JSON_PATCH: patches.json_patch,
+            patches.STRATEGIC_MERGE_PATCH: patches.strategic_merge_patch,
+        }[content_type]
+
+        def patched(old: dict[str, Any]) -> dict[str, Any]:
+            try:
+                result = apply(old, patch)
+            except patches.PatchError as e:
+                raise errors.ApiError(422, "Invalid", str(e)) from None
+            return self._typed(rd, result)
+        return self._update(rd, namespace, name, patched, opts, subresource, patching=patch)
+
+    def _update(self, rd: ResourceDef, namespace: str | None, name: str,
+                compute: Callable[[dict[str, Any]], dict[str, Any]], opts: WriteOptions,
+                subresource: str | None, *, patching: Any) -> Written:
+        key = self.key(rd, namespace, name)
+        old = self.store.get(key)
+        if old is None:
+            raise errors.not_found(rd.group, rd.plural, name)
+        new = compute(copy.deepcopy(old))
+        md, old_md = meta_of(new), meta_of(old)
+        if md.get("name", name) != name:
+            raise errors.bad_request(f"the name of the object ({md['name']}) does not match the name on the URL "
+                                     f"({name})")
+        if rd.namespaced and md.get("namespace", namespace) != namespace:
+            raise errors.bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request")
+        if md.get("resourceVersion") and md["resourceVersion"] != old_md.get("resourceVersion"):
+            raise errors.conflict(rd.group, rd.plural, name, errors.MODIFIED)  # optimistic concurrency
+        if subresource == "status":
+            # Status writes change the status only; metadata and spec stay as they were.
+            status = new.get("status")
+            new = copy.deepcopy(old)
+            new.pop("status", None)
+            if status is not None:
+                new["status"] = status
+            md = meta_of(new)
+        elif rd.has_status:
+            new.pop("status", None)
+            if "status" in old:
+                new["status"] = copy.deepcopy(old["status"])
+        md["name"] = name
+        if rd.namespaced:
+            md["namespace"] = namespace
+        for field in meta.SYSTEM_FIELDS:
+            md.pop(field, None)
+            if field in old_md:
+                md[field] = old_md[field]
+        md.pop("managedFields", None)
+        md["resourceVersion"] = old_md.get("resourceVersion")
+        added = [f for f in md.get("finalizers") or [] if f not in (old_md.get("finalizers") or [])]
+        if old_md.get("deletionTimestamp") and added:
+            detail = f"no new finalizers can be added if the object is being deleted, found new finalizers {added}"
+            raise errors.invalid(rd.group, rd.kind, name, [FieldError("forbidden", "metadata.finalizers", detail)])
+        warnings = self._admit(rd, new, opts, patching=patching)
+        if rd.tracks_generation and self._spec_changed(rd, old, new):
+            md["generation"] = int(old_md.get("generation", 1)) + 1
+        if new == old:
+            return Written(self.present(rd, old), warnings)  # a no-op: no new resourceVersion, no event
+        if opts.dry_run:
+            return Written(self.present(rd, new), warnings)
+        stored = self.store.write(key, new, "MODIFIED")
+        if (rd.group, rd.plural) == CRD_RESOURCE:
+            self.registry.add_crd(stored)
+        if meta_of(stored).get("deletionTimestamp") and not meta_of(stored).get("finalizers"):
+            self._remove(key, stored)  # the last finalizer is gone: now it really goes
+        return Written(self.present(rd, stored), warnings)
+
+    @staticmethod
+    def _spec_changed(rd: ResourceDef, old: dict[str, Any], new: dict[str, Any]) -> bool:
+        """Generation counts changes outside metadata (and status, when it is a subresource)."""
+        ignored = ("metadata", "status") if rd.has_status else ("metadata",)
+        return _without(old, *ignored) != _without(new, *ignored)
+
+    # -- delete --------------------------------------------------------------------------------
+
+    def delete(self, rd: ResourceDef, namespace: str | None, name: str, options: dict[str, Any],
+               dry_run: bool = False) -> tuple[dict[str, Any], bool]:
+        """Delete; return (the object still present, or a Success status; whether it is gone)."""
+        key = self.key(rd, namespace, name)
+        old = self.store.get(key)
+        if old is None:
+            raise errors.not_found(rd.group, rd.plural, name)
+        preconditions = options.get("preconditions") or {}
+        for field, label in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
+            expected, actual = preconditions.get(field), meta_of(old).get(field)
+            if expected and expected != actual:
+                why = f"Precondition failed: {label} in precondition: {expected}, {label} in object meta: {actual}"
+                raise errors.conflict(rd.group, rd.plural, name, why)
+        if dry_run:
+            return self.present(rd, old), False
+        result = self.delete_key(key, options)
+        if result is None:
+            status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                      "details": {"name": name, "kind": rd.plural, "uid": meta_of(old).get("uid")}}
+            if rd.group:
+                status["details"]["group"] = rd.group
+            return status, True
+        return self.present(rd, result), False
+
+    def delete_key(self, key: Key, options: dict[str, Any]) -> dict[str, Any] | None:
+        """Delete a stored object; return it if it lingers (finalizers), None if it is gone."""
+        old = self.store.get(key)
+        if old is None:
+            return None
+        md = meta_of(old)
+        policy = options.get("propagationPolicy") or ("Orphan" if options.get("orphanDependents") else "Background")
+        if md.get("deletionTimestamp"):
+            return old  # already being deleted: deleting again changes nothing
+        if policy == "Orphan":
+            self.gc.orphan(old)
+        is_namespace = key[0] == NAMESPACES
+        finalizers = list(md.get("finalizers") or [])
+        if policy == "Foreground" and FOREGROUND not in finalizers:
+            finalizers.append(FOREGROUND)
+        if not finalizers and not is_namespace:
+            self._remove(key, old)
+            return None
+        new = copy.deepcopy(old)
+        meta_of(new).update({"deletionTimestamp": meta.now(), "deletionGracePeriodSeconds": 0})
+        if finalizers:
+            meta_of(new)["finalizers"] = finalizers
+        if is_namespace:
+            new["status"] = {**(new.get("status") or {}), "phase": "Terminating"}
+        stored = self.store.write(key, new, "MODIFIED")
+        if policy == "Foreground":
+            self.gc.foreground(stored)
+        if is_namespace:
+            self.gc.terminate_namespace(key[2])
+        return stored
+
+    def remove_finalizer(self, key: Key, obj: dict[str, Any], finalizer: str | None) -> None:
+        """What a controller does when its cleanup is done (None: the namespace controller's)."""
+        new = copy.deepcopy(obj)
+        md = meta_of(new)
+        if finalizer is not None:
+            md["finalizers"] = [f for f in md.get("finalizers") or [] if f != finalizer]
+            if not md["finalizers"]:
+                del md["finalizers"]
+        if finalizer is None or new != obj:
+            if md.get("deletionTimestamp") and not md.get("finalizers"):
+                self._remove(key, new)
+            else:
+                self.store.write(key, new, "MODIFIED")
+
+    def _remove(self, key: Key, obj: dict[str, Any]) -> None:
+        self.store.remove(key)
+        if key[0].group == CRD_RESOURCE[0] and key[0].plural == CRD_RESOURCE[1]:
+            for rd in self.registry.remove_crd(key[2]):  # a deleted CRD takes its objects along
+                for object_key in self.store.keys_of(rd.storage):
+                    self.store.remove(object_key)
+        self.gc.removed(key, obj)

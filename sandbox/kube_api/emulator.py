@@ -1,0 +1,282 @@
+"""kmock's ``KubernetesEmulator`` made to answer as kube-apiserver does.
+
+kmock stays the HTTP handler and the object store: tests can still inject reactions with its DSL
+(``emulator['get /api/v1/nodes'] << 500``) and assert on ``emulator.objects``. Requests no user
+reaction claims are served here instead of by kmock's own lax fallbacks: routing, verbs, selectors,
+watches, tables, discovery and OpenAPI, with the object semantics of :mod:`.api`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp.web
+import attrs
+import kmock
+from kmock._internal import apps, parsing, rendering
+
+from rackmesh_sandbox.kube_api import discovery, errors, openapi, selectors, tables, watch
+from rackmesh_sandbox.kube_api.api import ObjectApi, WriteOptions
+from rackmesh_sandbox.kube_api.registry import CRD_RESOURCE, Registry, ResourceDef
+from rackmesh_sandbox.kube_api.store import ObjectStore
+
+DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+_FIELD_VALIDATION = ("Ignore", "Warn", "Strict")
+
+
+def _json(body: Any, status: int = 200, warnings: list[str] | None = None) -> aiohttp.web.Response:
+    headers = {}
+    if warnings:
+        # One Warning header per message, as the server sends them (RFC 7234 warn-code 299).
+        headers = {"Warning": ", ".join(f'299 - {json.dumps(w)}' for w in warnings)}
+    return aiohttp.web.json_response(body, status=status, headers=headers)
+
+
+def _error(error: errors.ApiError) -> aiohttp.web.Response:
+    return _json(error.status(), error.code)
+
+
+@attrs.define(kw_only=True)
+class KubeApiEmulator(kmock.KubernetesEmulator):
+    """A Kubernetes API emulator with real-server semantics where clients rely on them."""
+
+    request_log_limit: int | None = None  # keep kmock's request log bounded in long-running servers
+    registry: Registry = attrs.field(factory=Registry, init=False)
+    store: ObjectStore = attrs.field(init=False)
+    api: ObjectApi = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        # Deliberately not calling kmock's: its fallback reactions (lax list/create/patch) are replaced
+        # by this class's serving of every request that no user-defined reaction answers.
+        self.registry.load_bundled()
+        self.store = ObjectStore(self.objects)
+        self.api = ObjectApi(self.registry, self.store)
+        namespaces = self.registry.get("", "v1", "namespaces")
+        assert namespaces is not None
+        for name in DEFAULT_NAMESPACES:
+            self.api.create(namespaces, None, {"metadata": {"name": name}}, WriteOptions())
+
+    def add_crd(self, crd: dict[str, Any]) -> list[ResourceDef]:
+        """Install a CRD as ``kubectl apply`` would (stored, and its resources served)."""
+        rd = self.registry.get(CRD_RESOURCE[0], "v1", CRD_RESOURCE[1])
+        assert rd is not None
+        self.api.create(rd, None, crd, WriteOptions())
+        return [d for d in self.registry.all() if d.custom and f"{d.plural}.{d.group}" == crd["metadata"]["name"]]
+
+    # -- kmock integration -----------------------------------------------------------------------
+
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        try:
+            parsing.parse_path(raw_request.path)
+        except ValueError:
+            # kmock 0.8 cannot parse some valid paths (e.g. GET /api/v1/namespaces); route them ourselves.
+            return await self._call_unparsed(raw_request)
+        return await super().__call__(raw_request)
+
+    async def _call_unparsed(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        body = await raw.read()
+        request = rendering.Request(
+            id=len(self._requests), raw_request=raw, url=raw.url, method=raw.method, params=dict(raw.query),
+            headers=dict(raw.headers), body=body, text=body.decode("utf-8", "replace"),
+        )
+        self._requests.append(request)
+        try:
+            return await self._handle(request)
+        except Exception as e:
+            if not self._errors:
+                raise
+            self._errors[-1].append(e)
+            return await self._render_error(e)
+
+    async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        if self.request_log_limit is not None and len(self._requests) > self.request_log_limit:
+            del self._requests[: len(self._requests) - self.request_log_limit // 2]
+        try:
+            return await apps.RawHandler._handle(self, request)  # user-defined reactions first
+        except NotImplementedError:  # none matched (kmock's way of saying so)
+            pass
+        try:
+            return await self._serve(request)
+        except errors.ApiError as e:
+            return _error(e)
+
+    # -- routing ---------------------------------------------------------------------------------
+
+    async def _serve(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        raw = request._raw_request
+        assert raw is not None
+        path = "/" + request.url.path.strip("/")
+        parts = path.strip("/").split("/") if path != "/" else []
+        match parts:
+            case [] | ["healthz" | "livez" | "readyz"]:
+                if not parts:
+                    return _json({"paths": sorted(["/api", "/apis", "/version", "/openapi/v3", "/healthz"])})
+                return aiohttp.web.Response(text="ok")
+            case ["version"]:
+                return _json(discovery.VERSION_INFO)
+            case ["api"]:
+                return _json(discovery.api_versions(raw.host))
+            case ["apis"]:
+                return _json(discovery.api_group_list(self.registry))
+            case ["openapi", "v3"]:
+                return _json(openapi.root_document(self.registry))
+            case ["openapi", "v3", "api", version] | ["openapi", "v3", "apis", _, version]:
+                group = parts[3] if parts[2] == "apis" else ""
+                document = openapi.group_version_document(self.registry, group, version)
+                if document is None:
+                    raise errors.resource_not_found()
+                return _json(document)
+            case ["apis", group]:
+                versions = self.registry.group_versions().get(group)
+                if not versions:
+                    raise errors.resource_not_found()
+                return _json(discovery.api_group(group, versions))
+            case ["api", version, *rest]:
+                return await self._serve_group_version(request, "", version, rest)
+            case ["apis", group, version, *rest]:
+                return await self._serve_group_version(request, group, version, rest)
+        # Like the real server, unknown non-resource paths (incl. /openapi/v2) are a plain 404.
+        return aiohttp.web.Response(status=404, text="404 page not found\n")
+
+    async def _serve_group_version(self, request: rendering.Request, group: str, version: str,
+                                   rest: list[str]) -> aiohttp.web.StreamResponse:
+        if not rest:
+            resource_list = discovery.api_resource_list(self.registry, group, version)
+            if resource_list is None:
+                raise errors.resource_not_found()
+            return _json(resource_list)
+        namespace = None
+        if rest[0] == "namespaces" and len(rest) >= 3:
+            candidate = self.registry.get(group, version, rest[2])
+            if candidate is not None and candidate.namespaced:
+                namespace, rest = rest[1], rest[2:]
+        if len(rest) > 3:
+            raise errors.resource_not_found()
+        rd = self.registry.get(group, version, rest[0])
+        if rd is None or (namespace is not None and not rd.namespaced):
+            raise errors.resource_not_found()
+        name = rest[1] if len(rest) > 1 else None
+        subresource = rest[2] if len(rest) > 2 else None
+        if subresource is not None and (subresource != "status" or not rd.has_status):
+            raise errors.resource_not_found()
+        return await self._serve_resource(request, rd, namespace, name, subresource)
+
+    # -- verbs -----------------------------------------------------------------------------------
+
+    async def _serve_resource(self, request: rendering.Request, rd: ResourceDef, namespace: str | None,
+                              name: str | None, subresource: str | None) -> aiohttp.web.StreamResponse:
+        raw = request._raw_request
+        assert raw is not None
+        method = raw.method.upper()
+        params = dict(request.params)
+        if method == "GET" and params.get("watch") in ("true", "1"):
+            verb = "watch"
+        else:
+            verb = {("GET", True): "get", ("GET", False): "list", ("POST", False): "create",
+                    ("PUT", True): "update", ("PATCH", True): "patch", ("DELETE", True): "delete",
+                    ("DELETE", False): "deletecollection"}.get((method, name is not None), "")
+        if not verb or (subresource is None and verb not in rd.verbs):
+            raise errors.method_not_allowed()
+        if rd.namespaced and namespace is None and verb in ("create", "get", "update", "patch", "delete"):
+            raise errors.resource_not_found()  # namespaced objects are addressed within a namespace
+        opts = self._write_options(params)
+        match verb:
+            case "get":
+                assert name is not None
+                obj = self.api.get(rd, namespace, name)
+                return _json(self._render_one(request, rd, obj))
+            case "list" | "watch":
+                return await self._serve_collection(request, rd, namespace, name, params, verb)
+            case "create":
+                written = self.api.create(rd, namespace, self._body(request), opts)
+                return _json(written.obj, 201, written.warnings)
+            case "update":
+                assert name is not None
+                written = self.api.update(rd, namespace, name, self._body(request), opts, subresource)
+                return _json(written.obj, 200, written.warnings)
+            case "patch":
+                assert name is not None
+                content_type = raw.content_type
+                written = self.api.patch(rd, namespace, name, content_type, self._body(request), opts, subresource)
+                return _json(written.obj, 200, written.warnings)
+            case "delete":
+                assert name is not None
+                result, _ = self.api.delete(rd, namespace, name, self._delete_options(request, params), opts.dry_run)
+                return _json(result)
+            case _:
+                return self._delete_collection(request, rd, namespace, params, opts)
+
+    def _write_options(self, params: dict[str, str]) -> WriteOptions:
+        validation = params.get("fieldValidation") or "Warn"
+        if validation not in _FIELD_VALIDATION:
+            raise errors.bad_request(f'fieldValidation parameter unsupported value: "{validation}"')
+        return WriteOptions(dry_run=params.get("dryRun") == "All", field_validation=validation)
+
+    @staticmethod
+    def _body(request: rendering.Request) -> Any:
+        try:
+            return json.loads(request.body or b"null")
+        except ValueError as e:
+            raise errors.bad_request(f"the request body is not valid JSON: {e}") from None
+
+    def _delete_options(self, request: rendering.Request, params: dict[str, str]) -> dict[str, Any]:
+        options = self._body(request) if request.body.strip() else {}
+        options = options if isinstance(options, dict) else {}
+        if params.get("propagationPolicy"):
+            options["propagationPolicy"] = params["propagationPolicy"]
+        if params.get("orphanDependents"):
+            options["orphanDependents"] = params["orphanDependents"] == "true"
+        policy = options.get("propagationPolicy")
+        if policy not in (None, "Orphan", "Background", "Foreground"):
+            raise errors.bad_request(f'propagationPolicy: Unsupported value: "{policy}"')
+        return options
+
+    def _selectors(self, rd: ResourceDef, params: dict[str, str], name: str | None) -> selectors.Matcher:
+        field_selector = params.get("fieldSelector", "")
+        if name is not None:  # a watch on a single object's path
+            field_selector = ",".join(filter(None, [field_selector, f"metadata.name={name}"]))
+        try:
+            by_label = selectors.label_matcher(params.get("labelSelector"))
+            by_field = selectors.field_matcher(field_selector, rd.field_selectors, custom=rd.custom)
+        except selectors.SelectorError as e:
+            raise errors.bad_request(str(e)) from None
+        return lambda obj: by_label(obj) and by_field(obj)
+
+    async def _serve_collection(self, request: rendering.Request, rd: ResourceDef, namespace: str | None,
+                                name: str | None, params: dict[str, str], verb: str) -> aiohttp.web.StreamResponse:
+        matches = self._selectors(rd, params, name)
+        if verb == "watch":
+            raw = request._raw_request
+            assert raw is not None
+            table = self._wants_table(request)
+            render = (lambda obj: tables.table(rd, [obj], obj["metadata"]["resourceVersion"],
+                                               params.get("includeObject", "Metadata"))) if table else (lambda o: o)
+            return await watch.serve(raw, self.api, rd, namespace, matches, params, render)
+        # `limit`/`continue` are ignored: "the server may return all results" (API concepts, chunking).
+        items = [obj for obj in self.api.list(rd, namespace) if matches(obj)]
+        revision = str(self.store.revision)
+        if self._wants_table(request):
+            return _json(tables.table(rd, items, revision, params.get("includeObject", "Metadata")))
+        return _json({"kind": rd.list_kind, "apiVersion": rd.api_version,
+                      "metadata": {"resourceVersion": revision}, "items": items})
+
+    def _delete_collection(self, request: rendering.Request, rd: ResourceDef, namespace: str | None,
+                           params: dict[str, str], opts: WriteOptions) -> aiohttp.web.StreamResponse:
+        matches = self._selectors(rd, params, None)
+        options = self._delete_options(request, params)
+        items = [obj for obj in self.api.list(rd, namespace) if matches(obj)]
+        for obj in items:
+            self.api.delete(rd, obj["metadata"].get("namespace"), obj["metadata"]["name"], options, opts.dry_run)
+        return _json({"kind": rd.list_kind, "apiVersion": rd.api_version,
+                      "metadata": {"resourceVersion": str(self.store.revision)}, "items": items})
+
+    @staticmethod
+    def _wants_table(request: rendering.Request) -> bool:
+        return tables.TABLE_ACCEPT in request.headers.get("Accept", "")
+
+    def _render_one(self, request: rendering.Request, rd: ResourceDef, obj: dict[str, Any]) -> dict[str, Any]:
+        if self._wants_table(request):
+            return tables.table(rd, [obj], obj["metadata"]["resourceVersion"],
+                                request.params.get("includeObject", "Metadata"))
+        return obj

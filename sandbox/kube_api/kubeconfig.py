@@ -1,0 +1,44 @@
+"""Kubeconfig files for the local API (plain HTTP, a dummy token user), and atomic file writes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import tempfile
+
+import yaml
+
+
+def write_atomically(target: pathlib.Path, text: str) -> None:
+    """Write to a temporary file beside the target, then rename: readers never see half a file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_kubeconfig(path: str | os.PathLike[str], server_url: str, namespace: str = "default") -> pathlib.Path:
+    """Write a kubeconfig for ``server_url`` that kubectl and kopf accept; return its path.
+
+    kopf's kubeconfig login accepts plain-http servers and a bearer token; kubectl needs a user entry.
+    """
+    name = "rackmesh-sandbox"
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": name, "cluster": {"server": server_url}}],
+        "users": [{"name": name, "user": {"token": "rackmesh-sandbox-token"}}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": name, "namespace": namespace}}],
+        "current-context": name,
+        "preferences": {},
+    }
+    target = pathlib.Path(path)
+    write_atomically(target, yaml.safe_dump(config, sort_keys=False))
+    return target

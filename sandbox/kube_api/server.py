@@ -1,0 +1,76 @@
+"""Serving the emulator over HTTP, in-process (``async with KubeApiServer(...)``) or as a process.
+
+The HTTP server is aiohttp's low-level server around the kmock handler. kmock's own ``Server`` is
+not used: it also patches aiohttp's DNS resolution process-wide (and must be exited in LIFO order),
+which a product running in the same process as the API must not be exposed to.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp.web
+import yaml
+
+from rackmesh_sandbox.kube_api.emulator import KubeApiEmulator
+from rackmesh_sandbox.kube_api.kubeconfig import write_kubeconfig
+from rackmesh_sandbox.kube_api.kubevirt import kubevirt_crds
+
+PathLike = str | os.PathLike[str]
+
+
+def load_yaml_documents(path: PathLike) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        return [doc for doc in yaml.safe_load_all(f) if doc]
+
+
+class KubeApiServer:
+    """A local Kubernetes API on ``host:port`` (port 0: any free one); see ``url`` once entered."""
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, crd_paths: Iterable[PathLike] = (),
+                 kubevirt: bool = True, request_log_limit: int | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.crd_paths = [pathlib.Path(p) for p in crd_paths]
+        self.kubevirt = kubevirt
+        self.emulator = KubeApiEmulator(request_log_limit=request_log_limit)
+        self._runner: aiohttp.web.ServerRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def __aenter__(self) -> Self:
+        if self.kubevirt:
+            for crd in kubevirt_crds():
+                self.emulator.add_crd(crd)
+        for path in self.crd_paths:
+            for doc in load_yaml_documents(path):
+                if doc.get("kind") == "CustomResourceDefinition":
+                    self.emulator.add_crd(doc)
+        await self.emulator.__aenter__()
+        # Watches are closed by the emulator on exit, so shutdown never waits on open streams long.
+        server = aiohttp.web.Server(self.emulator)
+        self._runner = aiohttp.web.ServerRunner(server, shutdown_timeout=2.0)
+        await self._runner.setup()
+        site = aiohttp.web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        self.port = self._runner.addresses[0][1]  # the port actually bound (port 0 picks a free one)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if self._runner is None:
+            return  # already stopped (exiting twice is harmless)
+        self.emulator.store.changes.close()
+        runner, self._runner = self._runner, None
+        await runner.cleanup()
+        await self.emulator.__aexit__(exc_type, exc, tb)
+
+    def write_kubeconfig(self, path: PathLike, namespace: str = "default") -> pathlib.Path:
+        """A kubeconfig for this server (see :func:`.kubeconfig.write_kubeconfig`)."""
+        return write_kubeconfig(path, self.url, namespace)

@@ -1,0 +1,109 @@
+"""Watch streams: ``?watch=true`` as newline-delimited JSON events.
+
+Docs: https://kubernetes.io/docs/reference/using-api/api-concepts/#efficient-detection-of-changes
+and https://kubernetes.io/docs/reference/using-api/api-concepts/#semantics-for-watch
+
+- No ``resourceVersion`` (or "0"): synthetic ``ADDED`` events for the current state, then changes.
+- ``resourceVersion=N``: the changes after N; ``ERROR`` with a 410 Status if N is compacted away.
+- Selectors apply to both states of a change: an object leaving the selection arrives as
+  ``DELETED`` (with its previous content), one entering it as ``ADDED``.
+- ``timeoutSeconds`` ends the stream; ``sendInitialEvents=true`` ends the initial state with a
+  ``BOOKMARK`` annotated ``k8s.io/initial-events-end``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp.web
+
+from rackmesh_sandbox.kube_api import errors
+from rackmesh_sandbox.kube_api.api import ObjectApi
+from rackmesh_sandbox.kube_api.registry import ResourceDef
+from rackmesh_sandbox.kube_api.selectors import Matcher
+
+Render = Callable[[dict[str, Any]], dict[str, Any]]  # e.g. into a Table, for `kubectl get -w`
+_IDLE = 5.0  # how often an idle stream checks its deadline and whether the client is still there
+
+
+def _event(kind: str, obj: dict[str, Any]) -> bytes:
+    return json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n"
+
+
+def transition(change_type: str, now: bool, before: bool) -> str | None:
+    """The event a selecting watcher sees for a change, given whether the object matches now/before."""
+    if change_type == "MODIFIED":
+        return "MODIFIED" if now and before else "ADDED" if now else "DELETED" if before else None
+    if change_type == "DELETED":
+        return "DELETED" if before else None
+    return change_type if now else None
+
+
+async def serve(raw: aiohttp.web.BaseRequest, api: ObjectApi, rd: ResourceDef, namespace: str | None,
+                matches: Matcher, params: dict[str, str], render: Render) -> aiohttp.web.StreamResponse:
+    requested = params.get("resourceVersion", "")
+    if requested not in ("", "0") and not requested.isdigit():
+        raise errors.bad_request(f"invalid resource version: {requested}")
+    timeout = float(params["timeoutSeconds"]) if params.get("timeoutSeconds") else None
+    deadline = time.monotonic() + timeout if timeout is not None else None
+
+    # Snapshot and cursor are taken together, before any await, so no change is lost or doubled.
+    initial: list[dict[str, Any]] = []
+    since = api.store.revision
+    if requested in ("", "0"):
+        initial = [obj for obj in api.list(rd, namespace) if matches(obj)]
+    else:
+        since = int(requested)
+    changes = api.store.changes.follow(since, idle=_IDLE)
+
+    response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
+    await response.prepare(raw)
+    with contextlib.suppress(ConnectionError):
+        for obj in initial:
+            await response.write(_event("ADDED", render(obj)))
+        if params.get("sendInitialEvents") == "true":
+            bookmark = {"kind": rd.kind, "apiVersion": rd.api_version, "metadata": {
+                "resourceVersion": str(since), "annotations": {"k8s.io/initial-events-end": "true"}}}
+            await response.write(_event("BOOKMARK", bookmark))
+        try:
+            async with asyncio.timeout_at(_loop_deadline(deadline)):
+                await _stream(response, raw, api, rd, namespace, matches, render, changes)
+        except TimeoutError:
+            pass  # timeoutSeconds elapsed: the server ends the stream, the client re-watches
+        except errors.ApiError as e:
+            await response.write(_event("ERROR", e.status()))
+        finally:
+            await changes.aclose()
+        await response.write_eof()
+    return response
+
+
+def _loop_deadline(deadline: float | None) -> float | None:
+    if deadline is None:
+        return None
+    return asyncio.get_running_loop().time() + (deadline - time.monotonic())
+
+
+async def _stream(response: aiohttp.web.StreamResponse, raw: aiohttp.web.BaseRequest, api: ObjectApi,
+                  rd: ResourceDef, namespace: str | None, matches: Matcher, render: Render, changes: Any) -> None:
+    async for change in changes:
+        if change is None:
+            if raw.transport is None or raw.transport.is_closing():
+                return  # the client went away
+            continue
+        if change.key != rd.storage:
+            continue
+        if rd.namespaced and namespace is not None and change.obj["metadata"].get("namespace") != namespace:
+            continue
+        kind = transition(change.type, matches(change.obj), change.prev is not None and matches(change.prev))
+        if kind is None:
+            continue
+        obj = copy.deepcopy(change.prev if kind == "DELETED" and change.type == "MODIFIED" else change.obj)
+        obj["metadata"]["resourceVersion"] = str(change.revision)  # the event's version, even for old content
+        await response.write(_event(kind, render(api.present(rd, obj))))
