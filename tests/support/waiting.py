@@ -6,10 +6,12 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
+# What a check may raise while the condition is not true yet.
+NOT_YET: tuple[type[Exception], ...] = (AssertionError, OSError, LookupError)
 
 
 def eventually(check: Callable[[], T], timeout: float = 20.0, interval: float = 0.05,
-               what: str = "condition") -> T:
+               what: str = "condition", retry_on: tuple[type[Exception], ...] = NOT_YET) -> T:
     """Call ``check`` until it returns something truthy without raising; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -18,7 +20,7 @@ def eventually(check: Callable[[], T], timeout: float = 20.0, interval: float = 
             if result:
                 return result
             last: object = f"last result {result!r}"
-        except (AssertionError, OSError, LookupError) as exc:
+        except retry_on as exc:
             last = exc
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not true within {timeout} s: {last}")
@@ -26,7 +28,7 @@ def eventually(check: Callable[[], T], timeout: float = 20.0, interval: float = 
 
 
 async def async_eventually(check: Callable[[], Awaitable[T]], timeout: float = 20.0, interval: float = 0.05,
-                           what: str = "condition") -> T:
+                           what: str = "condition", retry_on: tuple[type[Exception], ...] = NOT_YET) -> T:
     """The asyncio twin of ``eventually``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -35,7 +37,7 @@ async def async_eventually(check: Callable[[], Awaitable[T]], timeout: float = 2
             if result:
                 return result
             last: object = f"last result {result!r}"
-        except (AssertionError, OSError, LookupError) as exc:
+        except retry_on as exc:
             last = exc
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not true within {timeout} s: {last}")

@@ -6,16 +6,14 @@ import json
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException
 from kazoo.handlers.threading import KazooTimeoutError
 
+from rackmesh_sandbox.processes import running
 from rackmesh_sandbox.zookeeper import (
     ZooKeeperEnsemble,
     ZooKeeperNotFound,
@@ -23,33 +21,9 @@ from rackmesh_sandbox.zookeeper import (
     find_zookeeper,
     stop_from_state,
 )
+from tests.support.waiting import NOT_YET, eventually
 
 pytestmark = pytest.mark.zookeeper
-T = TypeVar("T")
-
-
-def eventually(action: Callable[[], T], timeout: float = 20.0) -> T:
-    """Retry ``action`` until it returns a truthy value without raising; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = action()
-            if result:
-                return result
-            error: object = f"last result {result!r}"
-        except (KazooException, AssertionError, OSError) as exc:
-            error = exc
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout} s: {error}")
-        time.sleep(0.05)
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie waiting for a parent that may never reap it counts as gone)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def listening(host: str, port: int) -> bool:
@@ -80,7 +54,7 @@ def test_standalone_serves_kazoo_and_stop_leaves_nothing(tmp_path: Path) -> None
             client.close()
         pid, port, data_dir = server.pid, server.client_port, server.data_dir
         assert pid is not None
-        assert alive(pid)
+        assert running(pid)
         assert data_dir.is_dir()
     assert not Path(f"/proc/{pid}").exists()  # stopped and reaped
     assert not listening("127.0.0.1", port)
@@ -106,7 +80,8 @@ def test_quorum_elects_one_leader_and_survives_losing_it(tmp_path: Path) -> None
             assert new is not old
 
             # The client fails over by itself, and its session (holding the ephemeral node) survives.
-            eventually(lambda: client.ensure_path("/after-failover"))  # idempotent, so safe to retry
+            # ensure_path is idempotent, so safe to retry
+            eventually(lambda: client.ensure_path("/after-failover"), retry_on=(KazooException, *NOT_YET))
             assert client.get("/owner")[0] == b"me"
 
             old.start(timeout=20)
@@ -141,7 +116,7 @@ def test_stop_from_state_stops_servers_started_by_another_process(tmp_path: Path
     try:
         servers = state["servers"]
         assert [s["host"] for s in servers] == ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
-        assert all(alive(s["pid"]) and listening(s["host"], s["client_port"]) for s in servers)
+        assert all(running(s["pid"]) and listening(s["host"], s["client_port"]) for s in servers)
         client = connect(state["connect_string"])
         client.ensure_path("/still/there")
         client.stop()
@@ -149,7 +124,7 @@ def test_stop_from_state_stops_servers_started_by_another_process(tmp_path: Path
     finally:
         stop_from_state(json.loads(json.dumps(state)))
     for server in servers:
-        assert not alive(server["pid"])
+        assert not running(server["pid"])
         assert not listening(server["host"], server["client_port"])
         assert not Path(server["data_dir"]).exists()
         assert Path(server["log"]).is_file()  # logs are kept for post-mortems
