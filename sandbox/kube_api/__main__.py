@@ -25,7 +25,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m rackmesh_sandbox.kube_api", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--crd", action="append", default=[], type=pathlib.Path, help="a CRD YAML file (repeatable)")
+    parser.add_argument(
+        "--crd", action="append", default=[], type=pathlib.Path, help="a CRD YAML file (repeatable)"
+    )
     parser.add_argument("--no-kubevirt", action="store_true", help="do not install the KubeVirt/CDI CRDs")
     parser.add_argument("--ready-file", type=pathlib.Path, help="written with the URL and pid once listening")
     parser.add_argument("--kubeconfig", type=pathlib.Path, help="also write a kubeconfig for the server here")
@@ -39,8 +41,13 @@ async def serve(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     # The process lives long: bound kmock's request log so memory stays flat.
-    async with KubeApiServer(host=args.host, port=args.port, crd_paths=args.crd, kubevirt=not args.no_kubevirt,
-                             request_log_limit=1000) as api:
+    async with KubeApiServer(
+        host=args.host,
+        port=args.port,
+        crd_paths=args.crd,
+        kubevirt=not args.no_kubevirt,
+        request_log_limit=1000,
+    ) as api:
         if args.kubeconfig:
             api.write_kubeconfig(args.kubeconfig)
         if args.ready_file:

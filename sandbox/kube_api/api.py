@@ -74,7 +74,9 @@ class ObjectApi:
         return self.present(rd, obj)
 
     def list(self, rd: ResourceDef, namespace: str | None) -> list[dict[str, Any]]:
-        return [self.present(rd, obj) for obj in self.store.list(rd.storage, namespace if rd.namespaced else None)]
+        return [
+            self.present(rd, obj) for obj in self.store.list(rd.storage, namespace if rd.namespaced else None)
+        ]
 
     # -- create --------------------------------------------------------------------------------
 
@@ -84,14 +86,18 @@ class ObjectApi:
         if rd.namespaced:
             if md.get("namespace") and md["namespace"] != namespace:
                 raise errors.bad_request(
-                    "the namespace of the provided object does not match the namespace sent on the request")
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
             md["namespace"] = namespace
             self._check_namespace(namespace)
         else:
             md.pop("namespace", None)
         if md.get("resourceVersion"):
-            raise errors.ApiError(500, "InternalError", "Internal error occurred: resourceVersion should not be "
-                                  "set on objects to be created")
+            raise errors.ApiError(
+                500,
+                "InternalError",
+                "Internal error occurred: resourceVersion should not be set on objects to be created",
+            )
         if not md.get("name") and md.get("generateName"):
             md["name"] = meta.generate_name(md["generateName"])
         for field in (*meta.SYSTEM_FIELDS, "managedFields", "selfLink"):
@@ -125,13 +131,18 @@ class ObjectApi:
             raise errors.bad_request("the request body must be a JSON object")
         obj = copy.deepcopy(body)
         if rd.custom and not obj.get("kind"):
-            raise errors.bad_request(f"Object 'Kind' is missing in '{json.dumps(body, separators=(',', ':'))}'")
+            raise errors.bad_request(
+                f"Object 'Kind' is missing in '{json.dumps(body, separators=(',', ':'))}'"
+            )
         if obj.get("apiVersion") not in (None, rd.api_version):
-            raise errors.bad_request(f"the API version in the data ({obj['apiVersion']}) does not match the "
-                                     f"expected API version ({rd.api_version})")
+            raise errors.bad_request(
+                f"the API version in the data ({obj['apiVersion']}) does not match the "
+                f"expected API version ({rd.api_version})"
+            )
         if obj.get("kind") not in (None, rd.kind):
-            raise errors.bad_request(f"the kind in the data ({obj['kind']}) does not match the expected "
-                                     f"kind ({rd.kind})")
+            raise errors.bad_request(
+                f"the kind in the data ({obj['kind']}) does not match the expected kind ({rd.kind})"
+            )
         if not isinstance(obj.get("metadata", {}), dict):
             raise errors.bad_request("metadata must be an object")
         obj["apiVersion"], obj["kind"] = rd.storage_api_version, rd.kind
@@ -142,8 +153,12 @@ class ObjectApi:
         if ns is None:
             raise errors.not_found("", "namespaces", namespace or "")
         if meta_of(ns).get("deletionTimestamp"):
-            raise errors.ApiError(403, "Forbidden", f"unable to create new content in namespace {namespace} "
-                                  "because it is being terminated", {"name": namespace, "kind": "namespaces"})
+            raise errors.ApiError(
+                403,
+                "Forbidden",
+                f"unable to create new content in namespace {namespace} because it is being terminated",
+                {"name": namespace, "kind": "namespaces"},
+            )
 
     def _admit(self, rd: ResourceDef, obj: dict[str, Any], opts: WriteOptions, *, patching: Any) -> list[str]:
         """Prune, default and validate; refuse with 400/422 as the server does. Return warnings."""
@@ -155,10 +170,14 @@ class ObjectApi:
             if unknown and opts.field_validation == "Strict":
                 listed = ", ".join(f'unknown field "{path}"' for path in unknown)
                 if patching is None:
-                    raise errors.bad_request(f'{rd.kind} in version "{rd.version}" cannot be handled as a '
-                                             f"{rd.kind}: strict decoding error: {listed}")
+                    raise errors.bad_request(
+                        f'{rd.kind} in version "{rd.version}" cannot be handled as a '
+                        f"{rd.kind}: strict decoding error: {listed}"
+                    )
                 value = json.dumps(patching, separators=(",", ":"))
-                raise errors.invalid("", "", "", [invalid("patch", value, f"strict decoding error: {listed}")])
+                raise errors.invalid(
+                    "", "", "", [invalid("patch", value, f"strict decoding error: {listed}")]
+                )
             if opts.field_validation == "Warn":
                 warnings += [f'unknown field "{path}"' for path in unknown]
             rd.schema.apply_defaults(obj)
@@ -180,25 +199,45 @@ class ObjectApi:
             "storedVersions": [v["name"] for v in spec["versions"] if v.get("storage")],
             "conditions": [
                 {"type": t, "status": "True", "reason": r, "message": m, "lastTransitionTime": meta.now()}
-                for t, r, m in [("NamesAccepted", "NoConflicts", "no conflicts found"),
-                                ("Established", "InitialNamesAccepted", "the initial names have been accepted")]
+                for t, r, m in [
+                    ("NamesAccepted", "NoConflicts", "no conflicts found"),
+                    ("Established", "InitialNamesAccepted", "the initial names have been accepted"),
+                ]
             ],
         }
 
     # -- update and patch ----------------------------------------------------------------------
 
-    def update(self, rd: ResourceDef, namespace: str | None, name: str, body: Any, opts: WriteOptions,
-               subresource: str | None = None) -> Written:
+    def update(
+        self,
+        rd: ResourceDef,
+        namespace: str | None,
+        name: str,
+        body: Any,
+        opts: WriteOptions,
+        subresource: str | None = None,
+    ) -> Written:
         """PUT: replace the object (or its status)."""
-        return self._update(rd, namespace, name, lambda old: self._typed(rd, body), opts, subresource, patching=None)
+        return self._update(
+            rd, namespace, name, lambda old: self._typed(rd, body), opts, subresource, patching=None
+        )
 
-    def patch(self, rd: ResourceDef, namespace: str | None, name: str, content_type: str, patch: Any,
-              opts: WriteOptions, subresource: str | None = None) -> Written:
+    def patch(
+        self,
+        rd: ResourceDef,
+        namespace: str | None,
+        name: str,
+        content_type: str,
+        patch: Any,
+        opts: WriteOptions,
+        subresource: str | None = None,
+    ) -> Written:
         """PATCH with one of the three patch types; the patched result goes through update."""
         accepted = [patches.JSON_PATCH, patches.MERGE_PATCH, patches.APPLY_PATCH]
         if not rd.custom:
             accepted.append(patches.STRATEGIC_MERGE_PATCH)
-        if content_type not in accepted or content_type == patches.APPLY_PATCH:  # server-side apply: not emulated
+        # Server-side apply is accepted by real servers but not emulated: refused like unknown types.
+        if content_type not in accepted or content_type == patches.APPLY_PATCH:
             raise errors.unsupported_media_type(content_type, accepted)
         apply: Callable[[Any, Any], Any] = {
             patches.MERGE_PATCH: patches.merge_patch,
@@ -212,23 +251,34 @@ class ObjectApi:
             except patches.PatchError as e:
                 raise errors.ApiError(422, "Invalid", str(e)) from None
             return self._typed(rd, result)
+
         return self._update(rd, namespace, name, patched, opts, subresource, patching=patch)
 
-    def _update(self, rd: ResourceDef, namespace: str | None, name: str,
-                compute: Callable[[dict[str, Any]], dict[str, Any]], opts: WriteOptions,
-                subresource: str | None, *, patching: Any) -> Written:
+    def _update(
+        self,
+        rd: ResourceDef,
+        namespace: str | None,
+        name: str,
+        compute: Callable[[dict[str, Any]], dict[str, Any]],
+        opts: WriteOptions,
+        subresource: str | None,
+        *,
+        patching: Any,
+    ) -> Written:
         key = self.key(rd, namespace, name)
         old = self.store.get(key)
         if old is None:
             raise errors.not_found(rd.group, rd.plural, name)
-        new = compute(copy.deepcopy(old))
+        new = compute(self.present(rd, copy.deepcopy(old)))  # patches see the requested version
         md, old_md = meta_of(new), meta_of(old)
         if md.get("name", name) != name:
-            raise errors.bad_request(f"the name of the object ({md['name']}) does not match the name on the URL "
-                                     f"({name})")
+            raise errors.bad_request(
+                f"the name of the object ({md['name']}) does not match the name on the URL ({name})"
+            )
         if rd.namespaced and md.get("namespace", namespace) != namespace:
             raise errors.bad_request(
-                "the namespace of the provided object does not match the namespace sent on the request")
+                "the namespace of the provided object does not match the namespace sent on the request"
+            )
         if md.get("resourceVersion") and md["resourceVersion"] != old_md.get("resourceVersion"):
             raise errors.conflict(rd.group, rd.plural, name, errors.MODIFIED)  # optimistic concurrency
         if subresource == "status":
@@ -254,8 +304,12 @@ class ObjectApi:
         md["resourceVersion"] = old_md.get("resourceVersion")
         added = [f for f in md.get("finalizers") or [] if f not in (old_md.get("finalizers") or [])]
         if old_md.get("deletionTimestamp") and added:
-            detail = f"no new finalizers can be added if the object is being deleted, found new finalizers {added}"
-            raise errors.invalid(rd.group, rd.kind, name, [FieldError("forbidden", "metadata.finalizers", detail)])
+            detail = (
+                f"no new finalizers can be added if the object is being deleted, found new finalizers {added}"
+            )
+            raise errors.invalid(
+                rd.group, rd.kind, name, [FieldError("forbidden", "metadata.finalizers", detail)]
+            )
         warnings = self._admit(rd, new, opts, patching=patching)
         if rd.tracks_generation and self._spec_changed(rd, old, new):
             md["generation"] = int(old_md.get("generation", 1)) + 1
@@ -278,8 +332,14 @@ class ObjectApi:
 
     # -- delete --------------------------------------------------------------------------------
 
-    def delete(self, rd: ResourceDef, namespace: str | None, name: str, options: dict[str, Any],
-               dry_run: bool = False) -> tuple[dict[str, Any], bool]:
+    def delete(
+        self,
+        rd: ResourceDef,
+        namespace: str | None,
+        name: str,
+        options: dict[str, Any],
+        dry_run: bool = False,
+    ) -> tuple[dict[str, Any], bool]:
         """Delete; return (the object still present, or a Success status; whether it is gone)."""
         key = self.key(rd, namespace, name)
         old = self.store.get(key)
@@ -289,14 +349,22 @@ class ObjectApi:
         for field, label in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
             expected, actual = preconditions.get(field), meta_of(old).get(field)
             if expected and expected != actual:
-                why = f"Precondition failed: {label} in precondition: {expected}, {label} in object meta: {actual}"
+                why = (
+                    f"Precondition failed: {label} in precondition: {expected}, "
+                    f"{label} in object meta: {actual}"
+                )
                 raise errors.conflict(rd.group, rd.plural, name, why)
         if dry_run:
             return self.present(rd, old), False
         result = self.delete_key(key, options)
         if result is None:
-            status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                      "details": {"name": name, "kind": rd.plural, "uid": meta_of(old).get("uid")}}
+            status = {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "details": {"name": name, "kind": rd.plural, "uid": meta_of(old).get("uid")},
+            }
             if rd.group:
                 status["details"]["group"] = rd.group
             return status, True
@@ -308,7 +376,9 @@ class ObjectApi:
         if old is None:
             return None
         md = meta_of(old)
-        policy = options.get("propagationPolicy") or ("Orphan" if options.get("orphanDependents") else "Background")
+        policy = options.get("propagationPolicy") or (
+            "Orphan" if options.get("orphanDependents") else "Background"
+        )
         if md.get("deletionTimestamp"):
             return old  # already being deleted: deleting again changes nothing
         if policy == "Orphan":

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from rackmesh_sandbox.kube_api import errors
@@ -50,8 +50,8 @@ class ChangeLog:
         self._closed = True
         self._wakeup.set()
 
-    async def follow(self, since: int, *, idle: float | None = None) -> AsyncIterator[Change | None]:
-        """Yield changes with a revision above ``since`` until closed; ``None`` after ``idle`` quiet seconds."""
+    async def follow(self, since: int, *, idle: float | None = None) -> AsyncGenerator[Change | None, None]:
+        """Yield the changes after revision ``since`` until closed; ``None`` after ``idle`` quiet seconds."""
         cursor = since
         while not self._closed:
             if cursor < self._compacted:

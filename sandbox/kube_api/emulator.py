@@ -23,13 +23,14 @@ from rackmesh_sandbox.kube_api.store import ObjectStore
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 _FIELD_VALIDATION = ("Ignore", "Warn", "Strict")
+PROTOBUF = "application/vnd.kubernetes.protobuf"
 
 
 def _json(body: Any, status: int = 200, warnings: list[str] | None = None) -> aiohttp.web.Response:
     headers = {}
     if warnings:
-        # One Warning header per message, as the server sends them (RFC 7234 warn-code 299).
-        headers = {"Warning": ", ".join(f'299 - {json.dumps(w)}' for w in warnings)}
+        # RFC 7234 warn-code 299 warnings in one comma-separated header (client-go splits them).
+        headers = {"Warning": ", ".join(f"299 - {json.dumps(w)}" for w in warnings)}
     return aiohttp.web.json_response(body, status=status, headers=headers)
 
 
@@ -62,7 +63,9 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
         rd = self.registry.get(CRD_RESOURCE[0], "v1", CRD_RESOURCE[1])
         assert rd is not None
         self.api.create(rd, None, crd, WriteOptions())
-        return [d for d in self.registry.all() if d.custom and f"{d.plural}.{d.group}" == crd["metadata"]["name"]]
+        return [
+            d for d in self.registry.all() if d.custom and f"{d.plural}.{d.group}" == crd["metadata"]["name"]
+        ]
 
     # -- kmock integration -----------------------------------------------------------------------
 
@@ -77,8 +80,14 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
     async def _call_unparsed(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         body = await raw.read()
         request = rendering.Request(
-            id=len(self._requests), raw_request=raw, url=raw.url, method=raw.method, params=dict(raw.query),
-            headers=dict(raw.headers), body=body, text=body.decode("utf-8", "replace"),
+            id=len(self._requests),
+            raw_request=raw,
+            url=raw.url,
+            method=raw.method,
+            params=dict(raw.query),
+            headers=dict(raw.headers),
+            body=body,
+            text=body.decode("utf-8", "replace"),
         )
         self._requests.append(request)
         try:
@@ -139,8 +148,9 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
         # Like the real server, unknown non-resource paths (incl. /openapi/v2) are a plain 404.
         return aiohttp.web.Response(status=404, text="404 page not found\n")
 
-    async def _serve_group_version(self, request: rendering.Request, group: str, version: str,
-                                   rest: list[str]) -> aiohttp.web.StreamResponse:
+    async def _serve_group_version(
+        self, request: rendering.Request, group: str, version: str, rest: list[str]
+    ) -> aiohttp.web.StreamResponse:
         if not rest:
             resource_list = discovery.api_resource_list(self.registry, group, version)
             if resource_list is None:
@@ -164,8 +174,14 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
 
     # -- verbs -----------------------------------------------------------------------------------
 
-    async def _serve_resource(self, request: rendering.Request, rd: ResourceDef, namespace: str | None,
-                              name: str | None, subresource: str | None) -> aiohttp.web.StreamResponse:
+    async def _serve_resource(
+        self,
+        request: rendering.Request,
+        rd: ResourceDef,
+        namespace: str | None,
+        name: str | None,
+        subresource: str | None,
+    ) -> aiohttp.web.StreamResponse:
         raw = request._raw_request
         assert raw is not None
         method = raw.method.upper()
@@ -173,13 +189,22 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
         if method == "GET" and params.get("watch") in ("true", "1"):
             verb = "watch"
         else:
-            verb = {("GET", True): "get", ("GET", False): "list", ("POST", False): "create",
-                    ("PUT", True): "update", ("PATCH", True): "patch", ("DELETE", True): "delete",
-                    ("DELETE", False): "deletecollection"}.get((method, name is not None), "")
+            verb = {
+                ("GET", True): "get",
+                ("GET", False): "list",
+                ("POST", False): "create",
+                ("PUT", True): "update",
+                ("PATCH", True): "patch",
+                ("DELETE", True): "delete",
+                ("DELETE", False): "deletecollection",
+            }.get((method, name is not None), "")
         if not verb or (subresource is None and verb not in rd.verbs):
             raise errors.method_not_allowed()
         if rd.namespaced and namespace is None and verb in ("create", "get", "update", "patch", "delete"):
             raise errors.resource_not_found()  # namespaced objects are addressed within a namespace
+        if verb in ("create", "update") and raw.content_type == PROTOBUF:
+            # Typed clients (e.g. `kubectl create namespace`) send protobuf; only JSON is emulated.
+            raise errors.unsupported_media_type(PROTOBUF, ["application/json"])
         opts = self._write_options(params)
         match verb:
             case "get":
@@ -198,11 +223,15 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
             case "patch":
                 assert name is not None
                 content_type = raw.content_type
-                written = self.api.patch(rd, namespace, name, content_type, self._body(request), opts, subresource)
+                written = self.api.patch(
+                    rd, namespace, name, content_type, self._body(request), opts, subresource
+                )
                 return _json(written.obj, 200, written.warnings)
             case "delete":
                 assert name is not None
-                result, _ = self.api.delete(rd, namespace, name, self._delete_options(request, params), opts.dry_run)
+                result, _ = self.api.delete(
+                    rd, namespace, name, self._delete_options(request, params), opts.dry_run
+                )
                 return _json(result)
             case _:
                 return self._delete_collection(request, rd, namespace, params, opts)
@@ -243,33 +272,67 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
             raise errors.bad_request(str(e)) from None
         return lambda obj: by_label(obj) and by_field(obj)
 
-    async def _serve_collection(self, request: rendering.Request, rd: ResourceDef, namespace: str | None,
-                                name: str | None, params: dict[str, str], verb: str) -> aiohttp.web.StreamResponse:
+    async def _serve_collection(
+        self,
+        request: rendering.Request,
+        rd: ResourceDef,
+        namespace: str | None,
+        name: str | None,
+        params: dict[str, str],
+        verb: str,
+    ) -> aiohttp.web.StreamResponse:
         matches = self._selectors(rd, params, name)
         if verb == "watch":
             raw = request._raw_request
             assert raw is not None
             table = self._wants_table(request)
-            render = (lambda obj: tables.table(rd, [obj], obj["metadata"]["resourceVersion"],
-                                               params.get("includeObject", "Metadata"))) if table else (lambda o: o)
+            render = (
+                (
+                    lambda obj: tables.table(
+                        rd, [obj], obj["metadata"]["resourceVersion"], params.get("includeObject", "Metadata")
+                    )
+                )
+                if table
+                else (lambda o: o)
+            )
             return await watch.serve(raw, self.api, rd, namespace, matches, params, render)
         # `limit`/`continue` are ignored: "the server may return all results" (API concepts, chunking).
         items = [obj for obj in self.api.list(rd, namespace) if matches(obj)]
         revision = str(self.store.revision)
         if self._wants_table(request):
             return _json(tables.table(rd, items, revision, params.get("includeObject", "Metadata")))
-        return _json({"kind": rd.list_kind, "apiVersion": rd.api_version,
-                      "metadata": {"resourceVersion": revision}, "items": items})
+        return _json(
+            {
+                "kind": rd.list_kind,
+                "apiVersion": rd.api_version,
+                "metadata": {"resourceVersion": revision},
+                "items": items,
+            }
+        )
 
-    def _delete_collection(self, request: rendering.Request, rd: ResourceDef, namespace: str | None,
-                           params: dict[str, str], opts: WriteOptions) -> aiohttp.web.StreamResponse:
+    def _delete_collection(
+        self,
+        request: rendering.Request,
+        rd: ResourceDef,
+        namespace: str | None,
+        params: dict[str, str],
+        opts: WriteOptions,
+    ) -> aiohttp.web.StreamResponse:
         matches = self._selectors(rd, params, None)
         options = self._delete_options(request, params)
         items = [obj for obj in self.api.list(rd, namespace) if matches(obj)]
         for obj in items:
-            self.api.delete(rd, obj["metadata"].get("namespace"), obj["metadata"]["name"], options, opts.dry_run)
-        return _json({"kind": rd.list_kind, "apiVersion": rd.api_version,
-                      "metadata": {"resourceVersion": str(self.store.revision)}, "items": items})
+            self.api.delete(
+                rd, obj["metadata"].get("namespace"), obj["metadata"]["name"], options, opts.dry_run
+            )
+        return _json(
+            {
+                "kind": rd.list_kind,
+                "apiVersion": rd.api_version,
+                "metadata": {"resourceVersion": str(self.store.revision)},
+                "items": items,
+            }
+        )
 
     @staticmethod
     def _wants_table(request: rendering.Request) -> bool:
@@ -277,6 +340,7 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
 
     def _render_one(self, request: rendering.Request, rd: ResourceDef, obj: dict[str, Any]) -> dict[str, Any]:
         if self._wants_table(request):
-            return tables.table(rd, [obj], obj["metadata"]["resourceVersion"],
-                                request.params.get("includeObject", "Metadata"))
+            return tables.table(
+                rd, [obj], obj["metadata"]["resourceVersion"], request.params.get("includeObject", "Metadata")
+            )
         return obj

@@ -23,8 +23,13 @@ class ApiError(Exception):
 
     def status(self) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": self.message, "reason": self.reason, "code": self.code,
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
         }
         if self.details is not None:
             body["details"] = self.details
@@ -41,13 +46,21 @@ def group_resource(group: str, resource: str) -> str:
 
 
 def not_found(group: str, resource: str, name: str) -> ApiError:
-    return ApiError(404, "NotFound", f'{group_resource(group, resource)} "{name}" not found',
-                    _details(group, resource, name))
+    return ApiError(
+        404,
+        "NotFound",
+        f'{group_resource(group, resource)} "{name}" not found',
+        _details(group, resource, name),
+    )
 
 
 def already_exists(group: str, resource: str, name: str) -> ApiError:
-    return ApiError(409, "AlreadyExists", f'{group_resource(group, resource)} "{name}" already exists',
-                    _details(group, resource, name))
+    return ApiError(
+        409,
+        "AlreadyExists",
+        f'{group_resource(group, resource)} "{name}" already exists',
+        _details(group, resource, name),
+    )
 
 
 def conflict(group: str, resource: str, name: str, why: str) -> ApiError:
@@ -71,14 +84,22 @@ def bad_request(message: str) -> ApiError:
 
 
 def method_not_allowed() -> ApiError:
-    return ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+    return ApiError(
+        405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+    )
 
 
 def unsupported_media_type(content_type: str, accepted: list[str]) -> ApiError:
-    message = (f"the body of the request was in an unknown format - accepted media types include: "
-               f"{', '.join(accepted)}")
-    return ApiError(415, "UnsupportedMediaType", message, {"causes": [{"reason": "UnsupportedMediaType",
-                                                                          "message": content_type}]})
+    message = (
+        f"the body of the request was in an unknown format - accepted media types include: "
+        f"{', '.join(accepted)}"
+    )
+    return ApiError(
+        415,
+        "UnsupportedMediaType",
+        message,
+        {"causes": [{"reason": "UnsupportedMediaType", "message": content_type}]},
+    )
 
 
 def expired(requested: int, oldest: int) -> ApiError:

@@ -73,6 +73,7 @@ class GarbageCollector:
                 if key[1] == name:
                     self.api.delete_key(key, {})
             self._finish_namespace(name)
+
         self._later(delete_content)
 
     # -- the collection itself ------------------------------------------------------------------
@@ -99,7 +100,9 @@ class GarbageCollector:
 
     def _drop_refs(self, key: Key, obj: dict[str, Any], uids: set[str | None]) -> None:
         new = {**obj, "metadata": dict(meta(obj))}
-        new["metadata"]["ownerReferences"] = [r for r in meta(obj)["ownerReferences"] if r.get("uid") not in uids]
+        new["metadata"]["ownerReferences"] = [
+            r for r in meta(obj)["ownerReferences"] if r.get("uid") not in uids
+        ]
         if not new["metadata"]["ownerReferences"]:
             del new["metadata"]["ownerReferences"]
         self.api.store.write(key, new, "MODIFIED")

@@ -24,7 +24,9 @@ def write_atomically(target: pathlib.Path, text: str) -> None:
         raise
 
 
-def write_kubeconfig(path: str | os.PathLike[str], server_url: str, namespace: str = "default") -> pathlib.Path:
+def write_kubeconfig(
+    path: str | os.PathLike[str], server_url: str, namespace: str = "default"
+) -> pathlib.Path:
     """Write a kubeconfig for ``server_url`` that kubectl and kopf accept; return its path.
 
     kopf's kubeconfig login accepts plain-http servers and a bearer token; kubectl needs a user entry.

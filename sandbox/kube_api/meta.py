@@ -17,11 +17,25 @@ from typing import Any
 from rackmesh_sandbox.kube_api.fielderrors import FieldError, invalid, required
 
 # The fields of ObjectMeta; anything else in `metadata` is unknown and pruned.
-OBJECT_META_FIELDS = frozenset({
-    "name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation",
-    "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "labels", "annotations",
-    "ownerReferences", "finalizers", "managedFields",
-})
+OBJECT_META_FIELDS = frozenset(
+    {
+        "name",
+        "generateName",
+        "namespace",
+        "selfLink",
+        "uid",
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "labels",
+        "annotations",
+        "ownerReferences",
+        "finalizers",
+        "managedFields",
+    }
+)
 # Fields only the server sets; clients' values are replaced (create) or kept from the old object (update).
 SYSTEM_FIELDS = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation")
 
@@ -76,7 +90,9 @@ def is_subdomain(name: str) -> bool:
 
 def name_errors(name: str, field: str, *, dns_label: bool = False) -> list[FieldError]:
     """Name rules: DNS-1123 subdomains for most resources, DNS-1123 labels for namespaces."""
-    limit, pattern, message = (63, _DNS1123_LABEL, LABEL_MSG) if dns_label else (253, _DNS1123_SUBDOMAIN, SUBDOMAIN_MSG)
+    limit, pattern, message = (
+        (63, _DNS1123_LABEL, LABEL_MSG) if dns_label else (253, _DNS1123_SUBDOMAIN, SUBDOMAIN_MSG)
+    )
     errors = []
     if len(name) > limit:
         errors.append(invalid(field, name, f"must be no more than {limit} characters"))
@@ -100,7 +116,9 @@ def qualified_name_errors(key: str, field: str) -> list[FieldError]:
     return errors
 
 
-def validate_object_meta(meta: Any, *, namespaced: bool | None = None, dns_label: bool = False) -> list[FieldError]:
+def validate_object_meta(
+    meta: Any, *, namespaced: bool | None = None, dns_label: bool = False
+) -> list[FieldError]:
     """What ValidateObjectMeta refuses, for the fields products actually write."""
     if not isinstance(meta, dict):
         return [invalid("metadata", meta, "must be an object")]
@@ -139,15 +157,29 @@ def validate_object_meta(meta: Any, *, namespaced: bool | None = None, dns_label
         if not isinstance(value, str):
             errors.append(invalid(f"metadata.annotations.{key}", value, "must be a string"))
     if len(json.dumps(annotations)) > _ANNOTATIONS_LIMIT:
-        errors.append(FieldError("too_long", "metadata.annotations", f"must have at most {_ANNOTATIONS_LIMIT} bytes"))
+        errors.append(
+            FieldError("too_long", "metadata.annotations", f"must have at most {_ANNOTATIONS_LIMIT} bytes")
+        )
     for index, ref in enumerate(meta.get("ownerReferences") or []):
         field = f"metadata.ownerReferences[{index}]"
         for key in ("apiVersion", "kind", "name", "uid"):
             if not isinstance(ref, dict) or not ref.get(key):
-                errors.append(invalid(f"{field}.{key}", (ref or {}).get(key, "") if isinstance(ref, dict) else ref,
-                                      f"{key} must not be empty"))
-    controllers = [ref for ref in meta.get("ownerReferences") or [] if isinstance(ref, dict) and ref.get("controller")]
+                errors.append(
+                    invalid(
+                        f"{field}.{key}",
+                        (ref or {}).get(key, "") if isinstance(ref, dict) else ref,
+                        f"{key} must not be empty",
+                    )
+                )
+    controllers = [
+        ref for ref in meta.get("ownerReferences") or [] if isinstance(ref, dict) and ref.get("controller")
+    ]
     if len(controllers) > 1:
-        errors.append(invalid("metadata.ownerReferences", meta["ownerReferences"],
-                              "Only one reference can have Controller set to true"))
+        errors.append(
+            invalid(
+                "metadata.ownerReferences",
+                meta["ownerReferences"],
+                "Only one reference can have Controller set to true",
+            )
+        )
     return errors

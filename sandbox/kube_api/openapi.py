@@ -35,14 +35,23 @@ def _patch_operation(rd: ResourceDef) -> dict[str, Any]:
     ref = {"$ref": f"#/components/schemas/{_schema_name(rd)}"} if rd.schema else {"type": "object"}
     # No strategic-merge content type is advertised, so kubectl computes strategic patches for
     # built-ins from its compiled-in types and merge patches for custom resources (as on real servers).
-    content_types = ["application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"]
+    content_types = [
+        "application/json-patch+json",
+        "application/merge-patch+json",
+        "application/apply-patch+yaml",
+    ]
     return {
         "operationId": f"patch{rd.kind}",
         "x-kubernetes-action": "patch",
         "x-kubernetes-group-version-kind": {"group": rd.group, "version": rd.version, "kind": rd.kind},
-        "parameters": [{"name": name, "in": "query", "schema": {"type": "string", "uniqueItems": True}}
-                       for name in _QUERY],
-        "requestBody": {"content": {c: {"schema": {"type": "object"}} for c in content_types}, "required": True},
+        "parameters": [
+            {"name": name, "in": "query", "schema": {"type": "string", "uniqueItems": True}}
+            for name in _QUERY
+        ],
+        "requestBody": {
+            "content": {c: {"schema": {"type": "object"}} for c in content_types},
+            "required": True,
+        },
         "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": ref}}}},
     }
 

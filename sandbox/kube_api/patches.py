@@ -21,10 +21,21 @@ APPLY_PATCH = "application/apply-patch+yaml"
 
 # Merge keys of lists in built-in kinds (from the `patchMergeKey` tags of k8s.io/api).
 MERGE_KEYS: dict[str, str] = {
-    "conditions": "type", "addresses": "type", "taints": "key", "containers": "name",
-    "initContainers": "name", "ephemeralContainers": "name", "volumes": "name", "volumeMounts": "mountPath",
-    "env": "name", "ports": "containerPort", "ownerReferences": "uid", "images": "names",
-    "imagePullSecrets": "name", "hostAliases": "ip", "volumeDevices": "devicePath",
+    "conditions": "type",
+    "addresses": "type",
+    "taints": "key",
+    "containers": "name",
+    "initContainers": "name",
+    "ephemeralContainers": "name",
+    "volumes": "name",
+    "volumeMounts": "mountPath",
+    "env": "name",
+    "ports": "containerPort",
+    "ownerReferences": "uid",
+    "images": "names",
+    "imagePullSecrets": "name",
+    "hostAliases": "ip",
+    "volumeDevices": "devicePath",
 }
 # Lists of scalars that strategic merge patches merge as sets instead of replacing.
 MERGED_SCALAR_LISTS = frozenset({"finalizers"})
@@ -164,8 +175,14 @@ def _merge_list(current: list[Any], patch: list[Any], merge_key: str) -> list[An
     for item in patch:
         if not isinstance(item, dict) or merge_key not in item:
             return copy.deepcopy(patch)  # not a keyed list after all: replace, as for atomic lists
-        index = next((i for i, old in enumerate(merged) if isinstance(old, dict)
-                      and old.get(merge_key) == item[merge_key]), None)
+        index = next(
+            (
+                i
+                for i, old in enumerate(merged)
+                if isinstance(old, dict) and old.get(merge_key) == item[merge_key]
+            ),
+            None,
+        )
         if item.get("$patch") == "delete":
             if index is not None:
                 merged.pop(index)

@@ -71,7 +71,11 @@ class ResourceDef:
 
     @property
     def field_selectors(self) -> tuple[str, ...]:
-        extra = self.selectable_fields if self.custom else selectors.BUILTIN_FIELDS.get((self.group, self.plural), ())
+        extra = (
+            self.selectable_fields
+            if self.custom
+            else selectors.BUILTIN_FIELDS.get((self.group, self.plural), ())
+        )
         return ("metadata.name", "metadata.namespace", *extra)
 
 
@@ -97,7 +101,9 @@ def crd_errors(crd: dict[str, Any]) -> list[FieldError]:
             found.append(invalid("metadata.name", name, 'must be spec.names.plural+"."+spec.group'))
     storage = [v for v in spec.get("versions") or [] if v.get("storage")]
     if spec.get("versions") and len(storage) != 1:
-        found.append(invalid("spec.versions", len(storage), "must have exactly one version marked as storage version"))
+        found.append(
+            invalid("spec.versions", len(storage), "must have exactly one version marked as storage version")
+        )
     return found
 
 
@@ -111,12 +117,20 @@ def _bundled() -> tuple[ResourceDef, ...]:
     for res in bundled:
         info = bundled[res]
         assert res.group is not None and res.version is not None and res.plural is not None
-        found.append(ResourceDef(
-            group=res.group, version=res.version, plural=res.plural, kind=info.kind or res.plural,
-            namespaced=bool(info.namespaced), singular=info.singular or "", verbs=tuple(sorted(info.verbs)),
-            shortnames=tuple(sorted(info.shortnames)), categories=tuple(sorted(info.categories)),
-            subresources=frozenset(info.subresources),
-        ))
+        found.append(
+            ResourceDef(
+                group=res.group,
+                version=res.version,
+                plural=res.plural,
+                kind=info.kind or res.plural,
+                namespaced=bool(info.namespaced),
+                singular=info.singular or "",
+                verbs=tuple(sorted(info.verbs)),
+                shortnames=tuple(sorted(info.shortnames)),
+                categories=tuple(sorted(info.categories)),
+                subresources=frozenset(info.subresources),
+            )
+        )
     return tuple(found)
 
 
@@ -146,13 +160,22 @@ class Registry:
                 continue
             subresources = set((version.get("subresources") or {}).keys())
             rd = ResourceDef(
-                group=spec["group"], version=version["name"], plural=names["plural"], kind=names["kind"],
-                namespaced=spec.get("scope", "Namespaced") == "Namespaced", singular=names.get("singular", ""),
-                shortnames=tuple(names.get("shortNames") or ()), categories=tuple(names.get("categories") or ()),
-                subresources=frozenset(subresources), custom=True, storage_version=storage,
+                group=spec["group"],
+                version=version["name"],
+                plural=names["plural"],
+                kind=names["kind"],
+                namespaced=spec.get("scope", "Namespaced") == "Namespaced",
+                singular=names.get("singular", ""),
+                shortnames=tuple(names.get("shortNames") or ()),
+                categories=tuple(names.get("categories") or ()),
+                subresources=frozenset(subresources),
+                custom=True,
+                storage_version=storage,
                 schema=CrdSchema.from_crd(crd, version["name"]),
                 columns=tuple(version.get("additionalPrinterColumns") or ()),
-                selectable_fields=tuple(f["jsonPath"].lstrip(".") for f in version.get("selectableFields") or ()),
+                selectable_fields=tuple(
+                    f["jsonPath"].lstrip(".") for f in version.get("selectableFields") or ()
+                ),
             )
             self.add(rd)
             added.append(rd)

@@ -52,6 +52,7 @@ def _parses(parser: Callable[[str], object]) -> Callable[[str], bool]:
         except ValueError:
             return False
         return True
+
     return check
 
 
@@ -116,7 +117,10 @@ class CrdSchema:
         else:
             chosen = next((v for v in versions if v.get("storage")), versions[0])
         wrapper = chosen.get("schema") or spec.get("validation") or {}
-        openapi = wrapper.get("openAPIV3Schema") or {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+        openapi = wrapper.get("openAPIV3Schema") or {
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": True,
+        }
         return cls(openapi, kind=spec["names"]["kind"], group=spec["group"], version=chosen.get("name"))
 
     @classmethod
@@ -139,7 +143,9 @@ class CrdSchema:
             result.append(f"kind: Invalid value: {obj.get('kind')!r}: must be {self.kind}")
         group = str(obj.get("apiVersion", "")).rpartition("/")[0]
         if group != self.group:
-            result.append(f"apiVersion: Invalid value: {obj.get('apiVersion')!r}: must be in group {self.group}")
+            result.append(
+                f"apiVersion: Invalid value: {obj.get('apiVersion')!r}: must be in group {self.group}"
+            )
         unknown = self.prune(obj)
         if strict:
             result += [f'{path}: unknown field "{path}"' for path in unknown]
@@ -230,7 +236,9 @@ def _validate(value: Any, schema: Schema, path: str, errors: list[FieldError]) -
     actual = _json_type(value)
     integral_float = actual == "number" and float(value).is_integer()
     if types and not (
-        actual in types or (actual == "integer" and "number" in types) or (integral_float and "integer" in types)
+        actual in types
+        or (actual == "integer" and "number" in types)
+        or (integral_float and "integer" in types)
     ):
         errors.append(_type_error(path, types, actual))
         return
@@ -271,14 +279,20 @@ def _validate_junctors(value: Any, schema: Schema, path: str, errors: list[Field
 
 def _validate_string(value: str, schema: Schema, path: str, errors: list[FieldError]) -> None:
     if "maxLength" in schema and len(value) > schema["maxLength"]:
-        errors.append(FieldError("too_long", path, f"may not be more than {schema['maxLength']} bytes", value))
+        errors.append(
+            FieldError("too_long", path, f"may not be more than {schema['maxLength']} bytes", value)
+        )
     if "minLength" in schema and len(value) < schema["minLength"]:
-        errors.append(invalid(path, value, f"{path} in body should be at least {schema['minLength']} chars long"))
+        errors.append(
+            invalid(path, value, f"{path} in body should be at least {schema['minLength']} chars long")
+        )
     if "pattern" in schema and not re.search(schema["pattern"], value):
         errors.append(invalid(path, value, f"{path} in body should match '{schema['pattern']}'"))
     check = _FORMATS.get(schema.get("format", ""))
     if check is not None and not check(value):
-        errors.append(FieldError("type", path, f'{path} in body must be of type {schema["format"]}: "{value}"', value))
+        errors.append(
+            FieldError("type", path, f'{path} in body must be of type {schema["format"]}: "{value}"', value)
+        )
 
 
 def _validate_number(value: float, schema: Schema, path: str, errors: list[FieldError]) -> None:
@@ -287,13 +301,17 @@ def _validate_number(value: float, schema: Schema, path: str, errors: list[Field
         if schema.get("exclusiveMaximum") and value >= bound:
             errors.append(invalid(path, value, f"{path} in body should be less than {number(bound)}"))
         elif value > bound:
-            errors.append(invalid(path, value, f"{path} in body should be less than or equal to {number(bound)}"))
+            errors.append(
+                invalid(path, value, f"{path} in body should be less than or equal to {number(bound)}")
+            )
     if "minimum" in schema:
         bound = schema["minimum"]
         if schema.get("exclusiveMinimum") and value <= bound:
             errors.append(invalid(path, value, f"{path} in body should be greater than {number(bound)}"))
         elif value < bound:
-            errors.append(invalid(path, value, f"{path} in body should be greater than or equal to {number(bound)}"))
+            errors.append(
+                invalid(path, value, f"{path} in body should be greater than or equal to {number(bound)}")
+            )
     factor = schema.get("multipleOf")
     if factor and (value / factor) != int(value / factor):
         errors.append(invalid(path, value, f"{path} in body should be a multiple of {number(factor)}"))
@@ -305,9 +323,13 @@ def _validate_array(value: list[Any], schema: Schema, path: str, errors: list[Fi
         for index, item in enumerate(value):
             _validate(item, items, f"{path}[{index}]", errors)
     if "maxItems" in schema and len(value) > schema["maxItems"]:
-        errors.append(FieldError("too_many", path, f"must have at most {schema['maxItems']} items", len(value)))
+        errors.append(
+            FieldError("too_many", path, f"must have at most {schema['maxItems']} items", len(value))
+        )
     if "minItems" in schema and len(value) < schema["minItems"]:
-        errors.append(invalid(path, len(value), f"{path} in body should have at least {schema['minItems']} items"))
+        errors.append(
+            invalid(path, len(value), f"{path} in body should have at least {schema['minItems']} items")
+        )
     list_type = schema.get("x-kubernetes-list-type")
     keys = schema.get("x-kubernetes-list-map-keys") or []
     seen: list[Any] = []
@@ -320,7 +342,9 @@ def _validate_array(value: list[Any], schema: Schema, path: str, errors: list[Fi
 
 def _validate_object(value: dict[str, Any], schema: Schema, path: str, errors: list[FieldError]) -> None:
     if "maxProperties" in schema and len(value) > schema["maxProperties"]:
-        errors.append(FieldError("too_many", path, f"must have at most {schema['maxProperties']} items", len(value)))
+        errors.append(
+            FieldError("too_many", path, f"must have at most {schema['maxProperties']} items", len(value))
+        )
     if "minProperties" in schema and len(value) < schema["minProperties"]:
         detail = f"{path} in body should have at least {schema['minProperties']} properties"
         errors.append(invalid(path, len(value), detail))

@@ -78,7 +78,9 @@ def parse_label_selector(text: str | None) -> list[Requirement]:
         part = raw.strip()
         if not part:
             if text and text.strip():
-                raise SelectorError(f"unable to parse requirement: found '', expected: identifier in {text!r}")
+                raise SelectorError(
+                    f"unable to parse requirement: found '', expected: identifier in {text!r}"
+                )
             continue
         for pattern, kind in _REQUIREMENTS:
             found = pattern.fullmatch(part)
@@ -109,6 +111,7 @@ def label_matcher(text: str | None) -> Matcher:
     def matches(obj: dict[str, Any]) -> bool:
         labels = (obj.get("metadata") or {}).get("labels") or {}
         return all(requirement.matches(labels) for requirement in requirements)
+
     return matches
 
 
@@ -149,27 +152,50 @@ def field_matcher(text: str | None, supported: Iterable[str], *, custom: bool) -
             if custom:
                 listed = ", ".join(f'"{f}"' for f in sorted(allowed))
                 raise SelectorError(f'"{field}" is not a known field selector: only {listed}')
-            raise SelectorError(f'field label not supported: {field}')
+            raise SelectorError(f"field label not supported: {field}")
 
     def matches(obj: dict[str, Any]) -> bool:
         return all((field_value(obj, field) == value) == (op == "=") for field, op, value in terms)
+
     return matches
 
 
 # Fields each built-in resource can be selected by (besides metadata.name and metadata.namespace).
 BUILTIN_FIELDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("", "events"): (
-        "involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid",
-        "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath",
-        "reason", "reportingComponent", "source", "type",
+        "involvedObject.kind",
+        "involvedObject.namespace",
+        "involvedObject.name",
+        "involvedObject.uid",
+        "involvedObject.apiVersion",
+        "involvedObject.resourceVersion",
+        "involvedObject.fieldPath",
+        "reason",
+        "reportingComponent",
+        "source",
+        "type",
     ),
     ("events.k8s.io", "events"): (
-        "regarding.kind", "regarding.namespace", "regarding.name", "regarding.uid", "regarding.apiVersion",
-        "regarding.resourceVersion", "regarding.fieldPath", "reason", "reportingController", "type",
+        "regarding.kind",
+        "regarding.namespace",
+        "regarding.name",
+        "regarding.uid",
+        "regarding.apiVersion",
+        "regarding.resourceVersion",
+        "regarding.fieldPath",
+        "reason",
+        "reportingController",
+        "type",
     ),
     ("", "pods"): (
-        "spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
-        "spec.hostNetwork", "status.phase", "status.podIP", "status.nominatedNodeName",
+        "spec.nodeName",
+        "spec.restartPolicy",
+        "spec.schedulerName",
+        "spec.serviceAccountName",
+        "spec.hostNetwork",
+        "status.phase",
+        "status.podIP",
+        "status.nominatedNodeName",
     ),
     ("", "nodes"): ("spec.unschedulable",),
     ("", "namespaces"): ("status.phase",),

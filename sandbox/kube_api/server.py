@@ -3,6 +3,9 @@
 The HTTP server is aiohttp's low-level server around the kmock handler. kmock's own ``Server`` is
 not used: it also patches aiohttp's DNS resolution process-wide (and must be exited in LIFO order),
 which a product running in the same process as the API must not be exposed to.
+
+Run kopf in its own thread or process rather than in the server's event loop: on exit, kopf waits
+for and then cancels every task of the loop it runs in, the server's connection handlers included.
 """
 
 from __future__ import annotations
@@ -31,8 +34,15 @@ def load_yaml_documents(path: PathLike) -> list[dict[str, Any]]:
 class KubeApiServer:
     """A local Kubernetes API on ``host:port`` (port 0: any free one); see ``url`` once entered."""
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, crd_paths: Iterable[PathLike] = (),
-                 kubevirt: bool = True, request_log_limit: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        crd_paths: Iterable[PathLike] = (),
+        kubevirt: bool = True,
+        request_log_limit: int | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self.crd_paths = [pathlib.Path(p) for p in crd_paths]
@@ -62,8 +72,9 @@ class KubeApiServer:
         self.port = self._runner.addresses[0][1]  # the port actually bound (port 0 picks a free one)
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._runner is None:
             return  # already stopped (exiting twice is harmless)
         self.emulator.store.changes.close()

@@ -16,14 +16,24 @@ from rackmesh_sandbox.kube_api import jsonpath
 from rackmesh_sandbox.kube_api.registry import ResourceDef
 
 TABLE_ACCEPT = "as=Table"
-_NAME = {"name": "Name", "type": "string", "format": "name", "priority": 0,
-         "description": "Name must be unique within a namespace. Is required when creating resources, although "
-                        "some resources may allow a client to request the generation of an appropriate name "
-                        "automatically. Name is primarily intended for creation idempotence and configuration "
-                        "definition. Cannot be updated. More info: "
-                        "https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names"}
-_AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp",
-        "description": "CreationTimestamp is a timestamp representing the server time when this object was created."}
+_NAME = {
+    "name": "Name",
+    "type": "string",
+    "format": "name",
+    "priority": 0,
+    "description": "Name must be unique within a namespace. Is required when creating resources, although "
+    "some resources may allow a client to request the generation of an appropriate name "
+    "automatically. Name is primarily intended for creation idempotence and configuration "
+    "definition. Cannot be updated. More info: "
+    "https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names",
+}
+_AGE = {
+    "name": "Age",
+    "type": "date",
+    "jsonPath": ".metadata.creationTimestamp",
+    "description": "CreationTimestamp is a timestamp representing the server time when this object was "
+    "created.",
+}
 
 
 def human_duration(seconds: float) -> str:
@@ -81,8 +91,13 @@ def _cell(column: dict[str, Any], obj: dict[str, Any]) -> Any:
         case _:
             if isinstance(value, bool):
                 return "true" if value else "false"
-            return value if isinstance(value, str) else json.dumps(value) if isinstance(value, dict | list) \
+            return (
+                value
+                if isinstance(value, str)
+                else json.dumps(value)
+                if isinstance(value, dict | list)
                 else str(value)
+            )
 
 
 def _node_status(obj: dict[str, Any]) -> str:
@@ -94,8 +109,10 @@ def _node_status(obj: dict[str, Any]) -> str:
 
 def _node_roles(obj: dict[str, Any]) -> str:
     labels = (obj.get("metadata") or {}).get("labels") or {}
-    roles = sorted({k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/")}
-                   | ({labels["kubernetes.io/role"]} if "kubernetes.io/role" in labels else set()))
+    roles = sorted(
+        {k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/")}
+        | ({labels["kubernetes.io/role"]} if "kubernetes.io/role" in labels else set())
+    )
     return ",".join(r for r in roles if r) or "<none>"
 
 
@@ -114,7 +131,10 @@ _BUILTIN: dict[tuple[str, str], list[tuple[dict[str, Any], Any]]] = {
         (_string("Status"), _node_status),
         (_string("Roles"), _node_roles),
         (_string("Age"), lambda o: age(o["metadata"].get("creationTimestamp"))),
-        (_string("Version"), lambda o: ((o.get("status") or {}).get("nodeInfo") or {}).get("kubeletVersion", "")),
+        (
+            _string("Version"),
+            lambda o: ((o.get("status") or {}).get("nodeInfo") or {}).get("kubeletVersion", ""),
+        ),
         (_string("Internal-IP", 1), lambda o: _address(o, "InternalIP")),
         (_string("External-IP", 1), lambda o: _address(o, "ExternalIP")),
     ],
@@ -130,8 +150,13 @@ def columns(rd: ResourceDef) -> list[dict[str, Any]]:
         return [_NAME] + [column for column, _ in _BUILTIN[rd.group, rd.plural]]
     declared = list(rd.columns) if rd.custom and rd.columns else [_AGE]
     return [_NAME] + [
-        {"name": c["name"], "type": c.get("type", "string"), "format": c.get("format", ""),
-         "description": c.get("description", ""), "priority": c.get("priority", 0)}
+        {
+            "name": c["name"],
+            "type": c.get("type", "string"),
+            "format": c.get("format", ""),
+            "description": c.get("description", ""),
+            "priority": c.get("priority", 0),
+        }
         for c in declared
     ]
 
@@ -145,15 +170,21 @@ def row(rd: ResourceDef, obj: dict[str, Any], include_object: str = "Metadata") 
     if include_object == "Object":
         result["object"] = obj
     elif include_object != "None":
-        result["object"] = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-                            "metadata": obj["metadata"]}
+        result["object"] = {
+            "kind": "PartialObjectMetadata",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": obj["metadata"],
+        }
     return result
 
 
-def table(rd: ResourceDef, objs: list[dict[str, Any]], resource_version: str,
-          include_object: str = "Metadata") -> dict[str, Any]:
+def table(
+    rd: ResourceDef, objs: list[dict[str, Any]], resource_version: str, include_object: str = "Metadata"
+) -> dict[str, Any]:
     return {
-        "kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": resource_version},
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": resource_version},
         "columnDefinitions": columns(rd),
         "rows": [row(rd, obj, include_object) for obj in objs],
     }

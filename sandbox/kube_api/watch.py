@@ -17,14 +17,14 @@ import asyncio
 import contextlib
 import copy
 import json
-import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import aiohttp.web
 
 from rackmesh_sandbox.kube_api import errors
 from rackmesh_sandbox.kube_api.api import ObjectApi
+from rackmesh_sandbox.kube_api.changes import Change
 from rackmesh_sandbox.kube_api.registry import ResourceDef
 from rackmesh_sandbox.kube_api.selectors import Matcher
 
@@ -45,13 +45,23 @@ def transition(change_type: str, now: bool, before: bool) -> str | None:
     return change_type if now else None
 
 
-async def serve(raw: aiohttp.web.BaseRequest, api: ObjectApi, rd: ResourceDef, namespace: str | None,
-                matches: Matcher, params: dict[str, str], render: Render) -> aiohttp.web.StreamResponse:
+async def serve(
+    raw: aiohttp.web.BaseRequest,
+    api: ObjectApi,
+    rd: ResourceDef,
+    namespace: str | None,
+    matches: Matcher,
+    params: dict[str, str],
+    render: Render,
+) -> aiohttp.web.StreamResponse:
     requested = params.get("resourceVersion", "")
     if requested not in ("", "0") and not requested.isdigit():
         raise errors.bad_request(f"invalid resource version: {requested}")
-    timeout = float(params["timeoutSeconds"]) if params.get("timeoutSeconds") else None
-    deadline = time.monotonic() + timeout if timeout is not None else None
+    try:
+        timeout = float(params["timeoutSeconds"]) if params.get("timeoutSeconds") else None
+    except ValueError:
+        raise errors.bad_request(f"invalid timeoutSeconds: {params['timeoutSeconds']}") from None
+    deadline = asyncio.get_running_loop().time() + timeout if timeout is not None else None
 
     # Snapshot and cursor are taken together, before any await, so no change is lost or doubled.
     initial: list[dict[str, Any]] = []
@@ -68,11 +78,17 @@ async def serve(raw: aiohttp.web.BaseRequest, api: ObjectApi, rd: ResourceDef, n
         for obj in initial:
             await response.write(_event("ADDED", render(obj)))
         if params.get("sendInitialEvents") == "true":
-            bookmark = {"kind": rd.kind, "apiVersion": rd.api_version, "metadata": {
-                "resourceVersion": str(since), "annotations": {"k8s.io/initial-events-end": "true"}}}
+            bookmark = {
+                "kind": rd.kind,
+                "apiVersion": rd.api_version,
+                "metadata": {
+                    "resourceVersion": str(since),
+                    "annotations": {"k8s.io/initial-events-end": "true"},
+                },
+            }
             await response.write(_event("BOOKMARK", bookmark))
         try:
-            async with asyncio.timeout_at(_loop_deadline(deadline)):
+            async with asyncio.timeout_at(deadline):
                 await _stream(response, raw, api, rd, namespace, matches, render, changes)
         except TimeoutError:
             pass  # timeoutSeconds elapsed: the server ends the stream, the client re-watches
@@ -84,14 +100,16 @@ async def serve(raw: aiohttp.web.BaseRequest, api: ObjectApi, rd: ResourceDef, n
     return response
 
 
-def _loop_deadline(deadline: float | None) -> float | None:
-    if deadline is None:
-        return None
-    return asyncio.get_running_loop().time() + (deadline - time.monotonic())
-
-
-async def _stream(response: aiohttp.web.StreamResponse, raw: aiohttp.web.BaseRequest, api: ObjectApi,
-                  rd: ResourceDef, namespace: str | None, matches: Matcher, render: Render, changes: Any) -> None:
+async def _stream(
+    response: aiohttp.web.StreamResponse,
+    raw: aiohttp.web.BaseRequest,
+    api: ObjectApi,
+    rd: ResourceDef,
+    namespace: str | None,
+    matches: Matcher,
+    render: Render,
+    changes: AsyncGenerator[Change | None, None],
+) -> None:
     async for change in changes:
         if change is None:
             if raw.transport is None or raw.transport.is_closing():

@@ -33,11 +33,24 @@ class Client:
     def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
         self.session, self.url = session, url
 
-    async def request(self, method: str, path: str, body: Any = None, *, content_type: str = "application/json",
-                      params: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> Reply:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        content_type: str = "application/json",
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Reply:
         data = None if body is None else json.dumps(body)
-        async with self.session.request(method, self.url + path, data=data, params=params,
-                                        headers={"Content-Type": content_type, **(headers or {})}) as response:
+        async with self.session.request(
+            method,
+            self.url + path,
+            data=data,
+            params=params,
+            headers={"Content-Type": content_type, **(headers or {})},
+        ) as response:
             text = await response.text()
             try:
                 parsed = json.loads(text)
@@ -69,15 +82,24 @@ class Client:
 
 def dr(name: str = "lob123", replicas: int = 3, **spec: Any) -> dict[str, Any]:
     """A valid DeploymentRequest."""
-    return {"apiVersion": "rackmesh.io/v1alpha1", "kind": "DeploymentRequest",
-            "metadata": {"name": name, "namespace": "default"},
-            "spec": {"replicas": replicas, "instancetype": "u1.large", "image": "lob123-rhel-6.0", **spec}}
+    return {
+        "apiVersion": "rackmesh.io/v1alpha1",
+        "kind": "DeploymentRequest",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"replicas": replicas, "instancetype": "u1.large", "image": "lob123-rhel-6.0", **spec},
+    }
 
 
 def node(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels or {}},
-            "status": {"allocatable": {"cpu": "32", "memory": "128Gi"},
-                       "conditions": [{"type": "Ready", "status": "True"}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": labels or {}},
+        "status": {
+            "allocatable": {"cpu": "32", "memory": "128Gi"},
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }
 
 
 @pytest.fixture

@@ -25,8 +25,9 @@ from tests.kube_api.conftest import DRS, Client, dr
 from tests.support.waiting import async_eventually
 
 
-async def test_kopf_operator(server: KubeApiServer, client: Client, tmp_path: pathlib.Path,
-                             monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_kopf_operator(
+    server: KubeApiServer, client: Client, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("KUBECONFIG", str(server.write_kubeconfig(tmp_path / "kubeconfig")))
     registry = kopf.OperatorRegistry()
     deleted: list[str] = []
@@ -49,8 +50,14 @@ async def test_kopf_operator(server: KubeApiServer, client: Client, tmp_path: pa
     # kopf runs in its own thread and loop, as in production: on exit it would otherwise wait for,
     # then cancel, every task of the loop it runs in — the in-process server's included.
     stop = threading.Event()
-    operator = threading.Thread(target=asyncio.run, args=(kopf.operator(
-        registry=registry, settings=settings, standalone=True, namespaces=["default"], stop_flag=stop),))
+    operator = threading.Thread(
+        target=asyncio.run,
+        args=(
+            kopf.operator(
+                registry=registry, settings=settings, standalone=True, namespaces=["default"], stop_flag=stop
+            ),
+        ),
+    )
     operator.start()
     try:
         await client.create(DRS, dr())
@@ -58,12 +65,16 @@ async def test_kopf_operator(server: KubeApiServer, client: Client, tmp_path: pa
         async def placed() -> bool:
             obj = (await client.get(f"{DRS}/lob123")).body
             return obj.get("status", {}).get("phase") == "Placing" and bool(obj["metadata"].get("finalizers"))
+
         await async_eventually(placed, timeout=15, what="kopf handled the creation")
 
         async def event_posted() -> list[Any]:
-            events = await client.get("/api/v1/namespaces/default/events",
-                                      params={"fieldSelector": "involvedObject.name=lob123,reason=Accepted"})
+            events = await client.get(
+                "/api/v1/namespaces/default/events",
+                params={"fieldSelector": "involvedObject.name=lob123,reason=Accepted"},
+            )
             return events.body["items"]
+
         [event] = await async_eventually(event_posted, timeout=10, what="kopf posted the event")
         assert event["message"] == "placing the VMs"
 

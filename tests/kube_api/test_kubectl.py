@@ -39,10 +39,14 @@ EXAMPLE = REPO / "examples" / "lob123.yaml"
 
 
 class Cluster:
-    def __init__(self, url: str, kubeconfig: pathlib.Path, cache: pathlib.Path, workdir: pathlib.Path) -> None:
+    def __init__(
+        self, url: str, kubeconfig: pathlib.Path, cache: pathlib.Path, workdir: pathlib.Path
+    ) -> None:
         self.url, self.kubeconfig, self.cache, self.workdir = url, kubeconfig, cache, workdir
 
-    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, stdin: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         argv = [KUBECTL, "--kubeconfig", str(self.kubeconfig), "--cache-dir", str(self.cache), *args]
         done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=30, check=False)
         if check:
@@ -56,8 +60,12 @@ class Cluster:
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/merge-patch+json"})
+        req = urllib.request.Request(
+            self.url + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
         try:
             with urllib.request.urlopen(req, timeout=10) as response:
                 return response.status, json.load(response)
@@ -69,8 +77,17 @@ class Cluster:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     workdir = tmp_path_factory.mktemp("kubectl")
     ready = workdir / "api.json"
-    argv = [sys.executable, "-m", "rackmesh_sandbox.kube_api", "--port", "0", "--crd", str(DR_CRD),
-            "--ready-file", str(ready)]
+    argv = [
+        sys.executable,
+        "-m",
+        "rackmesh_sandbox.kube_api",
+        "--port",
+        "0",
+        "--crd",
+        str(DR_CRD),
+        "--ready-file",
+        str(ready),
+    ]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         eventually(ready.exists, timeout=20, what="the API is ready")
@@ -91,8 +108,14 @@ def dr_manifest(name: str, spec: str) -> str:
 
 
 def test_apply_and_get(cluster: Cluster) -> None:
-    assert cluster.kubectl("apply", "-f", str(EXAMPLE)).stdout == "deploymentrequest.rackmesh.io/lob123 created\n"
-    assert cluster.kubectl("apply", "-f", str(EXAMPLE)).stdout == "deploymentrequest.rackmesh.io/lob123 unchanged\n"
+    assert (
+        cluster.kubectl("apply", "-f", str(EXAMPLE)).stdout
+        == "deploymentrequest.rackmesh.io/lob123 created\n"
+    )
+    assert (
+        cluster.kubectl("apply", "-f", str(EXAMPLE)).stdout
+        == "deploymentrequest.rackmesh.io/lob123 unchanged\n"
+    )
     header, row = cluster.kubectl("get", "dr").stdout.splitlines()
     assert header.split() == ["NAME", "REPLICAS", "READY", "PHASE", "AGE"]
     assert row.split()[:2] == ["lob123", "50"]
@@ -102,25 +125,36 @@ def test_apply_and_get(cluster: Cluster) -> None:
     assert json.loads(cluster.kubectl("get", "dr", "lob123", "-o", "json").stdout)["spec"]["replicas"] == 50
 
 
-@pytest.mark.parametrize(("spec", "message"), [
-    ("{replicas: 0, instancetype: u1.large, image: lob123-rhel-6.0}",
-     "spec.replicas: Invalid value: 0: spec.replicas in body should be greater than or equal to 1"),
-    ("{replicas: 5, instancetype: u1.large}", "spec.image: Required value"),
-    ("{replicas: 5, instancetype: u1.large, image: x, colour: blue}", 'unknown field "spec.colour"'),
-])
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (
+            "{replicas: 0, instancetype: u1.large, image: lob123-rhel-6.0}",
+            "spec.replicas: Invalid value: 0: spec.replicas in body should be greater than or equal to 1",
+        ),
+        ("{replicas: 5, instancetype: u1.large}", "spec.image: Required value"),
+        ("{replicas: 5, instancetype: u1.large, image: x, colour: blue}", 'unknown field "spec.colour"'),
+    ],
+)
 def test_apply_refuses_what_the_schema_refuses(cluster: Cluster, spec: str, message: str) -> None:
     path = cluster.manifest("bad.yaml", dr_manifest("refused", spec))
     done = cluster.kubectl("apply", "-f", path, check=False)
     assert done.returncode != 0
     assert message in done.stderr
-    assert cluster.request("GET", "/apis/rackmesh.io/v1alpha1/namespaces/default/deploymentrequests/refused")[0] \
+    assert (
+        cluster.request("GET", "/apis/rackmesh.io/v1alpha1/namespaces/default/deploymentrequests/refused")[0]
         == 404
+    )
 
 
 def test_apply_refuses_an_invalid_change(cluster: Cluster) -> None:
-    path = cluster.manifest("ok.yaml", dr_manifest("changing", "{replicas: 2, instancetype: u1.large, image: x}"))
+    path = cluster.manifest(
+        "ok.yaml", dr_manifest("changing", "{replicas: 2, instancetype: u1.large, image: x}")
+    )
     cluster.kubectl("apply", "-f", path)
-    path = cluster.manifest("bad.yaml", dr_manifest("changing", "{replicas: 0, instancetype: u1.large, image: x}"))
+    path = cluster.manifest(
+        "bad.yaml", dr_manifest("changing", "{replicas: 0, instancetype: u1.large, image: x}")
+    )
     done = cluster.kubectl("apply", "-f", path, check=False)
     assert done.returncode != 0
     assert "spec.replicas in body should be greater than or equal to 1" in done.stderr
@@ -128,16 +162,29 @@ def test_apply_refuses_an_invalid_change(cluster: Cluster) -> None:
 
 
 def test_describe_shows_events(cluster: Cluster) -> None:
-    path = cluster.manifest("described.yaml", dr_manifest("described", "{replicas: 2, instancetype: u1.large, "
-                                                                       "image: lob123-rhel-6.0}"))
+    path = cluster.manifest(
+        "described.yaml",
+        dr_manifest("described", "{replicas: 2, instancetype: u1.large, image: lob123-rhel-6.0}"),
+    )
     cluster.kubectl("apply", "-f", path)
     obj = json.loads(cluster.kubectl("get", "dr", "described", "-o", "json").stdout)
-    event = {"metadata": {"generateName": "described."}, "type": "Normal", "reason": "Placing",
-             "message": "asking 3 racks for offers", "count": 1,
-             "firstTimestamp": obj["metadata"]["creationTimestamp"], "lastTimestamp": obj["metadata"]["creationTimestamp"],
-             "source": {"component": "rackmesh-operator"},
-             "involvedObject": {"apiVersion": "rackmesh.io/v1alpha1", "kind": "DeploymentRequest", "name": "described",
-                                "namespace": "default", "uid": obj["metadata"]["uid"]}}
+    event = {
+        "metadata": {"generateName": "described."},
+        "type": "Normal",
+        "reason": "Placing",
+        "message": "asking 3 racks for offers",
+        "count": 1,
+        "firstTimestamp": obj["metadata"]["creationTimestamp"],
+        "lastTimestamp": obj["metadata"]["creationTimestamp"],
+        "source": {"component": "rackmesh-operator"},
+        "involvedObject": {
+            "apiVersion": "rackmesh.io/v1alpha1",
+            "kind": "DeploymentRequest",
+            "name": "described",
+            "namespace": "default",
+            "uid": obj["metadata"]["uid"],
+        },
+    }
     assert cluster.request("POST", "/api/v1/namespaces/default/events", event)[0] == 201
     text = cluster.kubectl("describe", "dr", "described").stdout
     assert "Name:         described" in text
@@ -146,20 +193,35 @@ def test_describe_shows_events(cluster: Cluster) -> None:
 
 
 def test_delete_waits_for_finalizers(cluster: Cluster) -> None:
-    path = cluster.manifest("held.yaml", """\
+    path = cluster.manifest(
+        "held.yaml",
+        """\
         apiVersion: rackmesh.io/v1alpha1
         kind: DeploymentRequest
         metadata: {name: held, namespace: default, finalizers: [rackmesh.io/cleanup]}
         spec: {replicas: 1, instancetype: u1.large, image: x}
-        """)
+        """,
+    )
     cluster.kubectl("apply", "-f", path)
-    argv = [KUBECTL, "--kubeconfig", str(cluster.kubeconfig), "--cache-dir", str(cluster.cache), "delete", "dr",
-            "held", "--timeout=20s"]
+    argv = [
+        KUBECTL,
+        "--kubeconfig",
+        str(cluster.kubeconfig),
+        "--cache-dir",
+        str(cluster.cache),
+        "delete",
+        "dr",
+        "held",
+        "--timeout=20s",
+    ]
     deleting = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         drs = "/apis/rackmesh.io/v1alpha1/namespaces/default/deploymentrequests"
-        eventually(lambda: cluster.request("GET", f"{drs}/held")[1]["metadata"].get("deletionTimestamp"),
-                   timeout=10, what="deletion started")
+        eventually(
+            lambda: cluster.request("GET", f"{drs}/held")[1]["metadata"].get("deletionTimestamp"),
+            timeout=10,
+            what="deletion started",
+        )
         assert deleting.poll() is None  # kubectl is still waiting for the object to go
         assert cluster.request("PATCH", f"{drs}/held", {"metadata": {"finalizers": None}})[0] == 200
         out, err = deleting.communicate(timeout=15)
@@ -171,7 +233,9 @@ def test_delete_waits_for_finalizers(cluster: Cluster) -> None:
 
 
 def test_delete(cluster: Cluster) -> None:
-    path = cluster.manifest("gone.yaml", dr_manifest("gone", "{replicas: 1, instancetype: u1.large, image: x}"))
+    path = cluster.manifest(
+        "gone.yaml", dr_manifest("gone", "{replicas: 1, instancetype: u1.large, image: x}")
+    )
     cluster.kubectl("apply", "-f", path)
     assert cluster.kubectl("delete", "dr", "gone").stdout == 'deploymentrequest.rackmesh.io "gone" deleted\n'
     done = cluster.kubectl("get", "dr", "gone", check=False)
@@ -180,7 +244,9 @@ def test_delete(cluster: Cluster) -> None:
 
 
 def test_nodes(cluster: Cluster) -> None:
-    path = cluster.manifest("nodes.yaml", """\
+    path = cluster.manifest(
+        "nodes.yaml",
+        """\
         apiVersion: v1
         kind: Node
         metadata:
@@ -196,7 +262,8 @@ def test_nodes(cluster: Cluster) -> None:
         metadata:
           name: s-a-1
           labels: {rackmesh.io/role-storage: "true", topology.rackmesh.io/rack: rack-a}
-        """)
+        """,
+    )
     cluster.kubectl("apply", "-f", path)
     lines = cluster.kubectl("get", "nodes", "--show-labels").stdout.splitlines()
     assert lines[0].split() == ["NAME", "STATUS", "ROLES", "AGE", "VERSION", "LABELS"]
@@ -207,13 +274,17 @@ def test_nodes(cluster: Cluster) -> None:
     selected = cluster.kubectl("get", "nodes", "-l", "rackmesh.io/role-storage=true", "-o", "name").stdout
     assert selected == "node/s-a-1\n"
     cluster.kubectl("label", "node", "c-a-1", "rackmesh.io/role-storage=true")
-    selected = cluster.kubectl("get", "nodes", "-l", "rackmesh.io/role-storage in (true)", "-o", "name").stdout
+    selected = cluster.kubectl(
+        "get", "nodes", "-l", "rackmesh.io/role-storage in (true)", "-o", "name"
+    ).stdout
     assert selected == "node/c-a-1\nnode/s-a-1\n"
 
 
 def test_virtual_machines(cluster: Cluster) -> None:
     assert cluster.kubectl("get", "vm").stderr == "No resources found in default namespace.\n"
-    path = cluster.manifest("vm.yaml", """\
+    path = cluster.manifest(
+        "vm.yaml",
+        """\
         apiVersion: kubevirt.io/v1
         kind: VirtualMachine
         metadata: {name: lob123-0, namespace: default, labels: {rackmesh.io/request: lob123}}
@@ -224,13 +295,16 @@ def test_virtual_machines(cluster: Cluster) -> None:
             spec:
               nodeSelector: {kubernetes.io/hostname: c-a-1}
               domain: {devices: {}}
-        """)
+        """,
+    )
     cluster.kubectl("apply", "-f", path)
     header, row = cluster.kubectl("get", "vm").stdout.splitlines()
     assert header.split() == ["NAME", "AGE", "STATUS", "READY"]
     assert row.split()[0] == "lob123-0"
-    assert cluster.kubectl("get", "vm", "-l", "rackmesh.io/request=lob123", "-o", "name").stdout == \
-        "virtualmachine.kubevirt.io/lob123-0\n"
+    assert (
+        cluster.kubectl("get", "vm", "-l", "rackmesh.io/request=lob123", "-o", "name").stdout
+        == "virtualmachine.kubevirt.io/lob123-0\n"
+    )
     bad = cluster.manifest("bad-vm.yaml", path_text(path).replace("runStrategy: Always", "runStrategy: 7"))
     done = cluster.kubectl("apply", "-f", bad, check=False)
     assert done.returncode != 0

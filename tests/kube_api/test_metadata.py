@@ -47,7 +47,9 @@ async def test_resource_version_increases_across_kinds(client: Client) -> None:
     versions = [
         (await client.create(DRS, dr("a")))["metadata"]["resourceVersion"],
         (await client.create(NODES, node("n1")))["metadata"]["resourceVersion"],
-        (await client.patch(f"{DRS}/a", {"metadata": {"labels": {"x": "y"}}})).body["metadata"]["resourceVersion"],
+        (await client.patch(f"{DRS}/a", {"metadata": {"labels": {"x": "y"}}})).body["metadata"][
+            "resourceVersion"
+        ],
     ]
     assert [int(v) for v in versions] == sorted(int(v) for v in versions)
     assert len(set(versions)) == 3
@@ -87,8 +89,13 @@ async def test_already_exists(client: Client) -> None:
     reply = await client.post(DRS, dr())
     assert reply.status == 409
     assert reply.body == {
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "code": 409,
-        "reason": "AlreadyExists", "message": 'deploymentrequests.rackmesh.io "lob123" already exists',
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "code": 409,
+        "reason": "AlreadyExists",
+        "message": 'deploymentrequests.rackmesh.io "lob123" already exists',
         "details": {"name": "lob123", "group": "rackmesh.io", "kind": "deploymentrequests"},
     }
 
@@ -97,8 +104,13 @@ async def test_not_found(client: Client) -> None:
     reply = await client.get(f"{DRS}/nope")
     assert reply.status == 404
     assert reply.body == {
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "code": 404,
-        "reason": "NotFound", "message": 'deploymentrequests.rackmesh.io "nope" not found',
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "code": 404,
+        "reason": "NotFound",
+        "message": 'deploymentrequests.rackmesh.io "nope" not found',
         "details": {"name": "nope", "group": "rackmesh.io", "kind": "deploymentrequests"},
     }
     reply = await client.get(f"{NODES}/nope")
@@ -115,8 +127,9 @@ async def test_stale_resource_version_conflicts(client: Client) -> None:
     assert reply.status == 409
     assert reply.body["reason"] == "Conflict"
     assert reply.body["message"] == (
-        'Operation cannot be fulfilled on deploymentrequests.rackmesh.io "lob123": the object has been modified; '
-        "please apply your changes to the latest version and try again")
+        'Operation cannot be fulfilled on deploymentrequests.rackmesh.io "lob123": the object has been '
+        "modified; please apply your changes to the latest version and try again"
+    )
     patch = {"metadata": {"resourceVersion": created["metadata"]["resourceVersion"]}, "spec": {"replicas": 6}}
     assert (await client.patch(f"{DRS}/lob123", patch)).status == 409
     current = (await client.get(f"{DRS}/lob123")).body
@@ -126,8 +139,10 @@ async def test_stale_resource_version_conflicts(client: Client) -> None:
 
 
 async def test_namespace_must_exist(client: Client) -> None:
-    reply = await client.post("/apis/rackmesh.io/v1alpha1/namespaces/nowhere/deploymentrequests",
-                              {**dr(), "metadata": {"name": "x"}})
+    reply = await client.post(
+        "/apis/rackmesh.io/v1alpha1/namespaces/nowhere/deploymentrequests",
+        {**dr(), "metadata": {"name": "x"}},
+    )
     assert reply.status == 404
     assert reply.body["message"] == 'namespaces "nowhere" not found'
     reply = await client.post(DRS, {**dr(), "metadata": {"name": "x", "namespace": "other"}})

@@ -28,8 +28,19 @@ from tests.support.waiting import eventually
 
 
 def start(ready: pathlib.Path) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "rackmesh_sandbox.kube_api", "--host", "127.0.0.1", "--port", "0",
-            "--crd", str(DR_CRD), "--ready-file", str(ready)]
+    argv = [
+        sys.executable,
+        "-m",
+        "rackmesh_sandbox.kube_api",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--crd",
+        str(DR_CRD),
+        "--ready-file",
+        str(ready),
+    ]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
@@ -46,7 +57,9 @@ def process(tmp_path: pathlib.Path) -> Iterator[tuple[subprocess.Popen[bytes], p
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_serves_until_signalled(process: tuple[subprocess.Popen[bytes], pathlib.Path], sig: signal.Signals) -> None:
+def test_serves_until_signalled(
+    process: tuple[subprocess.Popen[bytes], pathlib.Path], sig: signal.Signals
+) -> None:
     proc, ready = process
     eventually(ready.exists, timeout=20, what="ready file written")
     info = json.loads(ready.read_text())

@@ -27,33 +27,68 @@ SPEC: dict[str, Any] = {
     "type": "object",
     "properties": {
         "count": {"type": "integer", "minimum": 1, "maximum": 10},
-        "ratio": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "exclusiveMaximum": True, "maximum": 1},
+        "ratio": {
+            "type": "number",
+            "exclusiveMinimum": True,
+            "minimum": 0,
+            "exclusiveMaximum": True,
+            "maximum": 1,
+        },
         "name": {"type": "string", "minLength": 2, "maxLength": 5, "pattern": "^[a-z]+$"},
         "mode": {"type": "string", "enum": ["A", "B"]},
         "port": {"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}]},
         "when": {"type": "string", "format": "date-time"},
         "id": {"type": "string", "format": "uuid"},
         "note": {"type": "string", "nullable": True},
-        "tags": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 2,
-                 "x-kubernetes-list-type": "set"},
-        "items": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["key"],
-                  "items": {"type": "object", "required": ["key"],
-                            "properties": {"key": {"type": "string"}, "weight": {"type": "integer", "default": 1}}}},
+        "tags": {
+            "type": "array",
+            "items": {"type": "string"},
+            "minItems": 1,
+            "maxItems": 2,
+            "x-kubernetes-list-type": "set",
+        },
+        "items": {
+            "type": "array",
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["key"],
+            "items": {
+                "type": "object",
+                "required": ["key"],
+                "properties": {"key": {"type": "string"}, "weight": {"type": "integer", "default": 1}},
+            },
+        },
         "env": {"type": "object", "additionalProperties": {"type": "string"}},
-        "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
-                 "properties": {"known": {"type": "integer"}}},
+        "free": {
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": True,
+            "properties": {"known": {"type": "integer"}},
+        },
         "either": {"oneOf": [{"type": "string", "maxLength": 1}, {"type": "string", "minLength": 3}]},
         "both": {"type": "string", "allOf": [{"minLength": 2}, {"pattern": "^x"}]},
         "never": {"type": "string", "not": {"enum": ["bad"]}},
-        "nested": {"type": "object", "default": {},
-                   "properties": {"level": {"type": "string", "default": "info"}}},
+        "nested": {
+            "type": "object",
+            "default": {},
+            "properties": {"level": {"type": "string", "default": "info"}},
+        },
     },
 }
 SCHEMA = CrdSchema.from_openapi(
-    {"openAPIV3Schema": {"type": "object", "required": ["spec"], "properties": {
-        "apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": {"type": "object"},
-        "spec": SPEC}}},
-    kind="Thing", group="example.com")
+    {
+        "openAPIV3Schema": {
+            "type": "object",
+            "required": ["spec"],
+            "properties": {
+                "apiVersion": {"type": "string"},
+                "kind": {"type": "string"},
+                "metadata": {"type": "object"},
+                "spec": SPEC,
+            },
+        }
+    },
+    kind="Thing",
+    group="example.com",
+)
 
 
 def thing(**spec: Any) -> dict[str, Any]:
@@ -65,9 +100,18 @@ CASES = [
     ({"count": 0}, ["spec.count: Invalid value: 0: spec.count in body should be greater than or equal to 1"]),
     ({"count": 11}, ["spec.count: Invalid value: 11: spec.count in body should be less than or equal to 10"]),
     ({"count": 2.0}, []),  # an integral float is an integer
-    ({"count": 2.5}, ['spec.count: Invalid value: "number": spec.count in body must be of type integer: "number"']),
-    ({"count": "3"}, ['spec.count: Invalid value: "string": spec.count in body must be of type integer: "string"']),
-    ({"count": True}, ['spec.count: Invalid value: "boolean": spec.count in body must be of type integer: "boolean"']),
+    (
+        {"count": 2.5},
+        ['spec.count: Invalid value: "number": spec.count in body must be of type integer: "number"'],
+    ),
+    (
+        {"count": "3"},
+        ['spec.count: Invalid value: "string": spec.count in body must be of type integer: "string"'],
+    ),
+    (
+        {"count": True},
+        ['spec.count: Invalid value: "boolean": spec.count in body must be of type integer: "boolean"'],
+    ),
     ({"ratio": 0}, ["spec.ratio: Invalid value: 0: spec.ratio in body should be greater than 0"]),
     ({"ratio": 1}, ["spec.ratio: Invalid value: 1: spec.ratio in body should be less than 1"]),
     ({"ratio": 0.5}, []),
@@ -77,28 +121,56 @@ CASES = [
     ({"mode": "C"}, ['spec.mode: Unsupported value: "C": supported values: "A", "B"']),
     ({"port": 80}, []),
     ({"port": "http"}, []),
-    ({"port": 1.5}, ['spec.port: Invalid value: "number": spec.port in body must be of type integer,string: "number"']),
+    (
+        {"port": 1.5},
+        ['spec.port: Invalid value: "number": spec.port in body must be of type integer,string: "number"'],
+    ),
     ({"when": "2024-01-02T03:04:05Z"}, []),
-    ({"when": "yesterday"},
-     ['spec.when: Invalid value: "yesterday": spec.when in body must be of type date-time: "yesterday"']),
-    ({"id": "not-a-uuid"}, ['spec.id: Invalid value: "not-a-uuid": spec.id in body must be of type uuid: "not-a-uuid"']),
+    (
+        {"when": "yesterday"},
+        ['spec.when: Invalid value: "yesterday": spec.when in body must be of type date-time: "yesterday"'],
+    ),
+    (
+        {"id": "not-a-uuid"},
+        ['spec.id: Invalid value: "not-a-uuid": spec.id in body must be of type uuid: "not-a-uuid"'],
+    ),
     ({"note": None}, []),  # nullable keeps null
     ({"tags": []}, ["spec.tags: Invalid value: 0: spec.tags in body should have at least 1 items"]),
     ({"tags": ["a", "b", "c"]}, ["spec.tags: Too many: 3: must have at most 2 items"]),
     ({"tags": ["a", "a"]}, ['spec.tags[1]: Duplicate value: "a"']),
     ({"items": [{"key": "x"}, {"key": "x", "weight": 2}]}, ['spec.items[1]: Duplicate value: {"key":"x"}']),
     ({"items": [{"weight": 2}]}, ["spec.items[0].key: Required value"]),
-    ({"env": {"A": "1", "B": 2}}, ['spec.env.B: Invalid value: "integer": spec.env.B in body must be of type string: '
-                                   '"integer"']),
-    ({"free": {"known": "x", "other": 1}},
-     ['spec.free.known: Invalid value: "string": spec.free.known in body must be of type integer: "string"']),
+    (
+        {"env": {"A": "1", "B": 2}},
+        ['spec.env.B: Invalid value: "integer": spec.env.B in body must be of type string: "integer"'],
+    ),
+    (
+        {"free": {"known": "x", "other": 1}},
+        [
+            'spec.free.known: Invalid value: "string": spec.free.known in body must be of type integer: '
+            '"string"'
+        ],
+    ),
     ({"either": "x"}, []),
-    ({"either": "xy"}, ['spec.either: Invalid value: "xy": spec.either in body must validate one and only one schema '
-                        '(oneOf)']),
+    (
+        {"either": "xy"},
+        [
+            'spec.either: Invalid value: "xy": spec.either in body must validate one and only one schema '
+            "(oneOf)"
+        ],
+    ),
     ({"both": "xy"}, []),
-    ({"both": "y"}, ['spec.both: Invalid value: "y": spec.both in body should be at least 2 chars long',
-                     "spec.both: Invalid value: \"y\": spec.both in body should match '^x'"]),
-    ({"never": "bad"}, ['spec.never: Invalid value: "bad": spec.never in body must not validate the schema (not)']),
+    (
+        {"both": "y"},
+        [
+            'spec.both: Invalid value: "y": spec.both in body should be at least 2 chars long',
+            "spec.both: Invalid value: \"y\": spec.both in body should match '^x'",
+        ],
+    ),
+    (
+        {"never": "bad"},
+        ['spec.never: Invalid value: "bad": spec.never in body must not validate the schema (not)'],
+    ),
 ]
 
 
@@ -112,8 +184,11 @@ def test_required_and_unknown_fields() -> None:
     del obj["spec"]
     obj["extra"] = True
     obj["metadata"]["bogus"] = 1
-    assert SCHEMA.errors(obj) == ['metadata.bogus: unknown field "metadata.bogus"', 'extra: unknown field "extra"',
-                                  "spec: Required value"]
+    assert SCHEMA.errors(obj) == [
+        'metadata.bogus: unknown field "metadata.bogus"',
+        'extra: unknown field "extra"',
+        "spec: Required value",
+    ]
 
 
 def test_unknown_fields_are_pruned_silently_unless_strict() -> None:
@@ -166,38 +241,57 @@ def test_deploymentrequest_crd() -> None:
 
 def virtual_machine() -> dict[str, Any]:
     return {
-        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachine",
         "metadata": {"name": "lob123-0", "namespace": "default", "labels": {"rackmesh.io/request": "lob123"}},
         "spec": {
             "runStrategy": "Always",
             "instancetype": {"kind": "VirtualMachineClusterInstancetype", "name": "u1.large"},
-            "template": {"spec": {
-                "nodeSelector": {"kubernetes.io/hostname": "c-a-1"},
-                "domain": {"devices": {"disks": [{"name": "root", "disk": {"bus": "virtio"}}]}},
-                "volumes": [{"name": "root", "dataVolume": {"name": "lob123-0-root"}}],
-            }},
-            "dataVolumeTemplates": [{"metadata": {"name": "lob123-0-root"}, "spec": {
-                "source": {"http": {"url": "http://s-a-1:8080/images/lob123-rhel-6.0"}},
-                "storage": {"resources": {"requests": {"storage": "10Gi"}}}}}],
+            "template": {
+                "spec": {
+                    "nodeSelector": {"kubernetes.io/hostname": "c-a-1"},
+                    "domain": {"devices": {"disks": [{"name": "root", "disk": {"bus": "virtio"}}]}},
+                    "volumes": [{"name": "root", "dataVolume": {"name": "lob123-0-root"}}],
+                }
+            },
+            "dataVolumeTemplates": [
+                {
+                    "metadata": {"name": "lob123-0-root"},
+                    "spec": {
+                        "source": {"http": {"url": "http://s-a-1:8080/images/lob123-rhel-6.0"}},
+                        "storage": {"resources": {"requests": {"storage": "10Gi"}}},
+                    },
+                }
+            ],
         },
     }
 
 
 def test_kubevirt_schemas() -> None:
     schemas = load_kubevirt_schemas()
-    assert set(schemas) == {"VirtualMachine", "VirtualMachineInstance", "VirtualMachineClusterInstancetype",
-                            "VirtualMachineClusterPreference", "DataVolume"}
+    assert set(schemas) == {
+        "VirtualMachine",
+        "VirtualMachineInstance",
+        "VirtualMachineClusterInstancetype",
+        "VirtualMachineClusterPreference",
+        "DataVolume",
+    }
     assert schemas["VirtualMachine"].errors(virtual_machine()) == []
     vm = virtual_machine()
     vm["spec"]["template"]["spec"]["domain"]["cpu"] = {"cores": "two"}
     vm["spec"]["runStrategy"] = 1
     assert schemas["VirtualMachine"].errors(vm) == [
-        'spec.runStrategy: Invalid value: "integer": spec.runStrategy in body must be of type string: "integer"',
-        'spec.template.spec.domain.cpu.cores: Invalid value: "string": spec.template.spec.domain.cpu.cores in '
-        'body must be of type integer: "string"',
+        'spec.runStrategy: Invalid value: "integer": spec.runStrategy in body must be of type string: '
+        '"integer"',
+        'spec.template.spec.domain.cpu.cores: Invalid value: "string": spec.template.spec.domain.cpu.cores '
+        'in body must be of type integer: "string"',
     ]
-    instancetype = {"apiVersion": "instancetype.kubevirt.io/v1beta1", "kind": "VirtualMachineClusterInstancetype",
-                    "metadata": {"name": "u1.large"}, "spec": {"cpu": {"guest": 2}, "memory": {"guest": "8Gi"}}}
+    instancetype = {
+        "apiVersion": "instancetype.kubevirt.io/v1beta1",
+        "kind": "VirtualMachineClusterInstancetype",
+        "metadata": {"name": "u1.large"},
+        "spec": {"cpu": {"guest": 2}, "memory": {"guest": "8Gi"}},
+    }
     assert schemas["VirtualMachineClusterInstancetype"].errors(instancetype) == []
     del instancetype["spec"]["cpu"]
     assert schemas["VirtualMachineClusterInstancetype"].errors(instancetype) == ["spec.cpu: Required value"]

@@ -47,7 +47,10 @@ SELECTIONS = [
 @pytest.mark.parametrize(("selector", "expected"), SELECTIONS)
 def test_label_selector(selector: str, expected: list[str]) -> None:
     matches = label_matcher(selector)
-    assert sorted(name for name, labels in OBJECTS.items() if matches({"metadata": {"labels": labels}})) == expected
+    assert (
+        sorted(name for name, labels in OBJECTS.items() if matches({"metadata": {"labels": labels}}))
+        == expected
+    )
 
 
 @pytest.mark.parametrize("selector", ["env in prod", "env=(x)", "=x", "env,,tier", "a b"])
@@ -76,17 +79,28 @@ async def test_field_selectors(client: Client) -> None:
     assert [item["metadata"]["name"] for item in not_name.body["items"]] == ["a"]
     reply = await client.get(DRS, params={"fieldSelector": "spec.image=x"})
     assert reply.status == 400
-    assert reply.body["message"] == ('"spec.image" is not a known field selector: only "metadata.name", '
-                                     '"metadata.namespace"')
+    assert reply.body["message"] == (
+        '"spec.image" is not a known field selector: only "metadata.name", "metadata.namespace"'
+    )
 
 
 async def test_event_field_selectors(client: Client) -> None:
     events = "/api/v1/namespaces/default/events"
-    for index, (kind, name) in enumerate([("DeploymentRequest", "lob123"), ("DeploymentRequest", "other"),
-                                          ("Node", "lob123")]):
-        await client.create(events, {"metadata": {"name": f"e{index}"}, "reason": "Test", "type": "Normal",
-                                     "involvedObject": {"kind": kind, "name": name, "namespace": "default"}})
-    selector = "involvedObject.name=lob123,involvedObject.kind=DeploymentRequest,involvedObject.namespace=default"
+    for index, (kind, name) in enumerate(
+        [("DeploymentRequest", "lob123"), ("DeploymentRequest", "other"), ("Node", "lob123")]
+    ):
+        await client.create(
+            events,
+            {
+                "metadata": {"name": f"e{index}"},
+                "reason": "Test",
+                "type": "Normal",
+                "involvedObject": {"kind": kind, "name": name, "namespace": "default"},
+            },
+        )
+    selector = (
+        "involvedObject.name=lob123,involvedObject.kind=DeploymentRequest,involvedObject.namespace=default"
+    )
     listed = await client.get(events, params={"fieldSelector": selector})
     assert [item["metadata"]["name"] for item in listed.body["items"]] == ["e0"]
     assert (await client.get(events, params={"fieldSelector": "spec.x=y"})).status == 400

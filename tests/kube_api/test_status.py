@@ -39,16 +39,28 @@ async def test_main_resource_writes_ignore_status(client: Client) -> None:
 
 async def test_status_writes_change_only_status(client: Client) -> None:
     created = await client.create(DRS, dr())
-    patched = await client.patch(f"{DRS}/lob123/status", {
-        "spec": {"replicas": 9}, "metadata": {"labels": {"sneaky": "yes"}}, "status": {"phase": "Deploying"}})
+    patched = await client.patch(
+        f"{DRS}/lob123/status",
+        {
+            "spec": {"replicas": 9},
+            "metadata": {"labels": {"sneaky": "yes"}},
+            "status": {"phase": "Deploying"},
+        },
+    )
     assert patched.status == 200
     assert patched.body["status"] == {"phase": "Deploying"}
     assert patched.body["spec"] == created["spec"]
     assert "labels" not in patched.body["metadata"]
     assert patched.body["metadata"]["generation"] == 1
     current = patched.body
-    put = await client.put(f"{DRS}/lob123/status", {**current, "spec": {**current["spec"], "replicas": 8},
-                                                     "status": {"phase": "Ready", "readyReplicas": 3}})
+    put = await client.put(
+        f"{DRS}/lob123/status",
+        {
+            **current,
+            "spec": {**current["spec"], "replicas": 8},
+            "status": {"phase": "Ready", "readyReplicas": 3},
+        },
+    )
     assert put.body["status"] == {"phase": "Ready", "readyReplicas": 3}
     assert put.body["spec"]["replicas"] == 3
     got = await client.get(f"{DRS}/lob123/status")
@@ -56,8 +68,13 @@ async def test_status_writes_change_only_status(client: Client) -> None:
 
 
 async def test_no_status_subresource_means_status_is_ordinary(client: Client) -> None:
-    vmi = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "metadata": {"name": "v"},
-           "spec": {"domain": {"devices": {}}}, "status": {"phase": "Pending"}}
+    vmi = {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachineInstance",
+        "metadata": {"name": "v"},
+        "spec": {"domain": {"devices": {}}},
+        "status": {"phase": "Pending"},
+    }
     created = await client.create(VMIS, vmi)
     assert created["status"] == {"phase": "Pending"}
     assert (await client.patch(f"{VMIS}/v/status", {"status": {"phase": "Running"}})).status == 404

@@ -15,7 +15,7 @@ Case matrix:
 - DELETE: gone at once → ``Status`` Success; with finalizers → the object with deletionTimestamp, gone
   once the last finalizer is removed; no new finalizers while deleting; preconditions → 409.
 - dryRun=All: validated, answered, not stored.
-- deletecollection with a label selector.
+- deletecollection with a label selector; protobuf bodies → 415 (not emulated).
 """
 
 from __future__ import annotations
@@ -36,30 +36,43 @@ async def test_put_replaces(client: Client) -> None:
     body["metadata"]["name"] = "renamed"
     reply = await client.put(f"{DRS}/lob123", body)
     assert reply.status == 400
-    assert reply.body["message"] == "the name of the object (renamed) does not match the name on the URL (lob123)"
+    assert (
+        reply.body["message"]
+        == "the name of the object (renamed) does not match the name on the URL (lob123)"
+    )
 
 
 async def test_merge_patch(client: Client) -> None:
-    await client.create(DRS, {**dr(), "metadata": {"name": "lob123", "labels": {"a": "1", "b": "2"},
-                                                   "finalizers": ["x/y", "x/z"]}})
-    patched = await client.patch(f"{DRS}/lob123", {"metadata": {"labels": {"a": None, "c": "3"},
-                                                                "finalizers": ["x/z"]}})
+    await client.create(
+        DRS,
+        {
+            **dr(),
+            "metadata": {"name": "lob123", "labels": {"a": "1", "b": "2"}, "finalizers": ["x/y", "x/z"]},
+        },
+    )
+    patched = await client.patch(
+        f"{DRS}/lob123", {"metadata": {"labels": {"a": None, "c": "3"}, "finalizers": ["x/z"]}}
+    )
     assert patched.body["metadata"]["labels"] == {"b": "2", "c": "3"}
     assert patched.body["metadata"]["finalizers"] == ["x/z"]
 
 
 async def test_json_patch(client: Client) -> None:
     await client.create(DRS, dr())
-    ops = [{"op": "test", "path": "/spec/replicas", "value": 3},
-           {"op": "replace", "path": "/spec/replicas", "value": 4},
-           {"op": "add", "path": "/metadata/labels", "value": {"a~b/c": "x"}},
-           {"op": "remove", "path": "/metadata/labels/a~0b~1c"}]
+    ops = [
+        {"op": "test", "path": "/spec/replicas", "value": 3},
+        {"op": "replace", "path": "/spec/replicas", "value": 4},
+        {"op": "add", "path": "/metadata/labels", "value": {"a~b/c": "x"}},
+        {"op": "remove", "path": "/metadata/labels/a~0b~1c"},
+    ]
     patched = await client.patch(f"{DRS}/lob123", ops, content_type=JSON_PATCH)
     assert patched.status == 200
     assert patched.body["spec"]["replicas"] == 4
     assert patched.body["metadata"]["labels"] == {}
-    failing = [{"op": "test", "path": "/spec/replicas", "value": 3}, {"op": "replace", "path": "/spec/image",
-                                                                      "value": "other"}]
+    failing = [
+        {"op": "test", "path": "/spec/replicas", "value": 3},
+        {"op": "replace", "path": "/spec/image", "value": "other"},
+    ]
     reply = await client.patch(f"{DRS}/lob123", failing, content_type=JSON_PATCH)
     assert reply.status == 422
     assert (await client.get(f"{DRS}/lob123")).body["spec"]["image"] == "lob123-rhel-6.0"
@@ -73,8 +86,10 @@ async def test_strategic_merge_patch(client: Client) -> None:
     await client.create(NODES, node("n1"))
     conditions = {"status": {"conditions": [{"type": "MemoryPressure", "status": "False"}]}}
     patched = await client.patch(f"{NODES}/n1/status", conditions, content_type=STRATEGIC)
-    assert patched.body["status"]["conditions"] == [{"type": "Ready", "status": "True"},
-                                                    {"type": "MemoryPressure", "status": "False"}]
+    assert patched.body["status"]["conditions"] == [
+        {"type": "Ready", "status": "True"},
+        {"type": "MemoryPressure", "status": "False"},
+    ]
     delete = {"status": {"conditions": [{"type": "Ready", "$patch": "delete"}]}}
     patched = await client.patch(f"{NODES}/n1/status", delete, content_type=STRATEGIC)
     assert patched.body["status"]["conditions"] == [{"type": "MemoryPressure", "status": "False"}]
@@ -86,9 +101,18 @@ async def test_delete_without_finalizers_answers_a_status(client: Client) -> Non
     created = await client.create(DRS, dr())
     reply = await client.delete(f"{DRS}/lob123")
     assert reply.status == 200
-    assert reply.body == {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                          "details": {"name": "lob123", "group": "rackmesh.io", "kind": "deploymentrequests",
-                                      "uid": created["metadata"]["uid"]}}
+    assert reply.body == {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": {
+            "name": "lob123",
+            "group": "rackmesh.io",
+            "kind": "deploymentrequests",
+            "uid": created["metadata"]["uid"],
+        },
+    }
     assert (await client.get(f"{DRS}/lob123")).status == 404
 
 
@@ -98,7 +122,9 @@ async def test_finalizers_hold_deletion(client: Client) -> None:
     assert reply.status == 200
     assert reply.body["metadata"]["deletionTimestamp"]
     assert (await client.get(f"{DRS}/lob123")).status == 200
-    reply = await client.patch(f"{DRS}/lob123", {"metadata": {"finalizers": ["rackmesh.io/cleanup", "new/one"]}})
+    reply = await client.patch(
+        f"{DRS}/lob123", {"metadata": {"finalizers": ["rackmesh.io/cleanup", "new/one"]}}
+    )
     assert reply.status == 422
     assert reply.body["details"]["causes"][0]["field"] == "metadata.finalizers"
     reply = await client.patch(f"{DRS}/lob123", {"metadata": {"finalizers": None}})
@@ -139,6 +165,8 @@ async def test_unsupported_verbs_and_paths(client: Client) -> None:
     assert (await client.get("/apis/nothing.example.com/v1/things")).status == 404
     assert (await client.put(DRS, {})).status == 405
     assert (await client.get(f"{DRS}/lob123/scale")).status == 404
+    reply = await client.post("/api/v1/namespaces", {}, content_type="application/vnd.kubernetes.protobuf")
+    assert reply.status == 415  # protobuf bodies (typed clients) are not emulated
     reply = await client.get("/nonsense")
     assert reply.status == 404
     assert reply.body == "404 page not found\n"

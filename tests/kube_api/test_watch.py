@@ -25,12 +25,15 @@ from rackmesh_sandbox.kube_api import KubeApiServer
 from tests.kube_api.conftest import DRS, Client, dr
 
 
-async def watch(client: Client, path: str, count: int, params: dict[str, str] | None = None,
-                timeout: float = 5.0) -> list[tuple[str, Any]]:
+async def watch(
+    client: Client, path: str, count: int, params: dict[str, str] | None = None, timeout: float = 5.0
+) -> list[tuple[str, Any]]:
     """The first ``count`` events of a watch (fails if they do not come within ``timeout``)."""
     events: list[tuple[str, Any]] = []
-    async with asyncio.timeout(timeout), client.session.get(
-            client.url + path, params={"watch": "true", **(params or {})}) as response:
+    async with (
+        asyncio.timeout(timeout),
+        client.session.get(client.url + path, params={"watch": "true", **(params or {})}) as response,
+    ):
         assert response.status == 200
         assert response.headers["Content-Type"].startswith("application/json")
         async for line in response.content:
@@ -94,32 +97,47 @@ async def test_field_selector_and_namespace(client: Client) -> None:
     version = (await client.get(DRS)).body["metadata"]["resourceVersion"]
     await client.create(DRS, dr("a"))
     await client.create(DRS, dr("b"))
-    await client.create("/apis/rackmesh.io/v1alpha1/namespaces/other/deploymentrequests",
-                        {**dr("b"), "metadata": {"name": "b"}})
+    await client.create(
+        "/apis/rackmesh.io/v1alpha1/namespaces/other/deploymentrequests",
+        {**dr("b"), "metadata": {"name": "b"}},
+    )
     await client.delete(f"{DRS}/b")
     events = await watch(client, DRS, 2, {"resourceVersion": version, "fieldSelector": "metadata.name=b"})
     assert names(events) == [("ADDED", "b"), ("DELETED", "b")]
-    everywhere = await watch(client, "/apis/rackmesh.io/v1alpha1/deploymentrequests", 4,
-                             {"resourceVersion": version})
-    assert [obj["metadata"]["namespace"] for _, obj in everywhere] == ["default", "default", "other", "default"]
+    everywhere = await watch(
+        client, "/apis/rackmesh.io/v1alpha1/deploymentrequests", 4, {"resourceVersion": version}
+    )
+    assert [obj["metadata"]["namespace"] for _, obj in everywhere] == [
+        "default",
+        "default",
+        "other",
+        "default",
+    ]
 
 
 async def test_timeout_ends_the_stream(client: Client) -> None:
-    async with asyncio.timeout(5), client.session.get(
-            client.url + DRS, params={"watch": "true", "timeoutSeconds": "1"}) as response:
+    async with (
+        asyncio.timeout(5),
+        client.session.get(client.url + DRS, params={"watch": "true", "timeoutSeconds": "1"}) as response,
+    ):
         assert await response.read() == b""  # ends by itself, empty: nothing happened
 
 
 async def test_initial_events_end_with_a_bookmark(client: Client) -> None:
     await client.create(DRS, dr("a"))
-    events = await watch(client, DRS, 2, {"sendInitialEvents": "true", "resourceVersionMatch": "NotOlderThan"})
+    events = await watch(
+        client, DRS, 2, {"sendInitialEvents": "true", "resourceVersionMatch": "NotOlderThan"}
+    )
     assert events[0][0] == "ADDED"
     assert events[1][0] == "BOOKMARK"
     assert events[1][1]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
 
 
 async def test_server_shutdown_ends_watches(server: KubeApiServer) -> None:
-    async with aiohttp.ClientSession() as session, session.get(server.url + DRS, params={"watch": "true"}) as reply:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(server.url + DRS, params={"watch": "true"}) as reply,
+    ):
         closing = asyncio.create_task(server.__aexit__(None, None, None))
         async with asyncio.timeout(5):
             await reply.read()
