@@ -24,7 +24,6 @@ CRD_SOURCE = REPO / "crds" / "deploymentrequest.yaml"
 # Step 1 of an install (the CRDs) is the repository-root kustomization; step 2 is one of these.
 CRDS_BUILD = "."
 WORKLOAD_BUILDS = ("manifests/default", "manifests/overlays/kind")
-KUBEVIRT_SCHEMAS = REPO / "sandbox" / "schemas" / "kubevirt"
 
 Doc = dict[str, Any]
 
@@ -192,61 +191,6 @@ def load_yaml_docs(path: Path) -> list[Doc]:
 
 
 @functools.cache
-def kubevirt_crds() -> tuple[Doc, ...]:
-    """KubeVirt's and CDI's CRDs, rebuilt around the vendored openAPIV3Schemas (for examples that use
-    VirtualMachines, instancetypes or DataVolumes)."""
-    shapes = [
-        ("virtualmachine", "kubevirt.io", "v1", "VirtualMachine", "virtualmachines", "Namespaced"),
-        (
-            "virtualmachineinstance",
-            "kubevirt.io",
-            "v1",
-            "VirtualMachineInstance",
-            "virtualmachineinstances",
-            "Namespaced",
-        ),
-        (
-            "virtualmachineclusterinstancetype",
-            "instancetype.kubevirt.io",
-            "v1beta1",
-            "VirtualMachineClusterInstancetype",
-            "virtualmachineclusterinstancetypes",
-            "Cluster",
-        ),
-        (
-            "virtualmachineclusterpreference",
-            "instancetype.kubevirt.io",
-            "v1beta1",
-            "VirtualMachineClusterPreference",
-            "virtualmachineclusterpreferences",
-            "Cluster",
-        ),
-    ]
-    crds = []
-    for stem, group, version, kind, plural, scope in shapes:
-        path = KUBEVIRT_SCHEMAS / f"{stem}.openapiv3.yaml"
-        if not path.exists():
-            continue
-        schema = load_yaml_docs(path)[0]
-        crds.append(
-            {
-                "apiVersion": "apiextensions.k8s.io/v1",
-                "kind": "CustomResourceDefinition",
-                "metadata": {"name": f"{plural}.{group}"},
-                "spec": {
-                    "group": group,
-                    "scope": scope,
-                    "names": {"kind": kind, "plural": plural},
-                    "versions": [{"name": version, "served": True, "storage": True, "schema": schema}],
-                },
-            }
-        )
-    datavolume = KUBEVIRT_SCHEMAS / "datavolume.crd.yaml"
-    if datavolume.exists():
-        crds += load_yaml_docs(datavolume)
-    return tuple(crds)
-
-
 def crd_for(crds: tuple[Doc, ...], api_version: str, kind: str) -> Doc | None:
     group, _, version = api_version.rpartition("/")
     for crd in crds:

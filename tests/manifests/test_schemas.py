@@ -16,6 +16,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 
+from rackmesh_sandbox.kube_api.kubevirt import kubevirt_crds
 from tests.manifests.support import (
     CRDS_BUILD,
     KUBERNETES_VERSION,
@@ -24,7 +25,6 @@ from tests.manifests.support import (
     build,
     crd_for,
     doc_id,
-    kubevirt_crds,
     kustomizations,
     load_yaml_docs,
     try_build,
@@ -53,7 +53,7 @@ def is_custom(doc: Doc) -> bool:
 @functools.cache
 def known_crds() -> tuple[Doc, ...]:
     ours = tuple(doc for doc in try_build(CRDS_BUILD) if doc["kind"] == "CustomResourceDefinition")
-    return ours + kubevirt_crds()
+    return (*ours, *kubevirt_crds())
 
 
 def crd_errors(doc: Doc) -> list[str]:
