@@ -190,7 +190,6 @@ def load_yaml_docs(path: Path) -> list[Doc]:
         return [doc for doc in yaml.load_all(stream, Loader=loader) if doc]
 
 
-@functools.cache
 def crd_for(crds: tuple[Doc, ...], api_version: str, kind: str) -> Doc | None:
     group, _, version = api_version.rpartition("/")
     for crd in crds:
