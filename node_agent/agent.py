@@ -1,10 +1,11 @@
 """One node's agent: identity from its Node, presence in ZooKeeper, and its HTTP API.
 
-An ``Agent`` owns its own ZooKeeper session and HTTP site, so one process can run many of
-them (large simulated clusters) as easily as a DaemonSet pod runs one.
+An ``Agent`` owns its own ZooKeeper session, HTTP site and peer client, so one process can run
+many of them (large simulated clusters) as easily as a DaemonSet pod runs one.
 """
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -13,13 +14,23 @@ from kazoo.client import KazooClient
 from rackmesh import zk_async
 from rackmesh.config import Settings
 from rackmesh.kube_client import KubeClient
+from rackmesh.labels import Role
+from rackmesh.peer_client import PeerClient
 from rackmesh.zk_layout import MemberRecord, ZkLayout
-from rackmesh_node_agent.capacity import CapacityView
+from rackmesh_node_agent.capacity.view import CapacityView
 from rackmesh_node_agent.http_api import build_app
+from rackmesh_node_agent.images import routes as image_routes
+from rackmesh_node_agent.images.store import ImageStore
+from rackmesh_node_agent.membership.presence import Presence
 from rackmesh_node_agent.node_identity import NodeIdentity, read_identity
-from rackmesh_node_agent.presence import Presence
+from rackmesh_node_agent.placement import routes as placement_routes
+from rackmesh_node_agent.placement.coordinator import Coordinator
 
 logger = logging.getLogger(__name__)
+
+
+class NotJoined(Exception):
+    """The agent is asked to act before it knows who it is or has joined ZooKeeper."""
 
 
 class Agent:
@@ -27,9 +38,13 @@ class Agent:
         self.settings = settings
         self.node_name = node_name
         self.kube = kube
+        self.layout = ZkLayout(settings.zk_root)
         self.identity: NodeIdentity | None = None
         self.presence: Presence | None = None
         self.capacity: CapacityView | None = None
+        self.images = ImageStore(Path(settings.image_dir))
+        self.coordinator = Coordinator(self)
+        self.peers = PeerClient(settings.agent_token, settings.call_timeout)
         self._zk: KazooClient | None = None
         self._runner: web.AppRunner | None = None
 
@@ -42,6 +57,25 @@ class Agent:
     def ready(self) -> bool:
         return self.presence is not None and self.presence.joined.is_set()
 
+    @property
+    def zk(self) -> KazooClient:
+        if self._zk is None:
+            raise NotJoined("no ZooKeeper session yet")
+        return self._zk
+
+    @property
+    def node(self) -> NodeIdentity:
+        if self.identity is None:
+            raise NotJoined("the agent has not read its Node yet")
+        return self.identity
+
+    def has_role(self, role: Role) -> bool:
+        return self.identity is not None and role in self.identity.roles
+
+    def leads(self, role: Role) -> bool:
+        """Acting as rack leader for ``role`` right now (elected, and the session known alive)."""
+        return self.presence is not None and self.presence.leader_duties_active(role)
+
     async def run(self) -> None:
         """Serve until cancelled; leaves ZooKeeper cleanly (ephemeral entries go at once)."""
         await self._serve_http()
@@ -51,7 +85,7 @@ class Agent:
             self._zk = await zk_async.start_client(self.settings.zk_hosts, self.settings.zk_session_timeout)
             records = [MemberRecord(self.identity.name, self.identity.rack, role, self.endpoint)
                        for role in self.identity.roles]
-            self.presence = Presence(self._zk, ZkLayout(self.settings.zk_root), records)
+            self.presence = Presence(self._zk, self.layout, records)
             logger.info("agent starting", extra={"node": self.identity.name, "rack": self.identity.rack,
                                                  "roles": [str(r) for r in self.identity.roles],
                                                  "endpoint": self.endpoint})
@@ -60,15 +94,18 @@ class Agent:
             await self._shutdown()
 
     async def _serve_http(self) -> None:
-        self._runner = web.AppRunner(build_app(self, self.settings.agent_token), access_log=None)
+        routes = [*placement_routes.routes(), *image_routes.routes()]
+        self._runner = web.AppRunner(build_app(self, self.settings.agent_token, routes), access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.settings.agent_bind, self.settings.agent_port).start()
 
     async def _shutdown(self) -> None:
+        await self.coordinator.stop()
         if self._zk is not None:
             await zk_async.stop_client(self._zk)
         if self._runner is not None:
             await self._runner.cleanup()
+        await self.peers.close()
 
     async def view(self) -> dict[str, Any]:
         """What this agent knows about itself: role, rack, leadership and free capacity."""
@@ -88,5 +125,6 @@ class Agent:
             ],
             "allocatable": self.identity.allocatable.to_json(),
             "free": free.to_json(),
+            "reservations": self.capacity.reservations.describe(),
+            "images": self.images.held() if self.has_role(Role.STORAGE) else [],
         }
-

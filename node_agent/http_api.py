@@ -1,20 +1,37 @@
-"""The agent's HTTP API: health for probes, and the agent's view for peers and operators.
+"""The agent's HTTP API: the shared plumbing (auth, errors, message decoding) and the app.
 
-Every route but ``/healthz`` requires the shared agent token when one is configured.
+Each concern (placement, images) contributes its own routes; this module only assembles them.
+Every route but ``/healthz`` and the image files requires the shared agent token when one is set.
 """
 
 import hmac
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
+
+from rackmesh import messages
+from rackmesh.protocol import IMAGE_FILES
 
 if TYPE_CHECKING:
     from rackmesh_node_agent.agent import Agent
 
+T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 AGENT_KEY = web.AppKey("agent", "Agent")
-OPEN_PATHS = frozenset({"/healthz"})
+
+
+def is_open(path: str) -> bool:
+    # Image files are read by CDI importers, which carry no agent token; they are read-only.
+    return path == "/healthz" or path.startswith(IMAGE_FILES + "/")
+
+
+class Refusal(Exception):
+    """Raised by a handler to answer ``status`` with a reason and message."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status, self.reason, self.message = status, reason, message
 
 
 def error(status: int, reason: str, message: str) -> web.Response:
@@ -22,32 +39,52 @@ def error(status: int, reason: str, message: str) -> web.Response:
     return web.json_response({"reason": reason, "message": message}, status=status)
 
 
+def answer(message: Any, status: int = 200) -> web.Response:
+    return web.json_response(messages.encode(message), status=status)
+
+
+async def read_message(request: web.Request, kind: type[T]) -> T:
+    """The request body as ``kind``; a malformed body is a 400 ``BadMessage`` naming the field."""
+    try:
+        return messages.decode_bytes(kind, await request.read())
+    except messages.MessageError as exc:
+        raise Refusal(400, "BadMessage", str(exc)) from None
+
+
+def agent_of(request: web.Request) -> "Agent":
+    return request.app[AGENT_KEY]
+
+
 def token_auth(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if token and request.path not in OPEN_PATHS:
+        if token and not is_open(request.path):
             given = request.headers.get("Authorization", "").removeprefix("Bearer ")
             if not hmac.compare_digest(given.encode(), token.encode()):
                 return error(401, "Unauthorized", "missing or wrong agent token (Authorization: Bearer ...)")
-        return await handler(request)
+        try:
+            return await handler(request)
+        except Refusal as refusal:
+            return error(refusal.status, refusal.reason, refusal.message)
 
     return middleware
 
 
 async def healthz(request: web.Request) -> web.Response:
-    agent = request.app[AGENT_KEY]
+    agent = agent_of(request)
     if not agent.ready:
         return error(503, "NotReady", "the agent has not joined its racks yet")
     return web.json_response({"status": "ok", "node": agent.identity.name if agent.identity else None})
 
 
 async def view(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[AGENT_KEY].view())
+    return web.json_response(await agent_of(request).view())
 
 
-def build_app(agent: "Agent", token: str) -> web.Application:
+def build_app(agent: "Agent", token: str, routes: Iterable[web.RouteDef]) -> web.Application:
     app = web.Application(middlewares=[token_auth(token)])
     app[AGENT_KEY] = agent
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/v1/view", view)
+    app.router.add_routes(list(routes))
     return app

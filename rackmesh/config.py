@@ -24,8 +24,18 @@ class Settings:
     agent_port: int = 8470
     # Shared secret between agents and the operator; empty disables authentication (sandbox only).
     agent_token: str = ""
-    # Every peer-to-peer call is bounded by this.
+    # Every peer-to-peer call is bounded by this (a call that fans out further gets a multiple of it).
     call_timeout: float = 5.0
+    # What an agent offers stays reserved this long unless the coordinator commits it.
+    reservation_ttl: float = 30.0
+    # A committed portion stays reserved until its VMs exist, at most this long.
+    commit_ttl: float = 600.0
+    # Storage agents keep image files (<image>.img) here and serve them over HTTP.
+    image_dir: str = "/var/lib/rackmesh/images"
+    # How many holders of the image a request needs, in distinct racks where possible.
+    image_redundancy: int = 2
+    # Size of each VM's root disk (the DataVolume's storage request).
+    vm_disk_size: str = "10Gi"
     # kopf peering keeps one operator replica active; empty runs standalone (the sandbox's single process).
     operator_peering: str = "rackmesh"
     # kopf's liveness probe URL, e.g. http://0.0.0.0:8080/healthz; empty disables it.

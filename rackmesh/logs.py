@@ -41,3 +41,9 @@ def configure(component: str, level: str = "INFO", fmt: str = "json") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("kazoo").setLevel(max(logging.WARNING, root.level))
+
+
+def flow_step(logger: logging.Logger, step: int, message: str, request: str, **fields: object) -> None:
+    """Log one of the request flow's nine steps (BRIEF §1) with the request uid, so a request can be
+    followed across the operator's and every agent's log."""
+    logger.info(message, extra={"step": step, "request": request, **fields})

@@ -10,7 +10,6 @@ import asyncio
 import dataclasses
 import json
 import secrets
-import socket
 import sys
 import time
 import urllib.error
@@ -23,7 +22,9 @@ from rackmesh.config import Settings
 from rackmesh.kube_client import Credentials, KubeClient
 from rackmesh_sandbox import processes
 from rackmesh_sandbox.cluster_seed import seed
+from rackmesh_sandbox.images import write_images
 from rackmesh_sandbox.kube_api.kubeconfig import write_kubeconfig
+from rackmesh_sandbox.ports import free_port, port_free_on
 from rackmesh_sandbox.processes import ProcessRecord
 from rackmesh_sandbox.topology import Topology
 from rackmesh_sandbox.zookeeper import ZooKeeperEnsemble, stop_from_state
@@ -91,7 +92,7 @@ def up(topology_path: Path, state_dir: Path, progress: TextIO = sys.stderr) -> S
         _start_api(state, say)
         addresses = [agent_address(index) for index in range(len(topology.nodes))]
         settings = Settings.from_env(zk_hosts=state.zk_hosts, agent_token=secrets.token_urlsafe(24),
-                                     agent_port=_port_free_on(addresses), **SANDBOX_SETTINGS)
+                                     agent_port=port_free_on(addresses), **SANDBOX_SETTINGS)
         asyncio.run(_seed(state, topology, settings))
         say(f"cluster seeded: {len(topology.nodes)} nodes, u1 instancetypes")
         _start_agents(state, topology, settings, say)
@@ -167,10 +168,13 @@ def _start_agents(state: SandboxState, topology: Topology, settings: Settings,
     token_file.write_text(settings.agent_token)
     token_file.chmod(0o600)
     env = {**settings.to_env(), "KUBECONFIG": str(state.kubeconfig)}
+    image_dirs = write_images(topology, state.state_dir / "images")
     records = []
     for index, node in enumerate(topology.nodes):
         address = agent_address(index)
-        agent_env = {**env, "RACKMESH_AGENT_BIND": address, "RACKMESH_AGENT_ADVERTISE": address}
+        agent_settings = dataclasses.replace(settings, agent_bind=address, agent_advertise=address,
+                                             image_dir=str(image_dirs[node.name]))
+        agent_env = {**env, **agent_settings.to_env()}
         records.append(_spawn(state, f"agent-{node.name}",
                               [sys.executable, "-m", "rackmesh", "agent", "--node-name", node.name], agent_env))
         state.agents[node.name] = f"http://{address}:{settings.agent_port}"
@@ -182,7 +186,7 @@ def _start_agents(state: SandboxState, topology: Topology, settings: Settings,
 
 
 def _start_operator(state: SandboxState, settings: Settings, say: Callable[[str], None]) -> None:
-    liveness = f"http://127.0.0.1:{_free_port()}/healthz"
+    liveness = f"http://127.0.0.1:{free_port()}/healthz"
     env = {**dataclasses.replace(settings, operator_liveness=liveness).to_env(),
            "KUBECONFIG": str(state.kubeconfig)}
     record = _spawn(state, "operator", [sys.executable, "-m", "rackmesh", "operator"], env)
@@ -214,27 +218,3 @@ def _answers(url: str, node: str | None = None) -> bool:
             return response.status == 200 and (node is None or json.load(response).get("node") == node)
     except (urllib.error.URLError, OSError, ValueError):
         return False
-
-
-def _free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
-
-
-def _port_free_on(addresses: list[str]) -> int:
-    """One port free on every agent address, so several sandboxes can run side by side."""
-    for _ in range(50):
-        port = _free_port(addresses[0])
-        if all(_bindable(address, port) for address in addresses):
-            return port
-    raise SandboxError("found no port free on every agent address")
-
-
-def _bindable(host: str, port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True

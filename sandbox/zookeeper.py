@@ -19,7 +19,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import random
 import shutil
 import signal
 import socket
@@ -29,6 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from rackmesh_sandbox.ports import stable_ports
 
 MAIN_CLASS = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
 SERVING_MODES = frozenset({"standalone", "leader", "follower", "observer"})
@@ -221,7 +222,7 @@ class ZooKeeperEnsemble:
         self.heap_mb = heap_mb
         self.start_timeout = start_timeout
         self.detached = detached
-        self.servers = [ZooKeeperServer(self, i, ip, _free_ports(ip, 3)) for i, ip in enumerate(hosts, 1)]
+        self.servers = [ZooKeeperServer(self, i, ip, stable_ports(ip, 3)) for i, ip in enumerate(hosts, 1)]
 
     def __enter__(self) -> ZooKeeperEnsemble:
         return self.start()
@@ -353,27 +354,6 @@ def _is_our_server(pid: int, config: str) -> bool:
     except (OSError, IndexError):
         return False
     return status != "Z" and MAIN_CLASS.encode() in argv and config.encode() in argv
-
-
-def _free_ports(host: str, count: int) -> list[int]:
-    """Distinct ports free right now, below the kernel's ephemeral range: there, no outgoing connection
-    (a kazoo client, a quorum link) can take a port while its server is down for a failover test."""
-    try:
-        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        ephemeral_low = 32768
-    candidates = random.sample(range(10000, max(ephemeral_low, 10000 + 10 * count)), 10 * count)
-    ports: list[int] = []
-    for port in candidates:
-        with socket.socket() as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                continue
-        ports.append(port)
-        if len(ports) == count:
-            return ports
-    raise OSError(f"no {count} free ports on {host}")
 
 
 def _wait_until(

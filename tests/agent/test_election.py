@@ -19,7 +19,7 @@ from kazoo.client import KazooClient
 from rackmesh import registry, zk_async
 from rackmesh.labels import Role
 from rackmesh.zk_layout import MemberRecord, ZkLayout
-from rackmesh_node_agent.presence import Presence
+from rackmesh_node_agent.membership.presence import Presence
 from rackmesh_sandbox.zookeeper import ZooKeeperEnsemble, four_letter_word
 from tests.support.waiting import async_eventually
 
@@ -166,7 +166,7 @@ async def test_suspended_pauses_leader_duties_and_reconnection_resumes_them(zook
         serving = next(s for s in zookeeper_ensemble.servers
                        if session in four_letter_word(s.host, s.client_port, "cons"))
 
-        with caplog.at_level("INFO", logger="rackmesh_node_agent.presence"):
+        with caplog.at_level("INFO", logger="rackmesh_node_agent.membership.presence"):
             await asyncio.to_thread(serving.kill)
             await async_eventually(lambda: asyncio.sleep(0, presence.suspended or presence.connected.is_set()))
             await async_eventually(lambda: asyncio.sleep(0, presence.leader_duties_active(Role.COMPUTE)), timeout=15)

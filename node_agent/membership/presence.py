@@ -17,7 +17,7 @@ from kazoo.protocol.states import KazooState
 from rackmesh import zk_async
 from rackmesh.labels import Role
 from rackmesh.zk_layout import MemberRecord, ZkLayout
-from rackmesh_node_agent.election import OwnContenderGone, RackElection
+from rackmesh_node_agent.membership.election import OwnContenderGone, RackElection
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Images: the files a storage agent holds and serves, and locating holders across storage racks."""

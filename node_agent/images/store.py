@@ -1,0 +1,23 @@
+"""The image files this storage agent holds: ``<image_dir>/<image>.img``."""
+
+from pathlib import Path
+
+from rackmesh.protocol import IMAGE_NAME, image_file_name
+
+
+class ImageStore:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def path(self, image: str) -> Path | None:
+        """The file of ``image`` if this node holds it (a name that is not an image name never matches)."""
+        if not IMAGE_NAME.match(image):
+            return None
+        path = self.directory / image_file_name(image)
+        return path if path.is_file() else None
+
+    def held(self) -> list[str]:
+        if not self.directory.is_dir():
+            return []
+        return sorted(path.name.removesuffix(".img") for path in self.directory.glob("*.img")
+                      if IMAGE_NAME.match(path.name.removesuffix(".img")))

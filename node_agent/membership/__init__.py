@@ -1,0 +1,1 @@
+"""Membership in ZooKeeper: presence across session changes, and per-rack leader election."""

@@ -1,0 +1,29 @@
+"""Ask several peers at once and keep who answered and who did not."""
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from rackmesh.peer_client import PeerError
+from rackmesh_node_agent.http_api import Refusal
+
+T = TypeVar("T")
+
+
+async def gather(calls: dict[str, Awaitable[T]]) -> tuple[dict[str, T], dict[str, str]]:
+    """Run ``calls`` (keyed by peer name) in parallel: the answers, and why each other peer failed.
+
+    Only a peer's refusal or unreachability is collected; any other exception is a bug and propagates.
+    """
+    names = list(calls)
+    results = await asyncio.gather(*calls.values(), return_exceptions=True)
+    answers: dict[str, T] = {}
+    failures: dict[str, str] = {}
+    for name, result in zip(names, results, strict=True):
+        if isinstance(result, PeerError | Refusal):
+            failures[name] = f"{result.reason}: {result.message}"
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            answers[name] = result
+    return answers, failures

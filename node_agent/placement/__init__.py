@@ -1,0 +1,1 @@
+"""The capacity handshake: coordinator, rack leader and node sides, and how portions are decided."""

@@ -1,0 +1,1 @@
+"""The KubeVirt VirtualMachines an agent writes for its portion of a request."""

@@ -1,0 +1,114 @@
+"""Typed JSON messages: dataclasses <-> camelCase JSON, with validation that names the bad field.
+
+Every peer-to-peer message and every record kept in ZooKeeper goes through ``encode``/``decode``,
+so a malformed message is refused with a clear reason instead of failing deep in a handler.
+"""
+
+import dataclasses
+import functools
+import json
+import types
+import typing
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class MessageError(ValueError):
+    """A message does not match its schema; the text says which field and why."""
+
+
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def encode(message: Any) -> Any:
+    """A dataclass (possibly nested, in lists or dicts) as plain JSON-ready data with camelCase keys."""
+    if dataclasses.is_dataclass(message) and not isinstance(message, type):
+        return {camel(field.name): encode(getattr(message, field.name)) for field in dataclasses.fields(message)}
+    if isinstance(message, list | tuple):
+        return [encode(item) for item in message]
+    if isinstance(message, dict):
+        return {key: encode(value) for key, value in message.items()}
+    return message
+
+
+def encode_bytes(message: Any) -> bytes:
+    return json.dumps(encode(message), sort_keys=True).encode()
+
+
+def decode(kind: type[T], data: Any, where: str = "") -> T:
+    """Build ``kind`` from JSON data, checking every field's type; raises ``MessageError``."""
+    return typing.cast(T, _decode(kind, data, where or kind.__name__))
+
+
+def decode_bytes(kind: type[T], raw: bytes) -> T:
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise MessageError(f"{kind.__name__}: not JSON ({exc})") from None
+    return decode(kind, data)
+
+
+@functools.cache
+def _hints(kind: type) -> dict[str, Any]:
+    return typing.get_type_hints(kind)
+
+
+def _decode(kind: Any, data: Any, where: str) -> Any:
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(kind)
+        if data is None and type(None) in options:
+            return None
+        (inner,) = [option for option in options if option is not type(None)]
+        return _decode(inner, data, where)
+    if origin is list:
+        (item,) = typing.get_args(kind)
+        if not isinstance(data, list):
+            raise MessageError(f"{where}: expected a list")
+        return [_decode(item, value, f"{where}[{index}]") for index, value in enumerate(data)]
+    if origin is dict:
+        _, value_kind = typing.get_args(kind)
+        if not isinstance(data, dict):
+            raise MessageError(f"{where}: expected an object")
+        return {str(key): _decode(value_kind, value, f"{where}.{key}") for key, value in data.items()}
+    if dataclasses.is_dataclass(kind):
+        return _decode_dataclass(kind, data, where)
+    return _decode_scalar(kind, data, where)
+
+
+def _decode_dataclass(kind: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise MessageError(f"{where}: expected an object")
+    hints = _hints(kind)
+    fields = {camel(field.name): field for field in dataclasses.fields(kind)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise MessageError(f"{where}: unknown fields {unknown}")
+    values = {}
+    for wire_name, field in fields.items():
+        if wire_name in data:
+            values[field.name] = _decode(hints[field.name], data[wire_name], f"{where}.{wire_name}")
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise MessageError(f"{where}.{wire_name}: required")
+    try:
+        return kind(**values)
+    except ValueError as exc:  # a dataclass's own checks (__post_init__)
+        raise MessageError(f"{where}: {exc}") from None
+
+
+def _decode_scalar(kind: Any, data: Any, where: str) -> Any:
+    if kind is float and isinstance(data, int | float) and not isinstance(data, bool):
+        return float(data)
+    if kind is int and isinstance(data, bool):
+        raise MessageError(f"{where}: expected an integer, got a boolean")
+    if isinstance(kind, type) and issubclass(kind, str) and kind is not str:  # StrEnum
+        try:
+            return kind(data)
+        except ValueError:
+            raise MessageError(f"{where}: {data!r} is not one of {[str(v) for v in kind]}") from None
+    if not isinstance(data, kind):
+        raise MessageError(f"{where}: expected {kind.__name__}, got {type(data).__name__}")
+    return data

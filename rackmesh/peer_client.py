@@ -1,0 +1,69 @@
+"""Calls to agents: one persistent HTTP session, a timeout on every call, typed answers."""
+
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import aiohttp
+
+from rackmesh import messages
+
+T = TypeVar("T")
+
+
+class PeerError(Exception):
+    """A peer refused (4xx/5xx with its reason) or could not be reached (status 0, ``Unreachable``)."""
+
+    def __init__(self, endpoint: str, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{endpoint}: {status} {reason}: {message}")
+        self.endpoint = endpoint
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+    @property
+    def unreachable(self) -> bool:
+        return self.status == 0 or self.status >= 500
+
+
+class PeerClient:
+    def __init__(self, token: str, timeout: float) -> None:
+        self.timeout = timeout
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._session = aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(limit=256))
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def post(self, endpoint: str, route: str, message: Any, answer: type[T] | None = None,
+                   timeout: float | None = None) -> T | None:
+        """POST ``message`` to ``endpoint + route``; decode the answer as ``answer`` (None: ignore the body)."""
+        limit = aiohttp.ClientTimeout(total=timeout or self.timeout)
+        try:
+            async with self._session.post(endpoint + route, json=messages.encode(message), timeout=limit) as response:
+                body = await response.read()
+                if response.status >= 400:
+                    raise _refusal(endpoint, response.status, body)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise PeerError(endpoint, 0, "Unreachable", f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
+        if answer is None:
+            return None
+        try:
+            return messages.decode_bytes(answer, body)
+        except messages.MessageError as exc:
+            raise PeerError(endpoint, response.status, "BadAnswer", str(exc)) from None
+
+
+def _refusal(endpoint: str, status: int, body: bytes) -> PeerError:
+    try:
+        payload = messages.decode_bytes(dict[str, str], body)
+    except messages.MessageError:
+        payload = {}
+    return PeerError(endpoint, status, payload.get("reason", "Error"), payload.get("message", body[:200].decode(
+        errors="replace")))

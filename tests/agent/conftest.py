@@ -1,0 +1,107 @@
+"""An in-process mesh: the sandbox's Kubernetes API, real ZooKeeper, and real Agents talking real HTTP,
+all in the test's event loop (each agent on its own 127.0.1.x address). No operator runs here."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kazoo.client import KazooClient
+
+from rackmesh import registry, zk_async
+from rackmesh.config import Settings
+from rackmesh.kube_client import Credentials, KubeClient
+from rackmesh.labels import Role
+from rackmesh.peer_client import PeerClient
+from rackmesh.zk_layout import ZkLayout
+from rackmesh_node_agent.agent import Agent
+from rackmesh_sandbox.cluster_seed import seed
+from rackmesh_sandbox.images import write_images
+from rackmesh_sandbox.kube_api import KubeApiServer
+from rackmesh_sandbox.lifecycle import CRD_DIR, agent_address
+from rackmesh_sandbox.ports import port_free_on
+from rackmesh_sandbox.topology import Topology
+from rackmesh_sandbox.zookeeper import ZooKeeperEnsemble
+from tests.support.builders import TopologyBuilder
+
+TOKEN = "test-agent-token"
+SESSION_TIMEOUT = 2.0
+
+
+class Mesh:
+    def __init__(self, kube: KubeClient, zk: KazooClient, settings: Settings, peers: PeerClient) -> None:
+        self.kube, self.zk, self.settings, self.peers = kube, zk, settings, peers
+        self.layout = ZkLayout(settings.zk_root)
+        self.agents: dict[str, Agent] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+
+    def endpoint(self, node: str) -> str:
+        return self.agents[node].endpoint
+
+    def agent(self, node: str) -> Agent:
+        return self.agents[node]
+
+    async def stop_agent(self, node: str) -> None:
+        task = self.tasks.pop(node)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+MeshFactory = Callable[..., Awaitable[Mesh]]
+
+
+@pytest.fixture
+async def mesh(zookeeper: ZooKeeperEnsemble, zk_root: str, tmp_path: Path) -> AsyncIterator[MeshFactory]:
+    """``await mesh(make_topology().compute_racks(2, nodes=2), **setting_overrides)`` -> a joined Mesh."""
+    stack = contextlib.AsyncExitStack()
+
+    async def start(topology: TopologyBuilder, **overrides: Any) -> Mesh:
+        parsed = Topology.parse(topology.obj())
+        api = await stack.enter_async_context(KubeApiServer(crd_paths=sorted(CRD_DIR.glob("*.yaml"))))
+        kube = await stack.enter_async_context(KubeClient(Credentials(api.url, ssl_context=False)))
+        addresses = [agent_address(index) for index in range(len(parsed.nodes))]
+        settings = Settings.from_env({}, zk_hosts=zookeeper.connect_string, zk_root=zk_root,
+                                     zk_session_timeout=SESSION_TIMEOUT, agent_token=TOKEN,
+                                     agent_port=port_free_on(addresses), call_timeout=2.0, **overrides)
+        await seed(kube, parsed, settings.rack_label)
+        image_dirs = write_images(parsed, tmp_path / "images")
+        zk = await zk_async.start_client(zookeeper.connect_string, SESSION_TIMEOUT)
+        stack.push_async_callback(zk_async.stop_client, zk)
+        peers = await stack.enter_async_context(PeerClient(TOKEN, settings.call_timeout))
+        mesh = Mesh(kube, zk, settings, peers)
+        for node, address in zip(parsed.nodes, addresses, strict=True):
+            agent_settings = Settings.from_env(settings.to_env(), agent_bind=address, agent_advertise=address,
+                                               image_dir=str(image_dirs[node.name]))
+            agent = Agent(agent_settings, node.name, kube)
+            mesh.agents[node.name] = agent
+            mesh.tasks[node.name] = asyncio.create_task(agent.run())
+        stack.push_async_callback(_stop_all, mesh)
+        await asyncio.wait_for(_all_joined(mesh), 20)
+        return mesh
+
+    yield start
+    await stack.aclose()
+
+
+async def _all_joined(mesh: Mesh) -> None:
+    """Every agent joined, and every rack of every role has its leader published."""
+    while not (all(agent.ready for agent in mesh.agents.values()) and await _all_racks_led(mesh)):
+        for node, task in mesh.tasks.items():
+            if task.done():
+                task.result()  # surfaces the agent's start-up error
+                raise AssertionError(f"agent {node} stopped during start-up")
+        await asyncio.sleep(0.05)
+
+
+async def _all_racks_led(mesh: Mesh) -> bool:
+    racks = {(role, agent.node.rack) for agent in mesh.agents.values() for role in agent.node.roles}
+    led = {(role, leader.rack) for role in Role for leader in await registry.leaders(mesh.zk, mesh.layout, role)}
+    return racks <= led
+
+
+async def _stop_all(mesh: Mesh) -> None:
+    for node in list(mesh.tasks):
+        await mesh.stop_agent(node)
