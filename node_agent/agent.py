@@ -18,19 +18,23 @@ from rackmesh.labels import Role
 from rackmesh.peer_client import PeerClient
 from rackmesh.zk_layout import MemberRecord, ZkLayout
 from rackmesh_node_agent.capacity.view import CapacityView
-from rackmesh_node_agent.http_api import build_app
+from rackmesh_node_agent.http_api import Refusal, build_app
 from rackmesh_node_agent.images import routes as image_routes
 from rackmesh_node_agent.images.store import ImageStore
 from rackmesh_node_agent.membership.presence import Presence
 from rackmesh_node_agent.node_identity import NodeIdentity, read_identity
 from rackmesh_node_agent.placement import routes as placement_routes
 from rackmesh_node_agent.placement.coordinator import Coordinator
+from rackmesh_node_agent.placement.node_side import NodeSide
 
 logger = logging.getLogger(__name__)
 
 
-class NotJoined(Exception):
-    """The agent is asked to act before it knows who it is or has joined ZooKeeper."""
+class NotJoined(Refusal):
+    """The agent is asked to act before it knows who it is or has joined ZooKeeper (503 to peers)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(503, "NotReady", message)
 
 
 class Agent:
@@ -44,6 +48,7 @@ class Agent:
         self.capacity: CapacityView | None = None
         self.images = ImageStore(Path(settings.image_dir))
         self.coordinator = Coordinator(self)
+        self.node_side = NodeSide(self)
         self.peers = PeerClient(settings.agent_token, settings.call_timeout)
         self._zk: KazooClient | None = None
         self._runner: web.AppRunner | None = None
@@ -68,6 +73,11 @@ class Agent:
         if self.identity is None:
             raise NotJoined("the agent has not read its Node yet")
         return self.identity
+
+    def require_capacity(self) -> CapacityView:
+        if self.capacity is None:
+            raise NotJoined("the agent has not read its Node yet")
+        return self.capacity
 
     def has_role(self, role: Role) -> bool:
         return self.identity is not None and role in self.identity.roles
@@ -101,6 +111,7 @@ class Agent:
 
     async def _shutdown(self) -> None:
         await self.coordinator.stop()
+        await self.node_side.stop()
         if self._zk is not None:
             await zk_async.stop_client(self._zk)
         if self._runner is not None:

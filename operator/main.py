@@ -14,4 +14,5 @@ def run_operator(settings: Settings) -> None:
         standalone=not settings.operator_peering,
         peering_name=settings.operator_peering or None,
         liveness_endpoint=settings.operator_liveness or None,
+        memo=kopf.Memo(settings=settings),
     ))

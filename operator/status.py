@@ -14,6 +14,8 @@ class Phase(StrEnum):
 
 
 READY_CONDITION = "Ready"
+PLACED_CONDITION = "Placed"
+TERMINAL = frozenset({Phase.FAILED})
 
 
 def condition(type_: str, status: bool, reason: str, message: str, generation: int) -> dict[str, Any]:

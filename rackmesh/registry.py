@@ -41,13 +41,18 @@ async def leaders(client: KazooClient, layout: ZkLayout, role: Role) -> list[Mem
     return [record for record in found if record is not None]
 
 
+async def members(client: KazooClient, layout: ZkLayout, role: Role, rack: str) -> list[MemberRecord]:
+    """The live members of one rack, in node order."""
+    names = await _children(client, layout.members(role, rack))
+    found = await asyncio.gather(*(_record(client, layout.member(role, rack, name)) for name in names))
+    return [member for member in found if member is not None]
+
+
 async def racks(client: KazooClient, layout: ZkLayout, role: Role) -> list[RackView]:
     """Every rack of ``role`` that has members, with its members and leader."""
     views = []
     for rack in await _children(client, layout.members(role)):
-        names = await _children(client, layout.members(role, rack))
-        members = await asyncio.gather(*(_record(client, layout.member(role, rack, n)) for n in names))
-        alive = [member for member in members if member is not None]
+        alive = await members(client, layout, role, rack)
         if alive:
             views.append(RackView(role, rack, alive, await _record(client, layout.leader(role, rack))))
     return views

@@ -1,7 +1,69 @@
-"""HTTP routes of the placement concern (in progress)."""
+"""HTTP routes of the capacity handshake (see ``rackmesh/protocol.py`` for who calls which)."""
+
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from rackmesh.labels import Role
+from rackmesh.protocol import (
+    NODE_COMMITS,
+    NODE_DEPLOYMENTS,
+    NODE_OFFERS,
+    NODE_RELEASES,
+    ORDERS,
+    RACK_OFFERS,
+    Commit,
+    OfferAsk,
+    Order,
+    RequestKey,
+)
+from rackmesh_node_agent.http_api import Refusal, agent_of, answer, read_message
+from rackmesh_node_agent.placement.rack_leader import rack_offers
+
+if TYPE_CHECKING:
+    from rackmesh_node_agent.agent import Agent
+
+
+def _compute_agent(request: web.Request) -> "Agent":
+    agent = agent_of(request)
+    if not agent.has_role(Role.COMPUTE):
+        raise Refusal(409, "NotCompute", f"{agent.node_name} is not a compute node")
+    return agent
+
+
+async def order(request: web.Request) -> web.Response:
+    accepted = _compute_agent(request).coordinator.accept(await read_message(request, Order))
+    return answer(accepted, status=202)
+
+
+async def rack_offer(request: web.Request) -> web.Response:
+    return answer(await rack_offers(_compute_agent(request), await read_message(request, OfferAsk)))
+
+
+async def node_offer(request: web.Request) -> web.Response:
+    return answer(await _compute_agent(request).node_side.offer(await read_message(request, OfferAsk)))
+
+
+async def node_commit(request: web.Request) -> web.Response:
+    return answer(await _compute_agent(request).node_side.commit(await read_message(request, Commit)))
+
+
+async def node_release(request: web.Request) -> web.Response:
+    await _compute_agent(request).node_side.release(await read_message(request, RequestKey))
+    return web.json_response({"status": "released"})
+
+
+async def node_deployment(request: web.Request) -> web.Response:
+    _compute_agent(request).node_side.deploy(await read_message(request, RequestKey))
+    return web.json_response({"status": "writing"}, status=202)
+
 
 def routes() -> list[web.RouteDef]:
-    return []
+    return [
+        web.post(ORDERS, order),
+        web.post(RACK_OFFERS, rack_offer),
+        web.post(NODE_OFFERS, node_offer),
+        web.post(NODE_COMMITS, node_commit),
+        web.post(NODE_RELEASES, node_release),
+        web.post(NODE_DEPLOYMENTS, node_deployment),
+    ]

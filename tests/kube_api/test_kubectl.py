@@ -5,7 +5,7 @@ https://kubernetes.io/docs/reference/using-api/api-concepts/#field-validation (`
 
 Case matrix:
 - ``apply -f examples/lob123.yaml`` creates; a second apply is "unchanged".
-- ``get dr`` prints NAME REPLICAS READY PHASE AGE; ``-o wide`` adds INSTANCETYPE IMAGE.
+- ``get dr`` prints NAME REPLICAS READY PHASE AGE; ``-o wide`` adds INSTANCETYPE IMAGE COORDINATOR.
 - ``apply`` of ``replicas: 0`` or of a spec without ``image`` fails with the schema's message on
   stderr and stores nothing; an unknown field fails too (kubectl asks for strict validation).
 - ``describe dr`` prints the object and its Events.
@@ -120,7 +120,7 @@ def test_apply_and_get(cluster: Cluster) -> None:
     assert header.split() == ["NAME", "REPLICAS", "READY", "PHASE", "AGE"]
     assert row.split()[:2] == ["lob123", "50"]
     header, row = cluster.kubectl("get", "deploymentrequests", "-o", "wide").stdout.splitlines()
-    assert header.split() == ["NAME", "REPLICAS", "READY", "PHASE", "INSTANCETYPE", "IMAGE", "AGE"]
+    assert header.split() == ["NAME", "REPLICAS", "READY", "PHASE", "INSTANCETYPE", "IMAGE", "COORDINATOR", "AGE"]
     assert row.split()[:4] == ["lob123", "50", "u1.large", "lob123-rhel-6.0"]
     assert json.loads(cluster.kubectl("get", "dr", "lob123", "-o", "json").stdout)["spec"]["replicas"] == 50
 

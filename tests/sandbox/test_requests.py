@@ -32,7 +32,7 @@ def test_valid_request_is_listed_taken_in_charge_and_deleted(sandbox, tmp_path):
     assert table[0].split() == ["NAME", "REPLICAS", "READY", "PHASE", "AGE"]
     assert table[1].split()[:4] == ["web", "3", "0", "Pending"]
     wide = sandbox.kubectl("get", "dr", "-o", "wide").stdout.splitlines()
-    assert wide[0].split() == ["NAME", "REPLICAS", "READY", "PHASE", "INSTANCETYPE", "IMAGE", "AGE"]
+    assert wide[0].split() == ["NAME", "REPLICAS", "READY", "PHASE", "INSTANCETYPE", "IMAGE", "COORDINATOR", "AGE"]
 
     described = eventually(lambda: (d := sandbox.kubectl("describe", "dr", "web").stdout) and "Pending" in d
                            and "Events:" in d and "Waiting to place 3 x u1.small" in d and d)
