@@ -48,7 +48,7 @@ def accept(body: kopf.Body, status: kopf.Status, meta: kopf.Meta, patch: kopf.Pa
         return
     generation = meta.get("generation", 1)
     message = f"Waiting to place {body['spec']['replicas']} x {body['spec']['instancetype']}"
-    flow_step(logger, 1, "request seen", meta["uid"], request=f"{meta['namespace']}/{meta['name']}",
+    flow_step(logger, 1, "request seen", meta["uid"], deploymentRequest=f"{meta['namespace']}/{meta['name']}",
               replicas=body["spec"]["replicas"], instancetype=body["spec"]["instancetype"],
               image=body["spec"]["image"])
     patch.status["phase"] = str(Phase.PENDING)

@@ -1,7 +1,7 @@
-"""``make demo``: start the sandbox, apply the seed's request with kubectl, show what happened, stop.
+"""``make demo``: start the sandbox, apply the seed's request with kubectl, follow it to Ready, show
+where the VMs went, which image copies serve them and how long each phase took, then stop everything.
 
-Until the request flow lands, the request stops at phase ``Pending`` (the operator has taken it
-in charge); the demo shows the racks and leaders the flow will use.
+Exits 0 when the request reaches Ready, 1 when it fails or times out (the sandbox is stopped either way).
 """
 
 import argparse
@@ -11,31 +11,63 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from rackmesh_sandbox.lifecycle import SandboxState, down, up
 
-WAIT_TIMEOUT = 30.0
+WAIT_TIMEOUT = 120.0
+POLL_SECONDS = 0.3
+TIMING_ROWS = [("leaderLookup", "leader lookup (ZooKeeper)"), ("handshake", "capacity handshake"),
+               ("imageLookup", "image lookup"), ("vmsWritten", "VM objects written"), ("allReady", "all VMs ready")]
+
+
+class DemoFailed(RuntimeError):
+    pass
 
 
 def kubectl(state: SandboxState, *args: str) -> str:
     result = subprocess.run(["kubectl", "--kubeconfig", str(state.kubeconfig), *args],
                             capture_output=True, text=True, timeout=60)
     if result.returncode != 0:
-        raise RuntimeError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+        raise DemoFailed(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
     return result.stdout
 
 
-def wait_for_phase(state: SandboxState, namespace: str, name: str) -> str:
-    deadline = time.monotonic() + WAIT_TIMEOUT
-    while time.monotonic() < deadline:
+def follow(state: SandboxState, namespace: str, name: str) -> dict[str, Any]:
+    """Print each change of phase and counts until Ready or Failed; the final request."""
+    started = time.monotonic()
+    seen = None
+    while time.monotonic() - started < WAIT_TIMEOUT:
         request = json.loads(kubectl(state, "get", "dr", name, "-n", namespace, "-o", "json"))
-        phase = request.get("status", {}).get("phase")
-        if phase:
-            return str(phase)
-        time.sleep(0.2)
-    raise RuntimeError(f"{namespace}/{name} got no phase within {WAIT_TIMEOUT:.0f}s")
+        status = request.get("status") or {}
+        shown = (status.get("phase"), status.get("replicas"), status.get("readyReplicas"))
+        if shown != seen and shown[0]:
+            seen = shown
+            print(f"[{time.monotonic() - started:5.1f}s] {shown[0]:<9} VMs written {shown[1] or 0:>3}, "
+                  f"ready {shown[2] or 0:>3}  {_ready_message(status)}", flush=True)
+        if status.get("phase") in ("Ready", "Failed"):
+            return request
+        time.sleep(POLL_SECONDS)
+    raise DemoFailed(f"{namespace}/{name} did not reach Ready or Failed within {WAIT_TIMEOUT:.0f}s")
+
+
+def _ready_message(status: dict[str, Any]) -> str:
+    ready = {c["type"]: c for c in status.get("conditions") or []}.get("Ready") or {}
+    return f"({ready.get('reason', '')}: {ready.get('message', '')})" if ready else ""
+
+
+def report(request: dict[str, Any]) -> str:
+    status = request["status"]
+    lines = [f"\ncoordinator: {status.get('coordinator', '')}", "", "where the VMs went:",
+             f"  {'RACK':<10} {'NODE':<10} {'VMS':>4}"]
+    lines += [f"  {p['rack']:<10} {p['node']:<10} {p['count']:>4}" for p in status.get("placements") or []]
+    lines.append(f"  {'total':<21} {sum(p['count'] for p in status.get('placements') or []):>4}")
+    lines += ["", "image copies serving them:", f"  {'RACK':<10} {'NODE':<10} {'VMS':>4}  URL"]
+    lines += [f"  {c.get('rack', ''):<10} {c['node']:<10} {c.get('vms', 0):>4}  {c['url']}"
+              for c in status.get("imageCopies") or []]
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -46,25 +78,31 @@ def main() -> None:
     manifest = yaml.safe_load(args.request.read_text())
     name, namespace = manifest["metadata"]["name"], manifest["metadata"].get("namespace", "default")
 
+    timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="rackmesh-demo-") as state_dir:
         started = time.monotonic()
         state = up(args.topology, Path(state_dir))
-        timings = {"sandbox up": time.monotonic() - started}
+        sandbox_up = time.monotonic() - started
         try:
-            applied = time.monotonic()
-            print(kubectl(state, "apply", "-f", str(args.request)), end="")
-            phase = wait_for_phase(state, namespace, name)
-            timings[f"request accepted ({phase})"] = time.monotonic() - applied
+            print(kubectl(state, "apply", "-f", str(args.request)), end="", flush=True)
+            request = follow(state, namespace, name)
             print(kubectl(state, "get", "dr", "-n", namespace, "-o", "wide"), end="")
-            print(subprocess.run([sys.executable, "-m", "rackmesh", "status", "--state-dir", state_dir],
-                                 capture_output=True, text=True, check=True).stdout, end="")
+            print(report(request))
+            timings = request["status"].get("timings") or {}
+            phase = request["status"]["phase"]
+        except DemoFailed as failure:
+            phase = f"failed: {failure}"
         finally:
             stopping = time.monotonic()
             down(Path(state_dir))
-            timings["sandbox down"] = time.monotonic() - stopping
-    print("\nphase timings:")
-    for step, seconds in timings.items():
-        print(f"  {step:<28} {seconds:6.2f}s")
+            sandbox_down = time.monotonic() - stopping
+    print("\nphase timings (seconds; measured by the operator and the agents, see status.timings):")
+    print(f"  {'sandbox up':<28} {sandbox_up:7.3f}")
+    for key, label in TIMING_ROWS:
+        print(f"  {label:<28} {timings[key]:7.3f}" if key in timings else f"  {label:<28} {'-':>7}")
+    print(f"  {'sandbox down':<28} {sandbox_down:7.3f}")
+    if phase != "Ready":
+        sys.exit(f"demo: the request ended {phase}")
 
 
 if __name__ == "__main__":

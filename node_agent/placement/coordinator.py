@@ -62,7 +62,7 @@ class Coordinator:
         require_leadership(self.agent, Role.COMPUTE)
         uid = order.request.uid
         flow_step(logger, 3, "accepted order", uid, coordinator=self.agent.node.name,
-                  request=f"{order.request.namespace}/{order.request.name}", replicas=order.replicas)
+                  deploymentRequest=f"{order.request.namespace}/{order.request.name}", replicas=order.replicas)
         running = self._runs.get(uid)
         if running is None or running.done():
             self._runs[uid] = asyncio.create_task(self._run(order))

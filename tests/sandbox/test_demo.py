@@ -2,7 +2,7 @@
 
 import sys
 
-from tests.sandbox.conftest import run
+from tests.support.sandbox import run
 
 
 def test_demo_applies_the_seed_request_shows_racks_and_stops_everything():

@@ -10,8 +10,8 @@ import socket
 
 from rackmesh_sandbox.lifecycle import STATE_FILE
 from rackmesh_sandbox.processes import running
-from tests.sandbox.conftest import Sandbox, start
 from tests.support.builders import make_topology
+from tests.support.sandbox import Sandbox, start
 from tests.support.waiting import eventually
 
 

@@ -1,0 +1,107 @@
+"""A DeploymentRequest end to end, as a user sees it through kubectl (sandbox and kind alike).
+
+Case matrix:
+- N VMs requested: exactly N VirtualMachines, named from the request, each pinned to one compute node
+  with room for it, valid against KubeVirt's schema, spread over racks, disks from located copies;
+  the request reaches Ready with a status that says where they went; an Event per phase
+- more than the compute nodes can hold: Failed / InsufficientCapacity, no VM at all
+- an image with one holder: Failed / InsufficientImageReplicas, no VM at all
+- an instancetype that does not exist: Failed / UnknownInstancetype, no VM at all
+- deleting a request removes its VMs
+"""
+
+from collections import Counter, defaultdict
+
+import pytest
+
+from rackmesh.quantities import Resources
+from rackmesh_sandbox.kube_api.schema import load_kubevirt_schemas
+from tests.acceptance.conftest import SINGLE_COPY_IMAGE, Cluster
+from tests.support.builders import make_request
+from tests.support.waiting import eventually
+
+VM_SCHEMA = load_kubevirt_schemas()["VirtualMachine"]
+
+
+@pytest.fixture
+def request_name(cluster: Cluster, request: pytest.FixtureRequest):
+    name = request.node.name.removeprefix("test_").replace("_", "-")[:40].strip("-")
+    yield name
+    cluster.delete_request(name)
+
+
+def conditions_of(request: dict) -> dict[str, dict]:
+    return {c["type"]: c for c in request["status"]["conditions"]}
+
+
+def test_n_vms_are_pinned_to_nodes_with_room_spread_valid_and_ready(cluster: Cluster, request_name: str):
+    replicas = min(10, cluster.capacity_for("u1.large"))
+    cluster.apply(make_request(request_name).replicas(replicas).instancetype("u1.large").obj())
+    request = cluster.wait_for_phase(request_name, "Ready", "Failed")
+    assert request["status"]["phase"] == "Ready", conditions_of(request)
+
+    vms = cluster.vms(request_name)
+    assert sorted(vm["metadata"]["name"] for vm in vms) == [f"{request_name}-{i:04d}" for i in range(replicas)]
+    nodes = cluster.compute_nodes()
+    cluster.instancetype_size("u1.large")
+    pinned: dict[str, int] = Counter()
+    for vm in vms:
+        assert VM_SCHEMA.errors(vm) == [], vm["metadata"]["name"]
+        assert vm["metadata"]["ownerReferences"][0]["uid"] == request["metadata"]["uid"]
+        assert vm["spec"]["instancetype"]["name"] == "u1.large"
+        assert "resources" not in vm["spec"]["template"]["spec"]["domain"]
+        node = vm["spec"]["template"]["spec"]["nodeSelector"]["kubernetes.io/hostname"]
+        assert node in nodes and vm["metadata"]["labels"]["rackmesh.io/node"] == node
+        pinned[node] += 1
+    used: dict[str, Resources] = defaultdict(Resources)
+    for vm in cluster.get("virtualmachines", "--all-namespaces")["items"]:
+        node = vm["spec"]["template"]["spec"]["nodeSelector"]["kubernetes.io/hostname"]
+        used[node] += cluster.instancetype_size(vm["spec"]["instancetype"]["name"])
+    for node, total in used.items():
+        left = Resources.parse(**{k: nodes[node]["status"]["allocatable"][k] for k in ("cpu", "memory")}) - total
+        assert left.cpu_millis >= 0 and left.memory_bytes >= 0, f"{node} was given more than it has"
+    racks = {cluster.rack_of(nodes[node]) for node in pinned}
+    assert racks == {cluster.rack_of(node) for node in nodes.values()}, "VMs are not spread over every rack"
+
+    status = request["status"]
+    assert (status["replicas"], status["readyReplicas"]) == (replicas, replicas)
+    assert {p["node"]: p["count"] for p in status["placements"]} == dict(pinned)
+    assert all(p["rack"] == cluster.rack_of(nodes[p["node"]]) for p in status["placements"])
+    copies = {c["url"]: c for c in status["imageCopies"]}
+    assert len(copies) >= 2 and len({c["rack"] for c in copies.values()}) >= 2
+    sources = Counter(vm["spec"]["dataVolumeTemplates"][0]["spec"]["source"]["http"]["url"] for vm in vms)
+    assert set(sources) <= set(copies) and all(copies[url]["vms"] == n for url, n in sources.items())
+    assert conditions_of(request)["Ready"]["status"] == "True"
+    assert status["observedGeneration"] == request["metadata"]["generation"]
+    assert status["coordinator"] in nodes
+    reasons = {event["reason"] for event in cluster.events(request_name)}
+    assert {"Pending", "Placing", "Deploying", "Ready"} <= reasons
+
+
+@pytest.mark.parametrize(("reason", "build", "message"), [
+    ("InsufficientCapacity", lambda c, r: make_request(r).replicas(c.capacity_for("u1.large") + 1)
+     .instancetype("u1.large"), "can host only"),
+    ("InsufficientImageReplicas", lambda c, r: make_request(r).replicas(2).image(SINGLE_COPY_IMAGE),
+     f"image {SINGLE_COPY_IMAGE}"),
+    ("UnknownInstancetype", lambda c, r: make_request(r).replicas(2).instancetype("u9.imaginary"),
+     "'u9.imaginary' does not exist"),
+])
+def test_a_request_that_cannot_be_met_fails_with_a_reason_and_creates_nothing(
+        cluster: Cluster, request_name: str, reason, build, message):
+    cluster.apply(build(cluster, request_name).obj())
+    request = cluster.wait_for_phase(request_name, "Failed", "Ready")
+    ready = conditions_of(request)["Ready"]
+    assert (request["status"]["phase"], ready["status"], ready["reason"]) == ("Failed", "False", reason)
+    assert message in ready["message"]
+    assert cluster.vms(request_name) == []
+    assert request["status"]["replicas"] == 0
+    warnings = [e for e in cluster.events(request_name) if e["type"] == "Warning"]
+    assert [e["reason"] for e in warnings] == [reason]
+
+
+def test_deleting_a_request_removes_its_vms(cluster: Cluster, request_name: str):
+    cluster.apply(make_request(request_name).replicas(3).instancetype("u1.small").obj())
+    cluster.wait_for_phase(request_name, "Ready")
+    assert len(cluster.vms(request_name)) == 3
+    cluster.kubectl("delete", "dr", request_name)
+    eventually(lambda: cluster.vms(request_name) == [], what="the request's VMs garbage-collected")
