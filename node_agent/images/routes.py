@@ -1,7 +1,58 @@
-"""HTTP routes of the image concern (filled in by the images work)."""
+"""HTTP routes of the image concern: locating holders (see ``rackmesh/protocol.py``) and serving image files."""
+
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from rackmesh.labels import Role
+from rackmesh.protocol import IMAGE_FILES, IMAGE_LOCATIONS, NODE_IMAGES, RACK_IMAGES, LocateAsk, image_file_name
+from rackmesh_node_agent.http_api import Refusal, agent_of, answer, error, read_message
+from rackmesh_node_agent.images.locate import locate, node_holders, rack_holders
+
+if TYPE_CHECKING:
+    from rackmesh_node_agent.agent import Agent
+
+IMAGE_SUFFIX = ".img"
+
+
+def _storage_agent(request: web.Request) -> "Agent":
+    agent = agent_of(request)
+    if not agent.has_role(Role.STORAGE):
+        raise Refusal(409, "NotStorage", f"{agent.node_name} is not a storage node; image lookups go to the "
+                                         "storage leaders listed in ZooKeeper")
+    return agent
+
+
+async def node_images(request: web.Request) -> web.Response:
+    agent = _storage_agent(request)
+    return answer(node_holders(agent, await read_message(request, LocateAsk)))
+
+
+async def rack_images(request: web.Request) -> web.Response:
+    agent = _storage_agent(request)
+    return answer(await rack_holders(agent, await read_message(request, LocateAsk)))
+
+
+async def image_locations(request: web.Request) -> web.Response:
+    agent = _storage_agent(request)
+    return answer(await locate(agent, await read_message(request, LocateAsk)))
+
+
+async def image_file(request: web.Request) -> web.StreamResponse:
+    """The image's bytes; ``web.FileResponse`` answers Range requests with 206 (CDI importers resume with them)."""
+    agent, name = agent_of(request), request.match_info["file"]
+    image = name.removesuffix(IMAGE_SUFFIX)
+    # The store only matches image names, so no other file of the directory (or outside it) can be named.
+    path = agent.images.path(image) if image_file_name(image) == name and agent.has_role(Role.STORAGE) else None
+    if path is None:
+        return error(404, "ImageNotFound", f"{agent.node_name} does not hold {name}")
+    return web.FileResponse(path)
+
 
 def routes() -> list[web.RouteDef]:
-    return []
+    return [
+        web.post(NODE_IMAGES, node_images),
+        web.post(RACK_IMAGES, rack_images),
+        web.post(IMAGE_LOCATIONS, image_locations),
+        web.get(IMAGE_FILES + "/{file}", image_file),
+    ]

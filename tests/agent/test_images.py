@@ -1,0 +1,206 @@
+"""Locating an image (flow steps 6-9) and serving its files, with real agents, real HTTP and real ZooKeeper.
+
+Case matrix:
+- a storage leader locates an image held in two racks: every holder, the first two in distinct racks;
+  every storage leader gives the same answer
+- a holder's URL serves the file without a token: whole, and a Range request gives 206 with those bytes
+- an image with one holder (redundancy 2): 409 InsufficientImageReplicas with a message naming the holder;
+  the same with a storage rack that does not answer: 503 StorageUnreachable naming that rack
+- a storage agent that does not lead its rack: 409 NotLeader for rack and leader lookups, but it answers
+  for itself; a compute agent: 409 NotStorage for every lookup
+- malformed bodies (not JSON, a missing field, a bad image name): 400 BadMessage naming the problem
+- no token: 401 for lookups; image files stay open; an unknown image, a file that is not ``<image>.img``,
+  or a file asked of a compute agent: 404 ImageNotFound
+- find_image on a compute agent: holders in distinct racks, steps 6-9 logged with the request uid; it
+  goes on to the next storage leader when the first is unreachable or no longer leads; it follows a new
+  leader after the old one stops; the image's shortage reaches it as InsufficientImageReplicas
+- find_image with no storage leader at all: NoStorageLeaders
+"""
+
+import logging
+
+import aiohttp
+import pytest
+
+from rackmesh import registry, rendezvous, zk_async
+from rackmesh.labels import Role
+from rackmesh.peer_client import PeerError
+from rackmesh.protocol import IMAGE_FILES, IMAGE_LOCATIONS, NODE_IMAGES, RACK_IMAGES, Holders, LocateAsk
+from rackmesh.zk_layout import MemberRecord
+from rackmesh_node_agent.images.locate import ImageLookupFailed, find_image
+from rackmesh_sandbox.images import image_content
+from rackmesh_sandbox.ports import free_port
+from tests.agent.conftest import TOKEN, Mesh
+from tests.support.builders import make_topology
+from tests.support.waiting import async_eventually
+
+pytestmark = pytest.mark.zookeeper
+IMAGE = "lob123-rhel-6.0"
+RARE = "rare-image"
+
+
+async def storage_leaders(mesh: Mesh) -> dict[str, MemberRecord]:
+    return {leader.rack: leader for leader in await registry.leaders(mesh.zk, mesh.layout, Role.STORAGE)}
+
+
+async def storage_followers(mesh: Mesh) -> list[str]:
+    leaders = {leader.node for leader in (await storage_leaders(mesh)).values()}
+    return sorted(name for name, agent in mesh.agents.items() if agent.has_role(Role.STORAGE) and name not in leaders)
+
+
+async def publish_ghost_leader(mesh: Mesh, first_for: str, endpoint: str) -> MemberRecord:
+    """A leader record of a made-up storage rack, named so that ``first_for`` ranks it first: it makes that
+    compute agent's first storage leader one that cannot answer (``endpoint`` decides how)."""
+    real = list((await storage_leaders(mesh)).values())
+    candidates = (MemberRecord(f"ghost-{index}", "storage-ghost", Role.STORAGE, endpoint) for index in range(1000))
+    ghost = next(record for record in candidates
+                 if rendezvous.ranked([*real, record], first_for, lambda leader: leader.node)[0] == record)
+    await zk_async.wait(mesh.zk.create_async(mesh.layout.leader(Role.STORAGE, ghost.rack), ghost.encode(),
+                                             ephemeral=True, makepath=True))
+    return ghost
+
+
+async def raw_post(url: str, body: bytes, token: str | None = TOKEN) -> tuple[int, dict[str, str]]:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    async with aiohttp.ClientSession() as session, session.post(url, data=body, headers=headers) as response:
+        return response.status, await response.json()
+
+
+async def test_locate_returns_holders_in_distinct_racks_and_their_urls_serve_the_image(mesh):
+    mesh = await mesh(make_topology().storage_racks(2, nodes=2), image_redundancy=2)
+    leaders = await storage_leaders(mesh)
+    ask = LocateAsk(image=IMAGE, redundancy=2, request_uid="uid-locate")
+
+    answers = [await mesh.peers.post(leader.endpoint, IMAGE_LOCATIONS, ask, Holders) for leader in leaders.values()]
+    assert answers[0] == answers[1]
+    holders = answers[0].holders
+    assert {holder.node for holder in holders} == {"s-0-0", "s-0-1", "s-1-0", "s-1-1"}
+    assert holders[0].rack != holders[1].rack
+    for holder in holders:
+        assert holder.rack == mesh.agent(holder.node).node.rack
+        assert holder.url == f"{mesh.endpoint(holder.node)}{IMAGE_FILES}/{IMAGE}.img"
+
+    content = image_content(IMAGE)
+    async with aiohttp.ClientSession() as anonymous:  # CDI importers carry no agent token
+        for holder in holders:
+            async with anonymous.get(holder.url) as response:
+                assert response.status == 200
+                assert await response.read() == content
+            async with anonymous.get(holder.url, headers={"Range": "bytes=1000-1999"}) as response:
+                assert response.status == 206
+                assert response.headers["Content-Range"] == f"bytes 1000-1999/{len(content)}"
+                assert await response.read() == content[1000:2000]
+
+
+async def test_an_image_with_too_few_holders_is_refused_with_a_clear_message(mesh):
+    topology = (make_topology().compute_racks(1, nodes=1).storage_racks(2, nodes=1)
+                .node("s-rare", "storage-0", ["storage"], images=[IMAGE, RARE]))
+    mesh = await mesh(topology, image_redundancy=2)
+    leader = (await storage_leaders(mesh))["storage-1"]  # not the rack that holds the copy: it must ask
+    expected = f"image {RARE} has 1 holder (s-rare in storage-0); 2 are required"
+
+    with pytest.raises(PeerError) as refused:
+        await mesh.peers.post(leader.endpoint, IMAGE_LOCATIONS, LocateAsk(RARE, 2), Holders)
+    assert (refused.value.status, refused.value.reason, refused.value.message) == (
+        409, "InsufficientImageReplicas", expected)
+
+    with pytest.raises(ImageLookupFailed) as failed:
+        await find_image(mesh.agent("c-0-0"), RARE, 2, "uid-rare")
+    assert (failed.value.reason, failed.value.message) == ("InsufficientImageReplicas", expected)
+
+    # A storage rack that does not answer may hold the missing copy: not final, and it is named.
+    await publish_ghost_leader(mesh, "c-0-0", f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(PeerError) as refused:
+        await mesh.peers.post(leader.endpoint, IMAGE_LOCATIONS, LocateAsk(RARE, 2), Holders)
+    assert (refused.value.status, refused.value.reason) == (503, "StorageUnreachable")
+    assert refused.value.message.endswith("storage racks that did not answer: storage-ghost")
+
+
+async def test_lookups_are_refused_by_the_wrong_agents_and_bad_requests(mesh):
+    mesh = await mesh(make_topology().compute_racks(1, nodes=1).storage_racks(1, nodes=2))
+    (follower,) = await storage_followers(mesh)
+    ask = LocateAsk(IMAGE, 1)
+
+    for route in (RACK_IMAGES, IMAGE_LOCATIONS):
+        with pytest.raises(PeerError) as refused:
+            await mesh.peers.post(mesh.endpoint(follower), route, ask, Holders)
+        assert (refused.value.status, refused.value.reason) == (409, "NotLeader")
+    itself = await mesh.peers.post(mesh.endpoint(follower), NODE_IMAGES, ask, Holders)
+    assert [holder.node for holder in itself.holders] == [follower]
+
+    for route in (NODE_IMAGES, RACK_IMAGES, IMAGE_LOCATIONS):
+        with pytest.raises(PeerError) as refused:
+            await mesh.peers.post(mesh.endpoint("c-0-0"), route, ask, Holders)
+        assert (refused.value.status, refused.value.reason) == (409, "NotStorage")
+        assert "c-0-0 is not a storage node" in refused.value.message
+
+    url = mesh.endpoint(follower) + NODE_IMAGES
+    for body, problem in ((b"{not json", "not JSON"), (b'{"image": "x"}', "redundancy: required"),
+                          (b'{"image": "Bad Name!", "redundancy": 2}', "is not an image name")):
+        status, payload = await raw_post(url, body)
+        assert (status, payload["reason"]) == (400, "BadMessage")
+        assert problem in payload["message"]
+
+
+async def test_lookups_need_the_token_but_image_files_are_open(mesh):
+    mesh = await mesh(make_topology().compute_racks(1, nodes=1).storage_racks(1, nodes=1))
+    storage = mesh.endpoint("s-0-0")
+    for route in (NODE_IMAGES, RACK_IMAGES, IMAGE_LOCATIONS):
+        status, payload = await raw_post(storage + route, b'{"image": "lob123-rhel-6.0", "redundancy": 1}', None)
+        assert (status, payload["reason"]) == (401, "Unauthorized")
+
+    async with aiohttp.ClientSession() as anonymous:
+        async with anonymous.get(f"{storage}{IMAGE_FILES}/{IMAGE}.img") as response:
+            assert response.status == 200
+            assert await response.read() == image_content(IMAGE)
+        for url in (f"{storage}{IMAGE_FILES}/unknown-image.img", f"{storage}{IMAGE_FILES}/{IMAGE}",
+                    f"{storage}{IMAGE_FILES}/..img", f"{mesh.endpoint('c-0-0')}{IMAGE_FILES}/{IMAGE}.img"):
+            async with anonymous.get(url) as response:
+                assert response.status == 404, url
+                assert (await response.json())["reason"] == "ImageNotFound"
+
+
+@pytest.mark.parametrize("ghost", ["unreachable", "not-leading"])
+async def test_find_image_goes_on_to_the_next_storage_leader(mesh, ghost, caplog):
+    mesh = await mesh(make_topology().compute_racks(1, nodes=1).storage_racks(2, nodes=2))
+    compute = mesh.agent("c-0-0")
+    # Its first choice cannot answer: nothing listens there, or a storage agent that leads nothing does.
+    endpoint = f"http://127.0.0.1:{free_port()}" if ghost == "unreachable" else mesh.endpoint(
+        (await storage_followers(mesh))[0])
+    ghost_leader = await publish_ghost_leader(mesh, "c-0-0", endpoint)
+
+    with caplog.at_level(logging.INFO, logger="rackmesh_node_agent.images.locate"):
+        holders = await find_image(compute, IMAGE, 2, "uid-find")
+    assert len(holders) == 4 and holders[0].rack != holders[1].rack
+
+    steps = {(record.step, getattr(record, "leader", None)) for record in caplog.records
+             if hasattr(record, "step") and getattr(record, "request", None) == "uid-find"}
+    assert {step for step, _ in steps} == {6, 7, 8, 9}
+    assert (7, ghost_leader.node) in steps  # asked first, then the next one
+
+
+async def test_find_image_follows_a_new_storage_leader(mesh):
+    mesh = await mesh(make_topology().compute_racks(1, nodes=1).storage_racks(2, nodes=2))
+    compute = mesh.agent("c-0-0")
+    first = await find_image(compute, IMAGE, 2, "uid-before")
+    assert {holder.rack for holder in first[:2]} == {"storage-0", "storage-1"}
+
+    old = (await storage_leaders(mesh))["storage-0"].node
+    await mesh.stop_agent(old)
+
+    async def new_leader() -> bool:
+        leader = (await storage_leaders(mesh)).get("storage-0")
+        return leader is not None and leader.node != old and mesh.agent(leader.node).leads(Role.STORAGE)
+
+    await async_eventually(new_leader, timeout=10, what="a new storage-0 leader")
+    after = await find_image(compute, IMAGE, 2, "uid-after")
+    assert old not in {holder.node for holder in after}
+    assert len(after) == 3 and after[0].rack != after[1].rack
+
+
+async def test_find_image_without_storage_leaders(mesh):
+    mesh = await mesh(make_topology().compute_racks(1, nodes=1))
+    with pytest.raises(ImageLookupFailed) as failed:
+        await find_image(mesh.agent("c-0-0"), IMAGE, 2, "uid-none")
+    assert failed.value.reason == "NoStorageLeaders"
+
