@@ -68,6 +68,10 @@ class Coordinator:
             self._runs[uid] = asyncio.create_task(self._run(order))
         return OrderAccepted(coordinator=self.agent.node.name)
 
+    def busy(self, uid: str) -> bool:
+        run = self._runs.get(uid)
+        return run is not None and not run.done()
+
     async def stop(self) -> None:
         for task in self._runs.values():
             task.cancel()
