@@ -96,6 +96,7 @@ def up(topology_path: Path, state_dir: Path, progress: TextIO = sys.stderr) -> S
         asyncio.run(_seed(state, topology, settings))
         say(f"cluster seeded: {len(topology.nodes)} nodes, u1 instancetypes")
         _start_agents(state, topology, settings, say)
+        _start_kubevirt_simulation(state, say)
         _start_operator(state, settings, say)
     except BaseException:
         say("start-up failed; stopping what was started")
@@ -183,6 +184,17 @@ def _start_agents(state: SandboxState, topology: Topology, settings: Settings,
         _wait_for(lambda endpoint=endpoint, node=node: _answers(f"{endpoint}/healthz", node),
                   f"agent {node} (log: {record.log})", record)
     say(f"{len(records)} agents ready and joined their racks")
+
+
+def _start_kubevirt_simulation(state: SandboxState, say: Callable[[str], None]) -> None:
+    """No KubeVirt runs here: a simulation marks VMs Running once their image URL answers (see its module)."""
+    ready_file = state.state_dir / "kubevirt-simulation.json"
+    ready_file.unlink(missing_ok=True)
+    argv = [sys.executable, "-m", "rackmesh_sandbox.kubevirt_simulation", "--kubeconfig", str(state.kubeconfig),
+            "--ready-file", str(ready_file)]
+    record = _spawn(state, "kubevirt-simulation", argv, {})
+    _wait_for(ready_file.exists, f"the KubeVirt simulation (log: {record.log})", record)
+    say("kubevirt simulation ready (simulated: a VM turns Running once its image URL answers)")
 
 
 def _start_operator(state: SandboxState, settings: Settings, say: Callable[[str], None]) -> None:

@@ -1,0 +1,102 @@
+"""The KubeVirt VirtualMachine an agent writes for one VM of its portion (BRIEF §2: label, pinning, sizing, disk).
+
+Pure functions: the same order, node, index and holders always give the same object, so a retried
+write meets its own earlier copy (409 AlreadyExists) instead of creating a second VM.
+"""
+
+import hashlib
+import json
+import re
+from typing import Any
+
+from rackmesh.labels import GROUP, HOSTNAME_LABEL, NODE_LABEL, REQUEST_LABEL, VERSION
+from rackmesh.protocol import MAX_REPLICAS, ImageHolder, Order
+
+IMAGE_SOURCES_ANNOTATION = "rackmesh.io/image-sources"
+ROOT_DISK = "rootdisk"
+INSTANCETYPE_KIND = "VirtualMachineClusterInstancetype"
+
+# KubeVirt copies VM names into label values (vm.kubevirt.io/name), so a name must be a DNS-1123 label.
+MAX_NAME = 63
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+INDEX_DIGITS = len(str(MAX_REPLICAS - 1))  # 4: names sort in index order under `kubectl get vm`
+HASH_CHARS = 8
+
+
+def vm_name(request_name: str, index: int) -> str:
+    """``<request>-<index, 4 digits>``; a request name that would not fit a DNS label is shortened
+    (invalid characters become ``-``) and gets a hash of the full name, so names stay unique."""
+    if not 0 <= index < MAX_REPLICAS:
+        raise ValueError(f"VM index {index} is outside 0..{MAX_REPLICAS - 1}")
+    suffix = f"-{index:0{INDEX_DIGITS}d}"
+    room = MAX_NAME - len(suffix)
+    if len(request_name) <= room and DNS_LABEL.match(request_name):
+        return request_name + suffix
+    digest = hashlib.sha256(request_name.encode()).hexdigest()[:HASH_CHARS]
+    readable = re.sub(r"[^a-z0-9-]", "-", request_name.lower())[: room - HASH_CHARS - 1].strip("-")
+    return f"{readable}-{digest}{suffix}" if readable else f"{digest}{suffix}"
+
+
+def data_volume_name(vm: str) -> str:
+    return f"{vm}-{ROOT_DISK}"
+
+
+def image_sources(holders: list[ImageHolder], index: int) -> list[str]:
+    """The holders' URLs for VM ``index``, its primary first: the primary goes round robin
+    (``holders[index % len(holders)]``), so a portion's imports spread over all copies."""
+    if not holders:
+        raise ValueError("a VM needs at least one image holder")
+    first = index % len(holders)
+    return [holder.url for holder in holders[first:] + holders[:first]]
+
+
+def virtual_machine(order: Order, node: str, index: int, holders: list[ImageHolder],
+                    disk_size: str) -> dict[str, Any]:
+    """VM ``index`` of ``order``, pinned to ``node``, its root disk imported over HTTP from a holder.
+
+    The annotation lists every holder's URL, primary first, so whoever repairs a failed import knows
+    the other copies.
+    """
+    request = order.request
+    name = vm_name(request.name, index)
+    sources = image_sources(holders, index)
+    labels = {REQUEST_LABEL: request.name, NODE_LABEL: node}
+    disk = data_volume_name(name)
+    return {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachine",
+        "metadata": {
+            "name": name,
+            "namespace": request.namespace,
+            "labels": dict(labels),
+            "annotations": {IMAGE_SOURCES_ANNOTATION: json.dumps(sources)},
+            "ownerReferences": [{
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "DeploymentRequest",
+                "name": request.name,
+                "uid": request.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }],
+        },
+        "spec": {
+            "runStrategy": "Always",
+            # Sizing comes only from the instancetype: KubeVirt rejects cpu/memory in the template beside it.
+            "instancetype": {"kind": INSTANCETYPE_KIND, "name": order.instancetype},
+            "dataVolumeTemplates": [{
+                "metadata": {"name": disk},
+                "spec": {
+                    "source": {"http": {"url": sources[0]}},
+                    "storage": {"resources": {"requests": {"storage": disk_size}}},
+                },
+            }],
+            "template": {
+                "metadata": {"labels": dict(labels)},
+                "spec": {
+                    "nodeSelector": {HOSTNAME_LABEL: node},
+                    "domain": {"devices": {"disks": [{"name": ROOT_DISK, "disk": {"bus": "virtio"}}]}},
+                    "volumes": [{"name": ROOT_DISK, "dataVolume": {"name": disk}}],
+                },
+            },
+        },
+    }

@@ -1,0 +1,173 @@
+"""A SIMULATED KubeVirt controller, for the sandbox only.
+
+There is no KubeVirt here: a real cluster has CDI, which imports each VM's disk from its
+DataVolume's HTTP source, and virt-controller, which starts the VM once the disk is there and
+reports it in the VM's status. This process stands in for both, just far enough for rackmesh to
+follow its VMs: it lists VirtualMachines in every namespace and, for each one not ready yet,
+fetches the first byte of its ``dataVolumeTemplates[0]`` HTTP source (``Range: bytes=0-0``, as
+CDI's importer resumes). If the storage agent answers, the VM's status becomes what KubeVirt
+reports for a running VM (``Running``, ready, condition Ready True); if not, it stays
+``Provisioning`` (KubeVirt's status while DataVolumes import) with Ready False, and is tried again
+on the next pass. Nothing is started, copied or booted.
+
+    python -m rackmesh_sandbox.kubevirt_simulation --kubeconfig PATH [--interval 0.3] [--ready-file PATH]
+
+runs until SIGTERM/SIGINT (exit 0); ``--ready-file`` is written once the first pass succeeded.
+"""
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from rackmesh import logs
+from rackmesh.kube_client import VIRTUAL_MACHINES, Credentials, KubeApiError, KubeClient
+from rackmesh_sandbox.kube_api.kubeconfig import write_atomically
+
+logger = logging.getLogger("rackmesh_sandbox.kubevirt_simulation")
+
+DEFAULT_INTERVAL = 0.3
+PROBE_TIMEOUT = 2.0
+PROBE_CONCURRENCY = 16
+RUNNING = "Running"
+PROVISIONING = "Provisioning"
+
+
+def image_url(vm: dict[str, Any]) -> str | None:
+    """The HTTP source of the VM's first DataVolume template (CDI's import source), if it has one."""
+    templates = vm.get("spec", {}).get("dataVolumeTemplates") or [{}]
+    return templates[0].get("spec", {}).get("source", {}).get("http", {}).get("url")
+
+
+def is_ready(vm: dict[str, Any]) -> bool:
+    return vm.get("status", {}).get("ready") is True
+
+
+def running_status() -> dict[str, Any]:
+    """What KubeVirt reports once the VM's instance runs (its Ready condition copied from the VMI)."""
+    return {"created": True, "ready": True, "printableStatus": RUNNING,
+            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": _now()}]}
+
+
+def provisioning_status() -> dict[str, Any]:
+    """What KubeVirt reports while a DataVolume imports: no VMI yet (``created``/``ready`` stay absent,
+    as KubeVirt omits false ones)."""
+    return {"printableStatus": PROVISIONING,
+            "conditions": [{"type": "Ready", "status": "False", "reason": "VMINotExists",
+                            "message": "VMI does not exist", "lastTransitionTime": _now()}]}
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+async def image_answers(http: aiohttp.ClientSession, url: str) -> bool:
+    """The URL serves bytes: 206 (or 200 from a server that ignores Range) to a one-byte GET."""
+    try:
+        # Leaving the block unread closes the connection, so a 200 never streams the whole image.
+        async with http.get(url, headers={"Range": "bytes=0-0"}) as response:
+            return response.status in (200, 206)
+    except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+        return False
+
+
+async def reconcile(kube: KubeClient, http: aiohttp.ClientSession) -> None:
+    """One pass: every VM not ready yet becomes Running if its image URL answers, else Provisioning."""
+    waiting = [vm for vm in await kube.list(VIRTUAL_MACHINES) if not is_ready(vm)]
+    urls = sorted({url for vm in waiting if (url := image_url(vm))})
+    # Many VMs share a holder's URL; ask each one once per pass, a bounded number at a time.
+    limit = asyncio.Semaphore(PROBE_CONCURRENCY)
+
+    async def probe(url: str) -> bool:
+        async with limit:
+            return await image_answers(http, url)
+
+    answers = dict(zip(urls, await asyncio.gather(*(probe(url) for url in urls)), strict=True))
+    await asyncio.gather(*(_report(kube, vm, answers.get(image_url(vm) or "", False)) for vm in waiting))
+
+
+async def _report(kube: KubeClient, vm: dict[str, Any], answers: bool) -> None:
+    metadata, status = vm["metadata"], vm.get("status", {})
+    where = f"{metadata['namespace']}/{metadata['name']}"
+    if not answers and status.get("printableStatus") == PROVISIONING:
+        return  # already reported; writing again would only churn resourceVersions and watches
+    patch = running_status() if answers else provisioning_status()
+    try:
+        await kube.patch(VIRTUAL_MACHINES, metadata["name"], {"status": patch}, metadata["namespace"], "status")
+    except KubeApiError as exc:
+        if exc.status == 404:
+            return  # deleted since the list
+        raise
+    if answers:
+        logger.info("VM running (simulated)", extra={"vm": where, "url": image_url(vm)})
+    else:
+        logger.warning("VM provisioning: image source does not answer", extra={"vm": where, "url": image_url(vm)})
+
+
+async def run(kube: KubeClient, stop: asyncio.Event, interval: float = DEFAULT_INTERVAL,
+              ready_file: Path | None = None) -> None:
+    """Reconcile every ``interval`` seconds until ``stop`` is set.
+
+    The first pass must succeed (it proves the API answers) before ``ready_file`` is written; later
+    failures are logged and retried on the next pass, as a controller would.
+    """
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT)) as http:
+        await reconcile(kube, http)
+        if ready_file is not None:
+            write_atomically(ready_file, json.dumps({"pid": os.getpid()}))
+        logger.info("KubeVirt simulation running", extra={"interval": interval})
+        while not await _stopped(stop, interval):
+            try:
+                await reconcile(kube, http)
+            except (KubeApiError, aiohttp.ClientError, OSError) as exc:
+                logger.warning("pass failed; retrying", extra={"error": str(exc)})
+
+
+async def _stopped(stop: asyncio.Event, seconds: float) -> bool:
+    """True as soon as ``stop`` is set, False after ``seconds``."""
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m rackmesh_sandbox.kubevirt_simulation",
+                                     description="Simulated KubeVirt/CDI for the sandbox: marks VMs Running "
+                                                 "once their image URL answers.")
+    parser.add_argument("--kubeconfig", type=Path, required=True)
+    parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL, help="seconds between passes")
+    parser.add_argument("--ready-file", type=Path, help="written once the first pass succeeded")
+    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-format", choices=["json", "plain"], default="json")
+    return parser.parse_args(argv)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with KubeClient(Credentials.from_kubeconfig(args.kubeconfig)) as kube:
+        await run(kube, stop, args.interval, args.ready_file)
+    logger.info("KubeVirt simulation stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logs.configure("kubevirt-simulation", args.log_level, args.log_format)
+    asyncio.run(_serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

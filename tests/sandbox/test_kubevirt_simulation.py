@@ -1,0 +1,147 @@
+"""The sandbox's simulated KubeVirt: VMs turn Running once their image URL answers.
+
+Case matrix (in process: the API server, an image server and the simulation's loop share the test's loop):
+- a VM whose image URL answers (206 to a one-byte Range GET) becomes created, ready, Running, Ready True
+- a VM whose URL does not answer (a closed port) stays Provisioning, Ready False (VMINotExists), not ready,
+  and its status is not rewritten on every pass
+- a VM whose URL answers 404 (the holder lost the image) is Provisioning until the file appears, then Running
+- every status written passes KubeVirt's VM schema
+- the first pass writes the ready file; setting the stop event ends the loop
+Process form: ``python -m rackmesh_sandbox.kubevirt_simulation --kubeconfig ... --ready-file ...`` writes the
+ready file, marks VMs Running, and exits 0 on SIGTERM.
+"""
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from rackmesh.kube_client import DEPLOYMENT_REQUESTS, VIRTUAL_MACHINES, Credentials, KubeClient
+from rackmesh.protocol import ImageHolder, Order, RequestRef
+from rackmesh_node_agent.vms.manifest import virtual_machine
+from rackmesh_sandbox import kubevirt_simulation
+from rackmesh_sandbox.kube_api import KubeApiServer
+from rackmesh_sandbox.kube_api.schema import load_kubevirt_schemas
+from rackmesh_sandbox.lifecycle import CRD_DIR
+from rackmesh_sandbox.ports import free_port
+from tests.support.builders import RequestBuilder
+from tests.support.waiting import async_eventually
+
+VM_SCHEMA = load_kubevirt_schemas()["VirtualMachine"]
+
+
+class Cluster:
+    def __init__(self, api: KubeApiServer, kube: KubeClient, images: Path, image_base: str, order: Order) -> None:
+        self.api, self.kube, self.images, self.image_base, self.order = api, kube, images, image_base, order
+
+    async def vm(self, index: int, url: str) -> str:
+        body = virtual_machine(self.order, "c-a-1", index, [ImageHolder("s-a-1", "rack-a", url)], "10Gi")
+        await self.kube.create(VIRTUAL_MACHINES, body, "default")
+        return body["metadata"]["name"]
+
+    async def get(self, name: str) -> dict[str, Any]:
+        return await self.kube.get(VIRTUAL_MACHINES, name, "default")
+
+    async def running(self, name: str) -> dict[str, Any] | None:
+        vm = await self.get(name)
+        return vm if vm.get("status", {}).get("printableStatus") == "Running" else None
+
+    async def provisioning(self, name: str) -> dict[str, Any] | None:
+        vm = await self.get(name)
+        return vm if vm.get("status", {}).get("printableStatus") == "Provisioning" else None
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "present.img").write_bytes(b"\0" * 4096)
+    app = web.Application()
+    app.router.add_static("/images", images)  # a FileResponse per file: Range answers 206, like an agent's
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    image_base = f"http://127.0.0.1:{runner.addresses[0][1]}/images"
+    try:
+        async with (KubeApiServer(crd_paths=sorted(CRD_DIR.glob("*.yaml"))) as api,
+                    KubeClient(Credentials(api.url, ssl_context=False)) as kube):
+            stored = await kube.create(DEPLOYMENT_REQUESTS, RequestBuilder("lob123").replicas(10).obj(), "default")
+            order = Order(RequestRef(stored["metadata"]["uid"], "default", "lob123"), 10, "u1.small",
+                          "lob123-rhel-6.0")
+            yield Cluster(api, kube, images, image_base, order)
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def simulation(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Path]:
+    """The simulation's loop as a task; yields its ready file."""
+    stop, ready_file = asyncio.Event(), tmp_path / "simulation.json"
+    task = asyncio.create_task(kubevirt_simulation.run(cluster.kube, stop, 0.05, ready_file))
+    try:
+        yield ready_file
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_a_vm_whose_image_answers_becomes_running(cluster, simulation):
+    name = await cluster.vm(0, f"{cluster.image_base}/present.img")
+    vm = await async_eventually(lambda: cluster.running(name), what="VM running")
+    status = vm["status"]
+    assert status["ready"] is True and status["created"] is True
+    assert [(c["type"], c["status"]) for c in status["conditions"]] == [("Ready", "True")]
+    assert VM_SCHEMA.errors(vm) == []
+    assert simulation.exists()
+
+
+async def test_a_vm_whose_image_does_not_answer_stays_provisioning(cluster, simulation):
+    closed = await cluster.vm(0, f"http://127.0.0.1:{free_port()}/images/present.img")
+    vm = await async_eventually(lambda: cluster.provisioning(closed), what="VM provisioning")
+    assert VM_SCHEMA.errors(vm) == []
+    status = vm["status"]
+    assert "ready" not in status and "created" not in status
+    assert [(c["type"], c["status"], c["reason"]) for c in status["conditions"]] == [
+        ("Ready", "False", "VMINotExists")]
+
+    # A VM created later turning Running proves later passes ran; they left the unanswered one alone.
+    later = await cluster.vm(1, f"{cluster.image_base}/present.img")
+    await async_eventually(lambda: cluster.running(later), what="later VM running")
+    again = await cluster.get(closed)
+    assert again["status"] == status
+    assert again["metadata"]["resourceVersion"] == vm["metadata"]["resourceVersion"]
+
+
+async def test_a_vm_runs_once_its_missing_image_appears(cluster, simulation):
+    name = await cluster.vm(0, f"{cluster.image_base}/late.img")
+    await async_eventually(lambda: cluster.provisioning(name), what="VM provisioning while the image is missing")
+    (cluster.images / "late.img").write_bytes(b"\0" * 16)
+    await async_eventually(lambda: cluster.running(name), what="VM running once the image exists")
+
+
+async def test_the_process_marks_vms_running_and_stops_on_sigterm(cluster, tmp_path):
+    kubeconfig, ready_file = tmp_path / "kubeconfig", tmp_path / "ready.json"
+    cluster.api.write_kubeconfig(kubeconfig)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "rackmesh_sandbox.kubevirt_simulation", "--kubeconfig", str(kubeconfig),
+        "--interval", "0.05", "--ready-file", str(ready_file), stderr=asyncio.subprocess.PIPE)
+    try:
+        await async_eventually(lambda: asyncio.to_thread(ready_file.exists), what="ready file")
+        name = await cluster.vm(0, f"{cluster.image_base}/present.img")
+        await async_eventually(lambda: cluster.running(name), what="VM running")
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), 10)
+        assert process.returncode == 0, stderr.decode()
+        assert b'"component": "kubevirt-simulation"' in stderr
+    finally:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()

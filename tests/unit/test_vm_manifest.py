@@ -1,0 +1,140 @@
+"""The VirtualMachine an agent writes (BRIEF §2: label, pinning, sizing, disk).
+
+Case matrix:
+- names: 4-digit zero padding (sorts in index order), index bounds, deterministic
+- long or non-label request names (> 58 chars, dots, upper case): shortened with a hash, ≤ 63 chars,
+  a DNS-1123 label, unique per request name and index
+- metadata: request and node labels (also on the template), namespace, controller ownerReference,
+  image-sources annotation with the primary first
+- pinning by nodeSelector on kubernetes.io/hostname; sizing by cluster instancetype, no cpu/memory
+- disk: one DataVolume template with the primary's HTTP URL and the disk size, referenced by the volume
+- primary holder round robin over holders; no holders is an error
+- every generated VM (and its DataVolume template as a DataVolume) passes KubeVirt's/CDI's real schema
+"""
+
+import json
+import re
+
+import pytest
+
+from rackmesh.labels import HOSTNAME_LABEL, NODE_LABEL, REQUEST_LABEL
+from rackmesh.protocol import MAX_REPLICAS, ImageHolder, Order, RequestRef
+from rackmesh_node_agent.vms.manifest import IMAGE_SOURCES_ANNOTATION, MAX_NAME, image_sources, virtual_machine, vm_name
+from rackmesh_sandbox.kube_api.schema import load_kubevirt_schemas
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+SCHEMAS = load_kubevirt_schemas()
+
+
+def order(name: str = "lob123", namespace: str = "team-a", replicas: int = 50) -> Order:
+    return Order(RequestRef(f"uid-{name}", namespace, name), replicas, "u1.large", "lob123-rhel-6.0")
+
+
+def holders(count: int) -> list[ImageHolder]:
+    return [ImageHolder(f"s-{n}", f"rack-{n}", f"http://127.0.1.{n + 1}:9000/images/lob123-rhel-6.0.img")
+            for n in range(count)]
+
+
+def test_names_are_zero_padded_to_sort_in_index_order():
+    names = [vm_name("lob123", index) for index in (0, 9, 10, 99, 100, 9999)]
+    assert names == ["lob123-0000", "lob123-0009", "lob123-0010", "lob123-0099", "lob123-0100", "lob123-9999"]
+    assert names == sorted(names)
+
+
+@pytest.mark.parametrize("index", [-1, MAX_REPLICAS])
+def test_indices_outside_the_replica_range_are_refused(index):
+    with pytest.raises(ValueError, match="index"):
+        vm_name("lob123", index)
+
+
+@pytest.mark.parametrize("request_name", [
+    "a" * 58,  # the longest name kept as it is
+    "a" * 59,
+    "b" * 253,
+    "lob.123",
+    "Web.Tier-1",
+    "x" * 57 + ".y",
+    "...",
+])
+def test_every_name_is_a_dns_label_of_at_most_63_chars(request_name):
+    for index in (0, MAX_REPLICAS - 1):
+        name = vm_name(request_name, index)
+        assert len(name) <= MAX_NAME and DNS_LABEL.match(name), name
+        assert name.endswith(f"-{index:04d}")
+        assert vm_name(request_name, index) == name  # deterministic
+
+
+def test_names_that_fit_are_kept_and_others_shortened_with_a_hash():
+    assert vm_name("a" * 58, 1) == "a" * 58 + "-0001"
+    shortened = vm_name("a" * 59, 1)
+    assert len(shortened) == MAX_NAME and shortened.startswith("a" * 40)
+    assert re.fullmatch(r"a+-[0-9a-f]{8}-0001", shortened)
+
+
+def test_shortened_names_stay_unique():
+    similar = ["a" * 70, "a" * 71, "a" * 70 + "b", "lob.123", "lob-123", "LOB.123"]
+    names = {vm_name(name, 7) for name in similar}
+    assert len(names) == len(similar)
+
+
+def test_labels_namespace_and_owner():
+    vm = virtual_machine(order(), "c-a-1", 3, holders(2), "10Gi")
+    metadata = vm["metadata"]
+    assert (vm["apiVersion"], vm["kind"]) == ("kubevirt.io/v1", "VirtualMachine")
+    assert metadata["name"] == "lob123-0003"
+    assert metadata["namespace"] == "team-a"
+    labels = {REQUEST_LABEL: "lob123", NODE_LABEL: "c-a-1"}
+    assert metadata["labels"] == labels
+    assert vm["spec"]["template"]["metadata"]["labels"] == labels
+    assert metadata["ownerReferences"] == [{
+        "apiVersion": "rackmesh.io/v1alpha1", "kind": "DeploymentRequest", "name": "lob123", "uid": "uid-lob123",
+        "controller": True, "blockOwnerDeletion": True,
+    }]
+
+
+def test_pinned_to_the_node_and_sized_by_the_instancetype_only():
+    spec = virtual_machine(order(), "c-b-2", 0, holders(1), "10Gi")["spec"]
+    assert spec["runStrategy"] == "Always"
+    assert spec["template"]["spec"]["nodeSelector"] == {HOSTNAME_LABEL: "c-b-2"}
+    assert spec["instancetype"] == {"kind": "VirtualMachineClusterInstancetype", "name": "u1.large"}
+    domain = spec["template"]["spec"]["domain"]
+    assert not {"cpu", "memory", "resources"} & set(domain)
+
+
+def test_root_disk_imports_from_the_primary_holder():
+    vm = virtual_machine(order(), "c-a-1", 4, holders(3), "20Gi")
+    spec = vm["spec"]
+    [template] = spec["dataVolumeTemplates"]
+    assert template["metadata"]["name"] == "lob123-0004-rootdisk"
+    assert template["spec"]["source"] == {"http": {"url": holders(3)[1].url}}  # 4 % 3 == 1
+    assert template["spec"]["storage"] == {"resources": {"requests": {"storage": "20Gi"}}}
+    vmi = spec["template"]["spec"]
+    assert vmi["volumes"] == [{"name": "rootdisk", "dataVolume": {"name": "lob123-0004-rootdisk"}}]
+    assert vmi["domain"]["devices"]["disks"] == [{"name": "rootdisk", "disk": {"bus": "virtio"}}]
+
+
+def test_primary_holders_go_round_robin_and_the_annotation_lists_all_primary_first():
+    copies = holders(3)
+    urls = [holder.url for holder in copies]
+    primaries = [image_sources(copies, index)[0] for index in range(6)]
+    assert primaries == urls + urls
+    for index in range(6):
+        sources = json.loads(virtual_machine(order(), "n", index, copies, "1Gi")["metadata"]["annotations"]
+                             [IMAGE_SOURCES_ANNOTATION])
+        assert sources[0] == primaries[index] and sorted(sources) == sorted(urls)
+
+
+def test_a_vm_needs_a_holder():
+    with pytest.raises(ValueError, match="holder"):
+        virtual_machine(order(), "n", 0, [], "10Gi")
+
+
+@pytest.mark.parametrize(("request_name", "index", "copies"), [
+    ("lob123", 0, 1), ("lob123", 49, 2), ("web.tier", 7, 3), ("c" * 63, 9999, 2),
+])
+def test_generated_vms_pass_kubevirt_schemas(request_name, index, copies):
+    vm = virtual_machine(order(request_name, replicas=MAX_REPLICAS), "c-a-1", index, holders(copies), "10Gi")
+    assert SCHEMAS["VirtualMachine"].errors(vm) == []
+    data_volume = {"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
+                   **vm["spec"]["dataVolumeTemplates"][0]}
+    assert SCHEMAS["DataVolume"].errors(data_volume) == []
