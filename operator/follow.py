@@ -26,6 +26,12 @@ from rackmesh_operator.status import Phase
 logger = logging.getLogger(__name__)
 # How long a coordinator may take to record that it took the order before it is given to another.
 RECORD_GRACE_SECONDS = 10.0
+FOLLOW_INTERVAL_SECONDS = 0.25
+DEPLOYING_INTERVAL_SECONDS = 0.05
+SETTLED_INTERVAL_SECONDS = 2.0
+RECORD_REREAD_SECONDS = 1.0
+# VM names (and the rackmesh.io/request label value) must fit a label value.
+MAX_REQUEST_NAME = 63
 
 
 class Follower:
@@ -38,7 +44,8 @@ class Follower:
                            spec["instancetype"], spec["image"])
         self.timings: dict[str, float] = dict((body.get("status") or {}).get("timings") or {})
         self._handed_at: float | None = None
-        self._deploying_since: float | None = None
+        self._record: RequestRecord | None = None
+        self._record_read_at = 0.0
         self._all_written_at: float | None = None
         self._last_status: dict[str, Any] | None = None
 
@@ -51,8 +58,7 @@ class Follower:
         """Advance the request as far as what is observed allows; False once there is nothing left to do."""
         if self.phase == Phase.FAILED:
             return False
-        found = await request_record.read(self.services.zk, self.services.layout, self.order.request.uid)
-        record = found[0] if found else None
+        record = await self._read_record()
         if record is None:
             await self._start()
         elif record.stage == Stage.FAILED:
@@ -66,9 +72,31 @@ class Follower:
             await self._follow_vms(record)
         return True
 
+    @property
+    def interval(self) -> float:
+        """How soon to look again: often while VMs are being written, so the timings are close."""
+        if self.phase in (Phase.DEPLOYING, Phase.PLACING):
+            return DEPLOYING_INTERVAL_SECONDS
+        return FOLLOW_INTERVAL_SECONDS if self.phase != Phase.READY else SETTLED_INTERVAL_SECONDS
+
+    async def _read_record(self) -> RequestRecord | None:
+        """The coordinator's record; once it says Deploying, it changes rarely and is re-read only now and then
+        (the VMs, from the index, are looked at every time)."""
+        fresh = time.monotonic() - self._record_read_at < RECORD_REREAD_SECONDS
+        if self._record is not None and self._record.stage == Stage.DEPLOYING and fresh:
+            return self._record
+        found = await request_record.read(self.services.zk, self.services.layout, self.order.request.uid)
+        self._record, self._record_read_at = (found[0] if found else None), time.monotonic()
+        return self._record
+
     async def _start(self) -> None:
         """No record yet: check what the schema cannot, then hand the order over (again, if it got lost)."""
         if self._handed_at is not None and time.monotonic() - self._handed_at < RECORD_GRACE_SECONDS:
+            return
+        if len(self.order.request.name) > MAX_REQUEST_NAME:
+            await self._update(Phase.FAILED, None, "InvalidName",
+                               f"the request's name is {len(self.order.request.name)} characters long; its VMs carry "
+                               f"it in the label rackmesh.io/request, which allows {MAX_REQUEST_NAME}")
             return
         if not await self._instancetype_exists():
             await self._update(Phase.FAILED, None, "UnknownInstancetype",
@@ -100,12 +128,11 @@ class Follower:
 
     async def _follow_vms(self, record: RequestRecord) -> None:
         vms = self.vms()
-        now = time.monotonic()
-        if self._deploying_since is None:
-            self._deploying_since = now
+        now = time.time()
         if self._all_written_at is None and len(vms) >= self.order.replicas:
             self._all_written_at = now
-            self.timings["vmsWritten"] = round(now - self._deploying_since, 3)
+            if record.deploying_since:
+                self.timings["vmsWritten"] = round(max(0.0, now - record.deploying_since), 3)
         phase = progress.deployed_phase(self.order.replicas, vms)
         if phase == Phase.READY and "allReady" not in self.timings and self._all_written_at is not None:
             self.timings["allReady"] = round(now - self._all_written_at, 3)

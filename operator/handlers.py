@@ -14,8 +14,6 @@ from rackmesh_operator.services import Services
 from rackmesh_operator.status import READY_CONDITION, Phase, condition
 
 logger = logging.getLogger(__name__)
-# How often a request's follower looks at its record and its VMs (the VMs come from a watch-fed index).
-FOLLOW_INTERVAL_SECONDS = 0.25
 REQUEST_KIND = "DeploymentRequest"
 
 
@@ -71,7 +69,7 @@ async def follow(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, 
                 return
         except Exception:
             logger.exception("following the request failed; retrying", extra={"request": key[1]})
-        await stopped.wait(FOLLOW_INTERVAL_SECONDS)
+        await stopped.wait(follower.interval)
 
 
 @kopf.on.delete(GROUP, VERSION, REQUEST_PLURAL)

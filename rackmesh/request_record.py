@@ -44,6 +44,9 @@ class RequestRecord:
     message: str = ""
     # Seconds per phase, measured where it happens: handshake (coordinator), imageLookup (slowest agent).
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    # Wall clock (epoch seconds) when the coordinator started the agents' deployments: the operator
+    # measures "VM objects written" from here.
+    deploying_since: float = 0.0
 
 
 class RecordChanged(Exception):

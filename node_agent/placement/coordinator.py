@@ -167,7 +167,7 @@ class Coordinator:
             raise PlacementFailed(reason, message, terminal)
         portions = [dataclasses.replace(p, holders=answers[p.node].holders) for p in record.portions]
         lookup = max(answer.image_lookup_seconds for answer in answers.values())
-        record = dataclasses.replace(record, stage=Stage.DEPLOYING, portions=portions,
+        record = dataclasses.replace(record, stage=Stage.DEPLOYING, portions=portions, deploying_since=time.time(),
                                      timings={**record.timings, "imageLookup": lookup})
         await request_record.write(agent.zk, agent.layout, record, version)
         started, failed = await gather({p.node: agent.peers.post(p.endpoint, NODE_DEPLOYMENTS,

@@ -1,8 +1,8 @@
 """DeploymentRequests through real kubectl against the sandbox, with the real operator running.
 
 Case matrix:
-- a valid request is stored, listed by `kubectl get dr` with the printer columns, taken in charge by the
-  operator (phase Pending, Ready condition, an Event), and `kubectl delete` removes it
+- a valid request is stored, listed by `kubectl get dr` with the printer columns, driven by the operator
+  to Ready (conditions, Events shown by `kubectl describe`), and `kubectl delete` removes it
 - replicas 0, replicas above the bound, a missing image, a bad name: refused at apply time with the
   schema's message, and nothing is stored
 """
@@ -19,24 +19,25 @@ def test_valid_request_is_listed_taken_in_charge_and_deleted(sandbox, tmp_path):
     manifest = make_request("web").replicas(3).instancetype("u1.small").write(tmp_path / "web.yaml")
     assert "deploymentrequest.rackmesh.io/web created" in sandbox.kubectl("apply", "-f", str(manifest)).stdout
 
-    def taken_in_charge():
+    def ready():
         request = json.loads(sandbox.kubectl("get", "dr", "web", "-o", "json").stdout)
-        return request if request.get("status", {}).get("phase") == "Pending" else None
+        return request if request.get("status", {}).get("phase") == "Ready" else None
 
-    request = eventually(taken_in_charge, what="phase Pending set by the operator")
-    ready = {c["type"]: c for c in request["status"]["conditions"]}["Ready"]
-    assert (ready["status"], ready["reason"]) == ("False", "Pending")
+    request = eventually(ready, what="phase Ready set by the operator")
+    conditions = {c["type"]: c for c in request["status"]["conditions"]}
+    assert (conditions["Ready"]["status"], conditions["Ready"]["reason"]) == ("True", "Ready")
+    assert (conditions["Placed"]["status"], conditions["Placed"]["reason"]) == ("True", "Placed")
     assert request["status"]["observedGeneration"] == request["metadata"]["generation"] == 1
 
     table = sandbox.kubectl("get", "dr").stdout.splitlines()
     assert table[0].split() == ["NAME", "REPLICAS", "READY", "PHASE", "AGE"]
-    assert table[1].split()[:4] == ["web", "3", "0", "Pending"]
+    assert table[1].split()[:4] == ["web", "3", "3", "Ready"]
     wide = sandbox.kubectl("get", "dr", "-o", "wide").stdout.splitlines()
     assert wide[0].split() == ["NAME", "REPLICAS", "READY", "PHASE", "INSTANCETYPE", "IMAGE", "COORDINATOR", "AGE"]
 
-    described = eventually(lambda: (d := sandbox.kubectl("describe", "dr", "web").stdout) and "Pending" in d
-                           and "Events:" in d and "Waiting to place 3 x u1.small" in d and d)
-    assert "Replicas:" in described
+    described = eventually(lambda: (d := sandbox.kubectl("describe", "dr", "web").stdout) and "Events:" in d
+                           and "Waiting to place 3 x u1.small" in d and "3/3 VMs ready" in d and d)
+    assert "Placements:" in described and "Image Copies:" in described
 
     sandbox.kubectl("delete", "dr", "web")
     gone = sandbox.kubectl("get", "dr", "web", check=False)
