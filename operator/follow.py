@@ -56,6 +56,8 @@ class Follower:
 
     async def step(self) -> bool:
         """Advance the request as far as what is observed allows; False once there is nothing left to do."""
+        if self.phase is None:
+            return True  # the create handler has not marked it Pending yet; its patch would overwrite ours
         if self.phase == Phase.FAILED:
             return False
         record = await self._read_record()

@@ -10,6 +10,7 @@ Case matrix:
 - deleting a request removes its VMs
 """
 
+import hashlib
 from collections import Counter, defaultdict
 
 import pytest
@@ -25,7 +26,9 @@ VM_SCHEMA = load_kubevirt_schemas()["VirtualMachine"]
 
 @pytest.fixture
 def request_name(cluster: Cluster, request: pytest.FixtureRequest):
-    name = request.node.name.removeprefix("test_").replace("_", "-")[:40].strip("-")
+    # One name per test case (parameters included), so no case sees another's Events.
+    digest = hashlib.blake2b(request.node.name.encode(), digest_size=3).hexdigest()
+    name = f"{request.node.originalname.removeprefix('test_').replace('_', '-')[:30].strip('-')}-{digest}"
     yield name
     cluster.delete_request(name)
 
