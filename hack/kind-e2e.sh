@@ -9,9 +9,11 @@
 # Environment:
 #   KIND_CLUSTER_NAME   cluster name (default: rackmesh, as in kind-config.yaml)
 #   KUBEVIRT_VERSION    KubeVirt release (default below); CDI_VERSION likewise
-#   RACKMESH_E2E_IMAGES images that the storage agents hold (default: lob123-rhel-6.0)
-#   RACKMESH_E2E_CMD    the acceptance command (default: python -m pytest tests/acceptance -m kind);
-#                       it gets KUBECONFIG and RACKMESH_E2E_KUBECONFIG pointing at the kind cluster
+#   RACKMESH_E2E_CMD    the acceptance command (default: python -m pytest tests/acceptance, the same
+#                       scenarios the sandbox runs); it gets KUBECONFIG and RACKMESH_E2E_KUBECONFIG
+#                       pointing at the kind cluster
+# The scenarios need (tests/acceptance/conftest.py): lob123-rhel-6.0 on every storage node (one per
+# rack), and single-copy-image on exactly one; this script puts them there.
 #   KEEP_CLUSTER=1      leave the cluster running afterwards (default: delete it, also on failure)
 #   SKIP_BUILD=1        use rackmesh-operator:dev / rackmesh-agent:dev images already built
 set -euo pipefail
@@ -20,8 +22,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CLUSTER=${KIND_CLUSTER_NAME:-rackmesh}
 KUBEVIRT_VERSION=${KUBEVIRT_VERSION:-v1.5.0}
 CDI_VERSION=${CDI_VERSION:-v1.61.0}
-IMAGES=${RACKMESH_E2E_IMAGES:-lob123-rhel-6.0}
-E2E_CMD=${RACKMESH_E2E_CMD:-python -m pytest tests/acceptance -m kind}
+E2E_CMD=${RACKMESH_E2E_CMD:-python -m pytest tests/acceptance}
 STATE=${RACKMESH_E2E_STATE:-$(mktemp -d -t rackmesh-kind.XXXXXX)}
 export KUBECONFIG=$STATE/kubeconfig
 
@@ -102,10 +103,14 @@ fi
 kind load docker-image --name "$CLUSTER" rackmesh-operator:dev rackmesh-agent:dev
 
 step "image copies on the storage nodes"
-# Each storage node holds every image of RACKMESH_E2E_IMAGES as a small raw disk in the agents' image
-# store (the DaemonSet's hostPath); CDI imports it over HTTP from the agent that serves it.
+# Small raw disks in the agents' image store (the DaemonSet's hostPath); CDI imports them over HTTP
+# from the agent that serves them. Every storage node holds lob123-rhel-6.0; the first one also holds
+# single-copy-image, which the InsufficientImageReplicas scenario asks for.
+first=1
 for node in $(kubectl get nodes -l rackmesh.io/role-storage=true -o jsonpath='{.items[*].metadata.name}'); do
-  for image in $IMAGES; do
+  images=lob123-rhel-6.0
+  if [[ $first == 1 ]]; then images="$images single-copy-image"; first=0; fi
+  for image in $images; do
     docker exec "$node" sh -c "mkdir -p /var/lib/rackmesh/images && \
       truncate -s 64M /var/lib/rackmesh/images/$image.img"
   done

@@ -86,6 +86,12 @@ class Agent:
         """Acting as rack leader for ``role`` right now (elected, and the session known alive)."""
         return self.presence is not None and self.presence.leader_duties_active(role)
 
+    def require_leadership(self, role: Role) -> None:
+        """Refuse (409 NotLeader) work that only the current leader of this node's ``role`` rack may do."""
+        if not self.leads(role):
+            raise Refusal(409, "NotLeader", f"{self.node_name} does not lead {role} rack "
+                                            f"{self.node.rack} right now")
+
     async def run(self) -> None:
         """Serve until cancelled; leaves ZooKeeper cleanly (ephemeral entries go at once)."""
         await self._serve_http()

@@ -49,11 +49,6 @@ class ImageLookupFailed(Exception):
         self.reason, self.message = reason, message
 
 
-def _require_storage_leadership(agent: "Agent") -> None:
-    if not agent.leads(Role.STORAGE):
-        raise Refusal(409, "NotLeader", f"{agent.node_name} does not lead storage rack {agent.node.rack} right now")
-
-
 def node_holders(agent: "Agent", ask: LocateAsk) -> Holders:
     """This storage agent, if it holds the image."""
     node = agent.node
@@ -65,7 +60,7 @@ def node_holders(agent: "Agent", ask: LocateAsk) -> Holders:
 
 async def rack_holders(agent: "Agent", ask: LocateAsk) -> Holders:
     """Every holder in this leader's rack; a member that does not answer in time is left out (and logged)."""
-    _require_storage_leadership(agent)
+    agent.require_leadership(Role.STORAGE)
     rack = agent.node.rack
     members = await registry.members(agent.zk, agent.layout, Role.STORAGE, rack)
     flow_step(logger, 8, "asking rack storage agents for the image", ask.request_uid, image=ask.image, rack=rack,
@@ -86,7 +81,7 @@ async def rack_holders(agent: "Agent", ask: LocateAsk) -> Holders:
 
 async def locate(agent: "Agent", ask: LocateAsk) -> Holders:
     """Ask this rack and every other storage rack leader in parallel, then choose (see ``choose_holders``)."""
-    _require_storage_leadership(agent)
+    agent.require_leadership(Role.STORAGE)
     rack = agent.node.rack
     others = [leader for leader in await registry.leaders(agent.zk, agent.layout, Role.STORAGE) if leader.rack != rack]
     flow_step(logger, 8, "asking storage rack leaders for the image", ask.request_uid, image=ask.image,

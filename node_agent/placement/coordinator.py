@@ -32,7 +32,7 @@ from rackmesh.protocol import (
 from rackmesh.request_record import RecordChanged, RequestRecord, Stage
 from rackmesh_node_agent.membership.fan_out import Failure, describe, gather
 from rackmesh_node_agent.placement import spread
-from rackmesh_node_agent.placement.rack_leader import rack_offers, require_leadership
+from rackmesh_node_agent.placement.rack_leader import rack_offers
 
 if TYPE_CHECKING:
     from rackmesh_node_agent.agent import Agent
@@ -59,7 +59,7 @@ class Coordinator:
 
     def accept(self, order: Order) -> OrderAccepted:
         """Take the order (once per uid at a time) and run it in the background."""
-        require_leadership(self.agent, Role.COMPUTE)
+        self.agent.require_leadership(Role.COMPUTE)
         uid = order.request.uid
         flow_step(logger, 3, "accepted order", uid, coordinator=self.agent.node.name,
                   deploymentRequest=f"{order.request.namespace}/{order.request.name}", replicas=order.replicas)

@@ -7,7 +7,6 @@ from rackmesh import registry
 from rackmesh.labels import Role
 from rackmesh.logs import flow_step
 from rackmesh.protocol import NODE_OFFERS, NodeOffer, OfferAsk, RackOffers
-from rackmesh_node_agent.http_api import Refusal
 from rackmesh_node_agent.membership.fan_out import describe, gather
 
 if TYPE_CHECKING:
@@ -16,14 +15,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def require_leadership(agent: "Agent", role: Role) -> None:
-    if not agent.leads(role):
-        raise Refusal(409, "NotLeader", f"{agent.node_name} does not lead {role} rack {agent.node.rack} right now")
-
-
 async def rack_offers(agent: "Agent", ask: OfferAsk) -> RackOffers:
     """Every member's offer (a member that does not answer in time is listed as unanswered)."""
-    require_leadership(agent, Role.COMPUTE)
+    agent.require_leadership(Role.COMPUTE)
     rack, uid = agent.node.rack, ask.order.request.uid
     members = await registry.members(agent.zk, agent.layout, Role.COMPUTE, rack)
     flow_step(logger, 5, "asking rack agents for offers", uid, rack=rack, agents=[m.node for m in members])

@@ -121,11 +121,12 @@ async def test_table_for_a_custom_resource(client: Client) -> None:
         ("Phase", "string", 0),
         ("Instancetype", "string", 1),
         ("Image", "string", 1),
+        ("Coordinator", "string", 1),
         ("Age", "date", 0),
     ]
     [row] = table["rows"]
     assert row["cells"][:6] == ["lob123", 3, 0, "Placing", "u1.large", "lob123-rhel-6.0"]
-    assert row["cells"][6].endswith("s")  # "0s": an age, computed by the server
+    assert row["cells"][7].endswith("s")  # "0s": an age, computed by the server
     assert row["object"]["kind"] == "PartialObjectMetadata"
     assert row["object"]["metadata"]["name"] == "lob123"
     single = (await client.get(f"{DRS}/lob123", headers=TABLE)).body
