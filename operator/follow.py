@@ -136,6 +136,8 @@ class Follower:
             if record.deploying_since:
                 self.timings["vmsWritten"] = round(max(0.0, now - record.deploying_since), 3)
         phase = progress.deployed_phase(self.order.replicas, vms)
+        if phase == Phase.READY and self.phase not in (Phase.DEPLOYING, Phase.READY):
+            phase = Phase.DEPLOYING  # say it was deployed (status and Event) before saying it is ready
         if phase == Phase.READY and "allReady" not in self.timings and self._all_written_at is not None:
             self.timings["allReady"] = round(now - self._all_written_at, 3)
         ready = sum(vm.ready for vm in vms)
