@@ -15,6 +15,7 @@ import kopf
 
 from rackmesh import request_record
 from rackmesh.kube_client import CLUSTER_INSTANCETYPES, DEPLOYMENT_REQUESTS, KubeApiError
+from rackmesh.labels import MAX_LABEL_VALUE
 from rackmesh.protocol import Order, RequestRef
 from rackmesh.request_record import RequestRecord, Stage
 from rackmesh_operator import progress
@@ -30,8 +31,6 @@ FOLLOW_INTERVAL_SECONDS = 0.25
 DEPLOYING_INTERVAL_SECONDS = 0.05
 SETTLED_INTERVAL_SECONDS = 2.0
 RECORD_REREAD_SECONDS = 1.0
-# VM names (and the rackmesh.io/request label value) must fit a label value.
-MAX_REQUEST_NAME = 63
 
 
 class Follower:
@@ -95,10 +94,10 @@ class Follower:
         """No record yet: check what the schema cannot, then hand the order over (again, if it got lost)."""
         if self._handed_at is not None and time.monotonic() - self._handed_at < RECORD_GRACE_SECONDS:
             return
-        if len(self.order.request.name) > MAX_REQUEST_NAME:
+        if len(self.order.request.name) > MAX_LABEL_VALUE:
             await self._update(Phase.FAILED, None, "InvalidName",
                                f"the request's name is {len(self.order.request.name)} characters long; its VMs carry "
-                               f"it in the label rackmesh.io/request, which allows {MAX_REQUEST_NAME}")
+                               f"it in the label rackmesh.io/request, which allows {MAX_LABEL_VALUE}")
             return
         if not await self._instancetype_exists():
             await self._update(Phase.FAILED, None, "UnknownInstancetype",

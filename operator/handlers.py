@@ -6,7 +6,7 @@ from typing import Any
 import kopf
 
 from rackmesh import request_record
-from rackmesh.labels import GROUP, NODE_LABEL, REQUEST_LABEL, REQUEST_PLURAL, VERSION
+from rackmesh.labels import GROUP, NODE_LABEL, REQUEST_KIND, REQUEST_LABEL, REQUEST_PLURAL, VERSION
 from rackmesh.logs import flow_step
 from rackmesh_operator.follow import Follower
 from rackmesh_operator.progress import VmState, vm_state
@@ -14,7 +14,6 @@ from rackmesh_operator.services import Services
 from rackmesh_operator.status import READY_CONDITION, Phase, condition
 
 logger = logging.getLogger(__name__)
-REQUEST_KIND = "DeploymentRequest"
 
 
 @kopf.on.startup()

@@ -6,6 +6,7 @@ from collections import Counter
 from typing import Any
 
 from rackmesh.request_record import RequestRecord
+from rackmesh.vm_fields import disk_source_url, is_ready
 from rackmesh_operator.status import PLACED_CONDITION, READY_CONDITION, Phase, condition
 
 UNKNOWN_RACK = "unknown"
@@ -22,11 +23,8 @@ class VmState:
 
 
 def vm_state(vm: dict[str, Any], node_label: str) -> VmState:
-    spec, status = vm.get("spec") or {}, vm.get("status") or {}
-    templates = spec.get("dataVolumeTemplates") or [{}]
-    url = (((templates[0].get("spec") or {}).get("source") or {}).get("http") or {}).get("url", "")
     return VmState(name=vm["metadata"]["name"], node=(vm["metadata"].get("labels") or {}).get(node_label, ""),
-                   ready=bool(status.get("ready")), source_url=url)
+                   ready=is_ready(vm), source_url=disk_source_url(vm))
 
 
 def placements(vms: list[VmState], record: RequestRecord | None) -> list[dict[str, Any]]:

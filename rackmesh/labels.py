@@ -1,15 +1,21 @@
 """Well-known label keys and values, fixed by the product's contract (BRIEF §2)."""
 
+import re
 from enum import StrEnum
 
 GROUP = "rackmesh.io"
 VERSION = "v1alpha1"
+REQUEST_KIND = "DeploymentRequest"
 REQUEST_PLURAL = "deploymentrequests"
 
 REQUEST_LABEL = "rackmesh.io/request"
 NODE_LABEL = "rackmesh.io/node"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 DEFAULT_RACK_LABEL = "topology.rackmesh.io/rack"
+
+# Kubernetes name rules that rackmesh's own names must meet.
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+MAX_LABEL_VALUE = 63
 
 
 class Role(StrEnum):

@@ -30,6 +30,7 @@ import aiohttp
 
 from rackmesh import logs
 from rackmesh.kube_client import VIRTUAL_MACHINES, Credentials, KubeApiError, KubeClient
+from rackmesh.vm_fields import disk_source_url, is_ready
 from rackmesh_sandbox.kube_api.kubeconfig import write_atomically
 
 logger = logging.getLogger("rackmesh_sandbox.kubevirt_simulation")
@@ -39,16 +40,6 @@ PROBE_TIMEOUT = 2.0
 PROBE_CONCURRENCY = 16
 RUNNING = "Running"
 PROVISIONING = "Provisioning"
-
-
-def image_url(vm: dict[str, Any]) -> str | None:
-    """The HTTP source of the VM's first DataVolume template (CDI's import source), if it has one."""
-    templates = vm.get("spec", {}).get("dataVolumeTemplates") or [{}]
-    return templates[0].get("spec", {}).get("source", {}).get("http", {}).get("url")
-
-
-def is_ready(vm: dict[str, Any]) -> bool:
-    return vm.get("status", {}).get("ready") is True
 
 
 def running_status() -> dict[str, Any]:
@@ -82,7 +73,7 @@ async def image_answers(http: aiohttp.ClientSession, url: str) -> bool:
 async def reconcile(kube: KubeClient, http: aiohttp.ClientSession) -> None:
     """One pass: every VM not ready yet becomes Running if its image URL answers, else Provisioning."""
     waiting = [vm for vm in await kube.list(VIRTUAL_MACHINES) if not is_ready(vm)]
-    urls = sorted({url for vm in waiting if (url := image_url(vm))})
+    urls = sorted({url for vm in waiting if (url := disk_source_url(vm))})
     # Many VMs share a holder's URL; ask each one once per pass, a bounded number at a time.
     limit = asyncio.Semaphore(PROBE_CONCURRENCY)
 
@@ -91,7 +82,7 @@ async def reconcile(kube: KubeClient, http: aiohttp.ClientSession) -> None:
             return await image_answers(http, url)
 
     answers = dict(zip(urls, await asyncio.gather(*(probe(url) for url in urls)), strict=True))
-    await asyncio.gather(*(_report(kube, vm, answers.get(image_url(vm) or "", False)) for vm in waiting))
+    await asyncio.gather(*(_report(kube, vm, answers.get(disk_source_url(vm), False)) for vm in waiting))
 
 
 async def _report(kube: KubeClient, vm: dict[str, Any], answers: bool) -> None:
@@ -107,9 +98,9 @@ async def _report(kube: KubeClient, vm: dict[str, Any], answers: bool) -> None:
             return  # deleted since the list
         raise
     if answers:
-        logger.info("VM running (simulated)", extra={"vm": where, "url": image_url(vm)})
+        logger.info("VM running (simulated)", extra={"vm": where, "url": disk_source_url(vm)})
     else:
-        logger.warning("VM provisioning: image source does not answer", extra={"vm": where, "url": image_url(vm)})
+        logger.warning("VM provisioning: image source does not answer", extra={"vm": where, "url": disk_source_url(vm)})
 
 
 async def run(kube: KubeClient, stop: asyncio.Event, interval: float = DEFAULT_INTERVAL,

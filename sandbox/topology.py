@@ -1,17 +1,15 @@
 """The sandbox topology file: which nodes exist, in which rack, with which roles and resources."""
 
 import dataclasses
-import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from rackmesh.labels import Role
+from rackmesh.labels import DNS_LABEL, Role
+from rackmesh.protocol import IMAGE_NAME
 from rackmesh.quantities import parse_quantity
 
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-IMAGE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 # A storage-only node still has some room of its own; it only matters if it is also compute.
 DEFAULT_CPU = "8"
 DEFAULT_MEMORY = "32Gi"

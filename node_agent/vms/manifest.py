@@ -9,7 +9,16 @@ import json
 import re
 from typing import Any
 
-from rackmesh.labels import GROUP, HOSTNAME_LABEL, NODE_LABEL, REQUEST_LABEL, VERSION
+from rackmesh.labels import (
+    DNS_LABEL,
+    GROUP,
+    HOSTNAME_LABEL,
+    MAX_LABEL_VALUE,
+    NODE_LABEL,
+    REQUEST_KIND,
+    REQUEST_LABEL,
+    VERSION,
+)
 from rackmesh.protocol import MAX_REPLICAS, ImageHolder, Order
 
 IMAGE_SOURCES_ANNOTATION = "rackmesh.io/image-sources"
@@ -17,8 +26,7 @@ ROOT_DISK = "rootdisk"
 INSTANCETYPE_KIND = "VirtualMachineClusterInstancetype"
 
 # KubeVirt copies VM names into label values (vm.kubevirt.io/name), so a name must be a DNS-1123 label.
-MAX_NAME = 63
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+MAX_NAME = MAX_LABEL_VALUE
 INDEX_DIGITS = len(str(MAX_REPLICAS - 1))  # 4: names sort in index order under `kubectl get vm`
 HASH_CHARS = 8
 
@@ -72,7 +80,7 @@ def virtual_machine(order: Order, node: str, index: int, holders: list[ImageHold
             "annotations": {IMAGE_SOURCES_ANNOTATION: json.dumps(sources)},
             "ownerReferences": [{
                 "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "DeploymentRequest",
+                "kind": REQUEST_KIND,
                 "name": request.name,
                 "uid": request.uid,
                 "controller": True,

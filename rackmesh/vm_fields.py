@@ -1,0 +1,14 @@
+"""What rackmesh reads back from a KubeVirt VirtualMachine (the operator, and the sandbox's simulated
+controller): the one place that knows where these fields live."""
+
+from typing import Any
+
+
+def disk_source_url(vm: dict[str, Any]) -> str:
+    """The HTTP source of the VM's first DataVolume template (CDI's import source); "" if it has none."""
+    templates = (vm.get("spec") or {}).get("dataVolumeTemplates") or [{}]
+    return str((((templates[0].get("spec") or {}).get("source") or {}).get("http") or {}).get("url") or "")
+
+
+def is_ready(vm: dict[str, Any]) -> bool:
+    return (vm.get("status") or {}).get("ready") is True
