@@ -40,18 +40,22 @@ class CapacityView:
             self._sizes[instancetype_name] = instancetype_size(found)
         return self._sizes[instancetype_name]
 
-    async def pinned(self) -> list[dict[str, Any]]:
+    async def _pinned(self) -> list[dict[str, Any]]:
         return await self._kube.list(VIRTUAL_MACHINES, label_selector=f"{NODE_LABEL}={self._node_name}")
 
     async def free(self) -> Resources:
-        pinned = await self.pinned()
+        return (await self.look())[0]
+
+    async def look(self) -> tuple[Resources, Counter[tuple[str, str]]]:
+        """Free capacity, and how many VMs of each request (namespace, name) are pinned here, from one listing."""
+        pinned = await self._pinned()
         used = Resources()
         for vm in pinned:
             used += await self.size_of(vm["spec"]["instancetype"]["name"])
-        written = Counter((vm["metadata"]["namespace"], vm["metadata"]["labels"].get(REQUEST_LABEL))
+        written = Counter((vm["metadata"]["namespace"], vm["metadata"]["labels"].get(REQUEST_LABEL, ""))
                           for vm in pinned)
         for reservation in self.reservations.live():
             request = reservation.request
             outstanding = max(0, reservation.count - written[(request.namespace, request.name)])
             used += reservation.size * outstanding
-        return self.allocatable - used
+        return self.allocatable - used, written

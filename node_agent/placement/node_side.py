@@ -11,7 +11,6 @@ import time
 from typing import TYPE_CHECKING
 
 from rackmesh.kube_client import KubeApiError
-from rackmesh.labels import REQUEST_LABEL
 from rackmesh.logs import flow_step
 from rackmesh.protocol import Commit, CommitAnswer, ImageHolder, NodeOffer, OfferAsk, Order, RequestKey
 from rackmesh.quantities import Resources
@@ -121,19 +120,14 @@ class NodeSide:
                 raise Refusal(409, "ExceedsOffer", f"commit of {commit.count} VMs exceeds the {held.count} offered")
             if held is None:
                 size = await self._size_of(order.instancetype)
-                if (await capacity.free()).fits_times(size) < commit.count - await self._written(commit):
+                free, written = await capacity.look()
+                if free.fits_times(size) < commit.count - written[(order.request.namespace, order.request.name)]:
                     raise Refusal(409, "ReservationExpired",
                                   "the offer's reservation expired and the portion no longer fits on this node")
                 held = Reservation(order.request, order.instancetype, size, commit.count, 0.0)
                 capacity.reservations.hold(held)
             held.count, held.start, held.committed = commit.count, commit.start, True
             capacity.reservations.extend(order.request.uid, self.agent.settings.commit_ttl)
-
-    async def _written(self, commit: Commit) -> int:
-        request = commit.order.request
-        pinned = await self.agent.require_capacity().pinned()
-        return sum(1 for vm in pinned if vm["metadata"]["namespace"] == request.namespace
-                   and vm["metadata"]["labels"].get(REQUEST_LABEL) == request.name)
 
     async def _write(self, portion: CommittedPortion) -> None:
         """Write until every VM of the portion exists (409 counts as written), then drop the reservation.
