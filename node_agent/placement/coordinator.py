@@ -103,7 +103,8 @@ class Coordinator:
             try:
                 if record.stage == Stage.PLACING:
                     record, version = await self._place(record, version)
-                await self._commit_and_deploy(record, version)
+                record, version = await self._commit(record, version)
+                await self._deploy(record)
                 return
             except PlacementFailed as failure:
                 if failure.terminal or attempt == HANDSHAKE_ATTEMPTS:
@@ -152,8 +153,8 @@ class Coordinator:
         flow_step(logger, 5, "received offers", uid, offers={o.node: o.count for o in offers}, unanswered=unanswered)
         return offers, unanswered
 
-    async def _commit_and_deploy(self, record: RequestRecord, version: int) -> None:
-        """Commit every portion (each agent looks up the image), then start every deployment."""
+    async def _commit(self, record: RequestRecord, version: int) -> tuple[RequestRecord, int]:
+        """Commit every portion (each agent looks up the image); record the holders (stage Deploying)."""
         agent, order = self.agent, record.order
         timeout = agent.settings.call_timeout * COMMIT_CALL_DEPTH
         calls = {p.node: agent.peers.post(p.endpoint, NODE_COMMITS, Commit(order, p.start, p.count), CommitAnswer,
@@ -169,11 +170,14 @@ class Coordinator:
         lookup = max(answer.image_lookup_seconds for answer in answers.values())
         record = dataclasses.replace(record, stage=Stage.DEPLOYING, portions=portions, deploying_since=time.time(),
                                      timings={**record.timings, "imageLookup": lookup})
-        await request_record.write(agent.zk, agent.layout, record, version)
-        started, failed = await gather({p.node: agent.peers.post(p.endpoint, NODE_DEPLOYMENTS,
-                                                                 RequestKey(order.request.uid)) for p in portions})
-        flow_step(logger, 9, "deployments started", order.request.uid, nodes=sorted(started),
-                  failed=describe(failed))
+        return record, await request_record.write(agent.zk, agent.layout, record, version)
+
+    async def _deploy(self, record: RequestRecord) -> None:
+        """Start every agent's deployment of its portion."""
+        uid = record.order.request.uid
+        started, failed = await gather({p.node: self.agent.peers.post(p.endpoint, NODE_DEPLOYMENTS, RequestKey(uid))
+                                         for p in record.portions})
+        flow_step(logger, 9, "deployments started", uid, nodes=sorted(started), failed=describe(failed))
         if failed:
             raise PlacementFailed("DeploymentNotStarted", f"agents did not start writing VMs: {describe(failed)}",
                                   terminal=False)
