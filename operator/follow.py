@@ -31,6 +31,8 @@ FOLLOW_INTERVAL_SECONDS = 0.25
 DEPLOYING_INTERVAL_SECONDS = 0.05
 SETTLED_INTERVAL_SECONDS = 2.0
 RECORD_REREAD_SECONDS = 1.0
+# A coordinator's leadership ends with its ZooKeeper session (seconds), so looking once a second is enough.
+COORDINATOR_CHECK_SECONDS = 1.0
 
 
 class Follower:
@@ -45,6 +47,7 @@ class Follower:
         self._handed_at: float | None = None
         self._record: RequestRecord | None = None
         self._record_read_at = 0.0
+        self._coordinator_checked_at = 0.0
         self._all_written_at: float | None = None
         self._last_status: dict[str, Any] | None = None
 
@@ -121,6 +124,9 @@ class Follower:
                            coordinator=coordinator.node)
 
     async def _watch_coordinator(self, record: RequestRecord) -> None:
+        if time.monotonic() - self._coordinator_checked_at < COORDINATOR_CHECK_SECONDS:
+            return
+        self._coordinator_checked_at = time.monotonic()
         leaders = {leader.node for leader in await compute_leaders(self.services)}
         if record.coordinator not in leaders:
             logger.warning("the coordinator no longer leads; handing the request to another",
