@@ -137,7 +137,6 @@ class NodeSide:
         agent, uid = self.agent, portion.order.request.uid
         started = time.monotonic()
         deadline = started + agent.settings.commit_ttl
-        written = 0
         while True:
             try:
                 written = await write_vms(agent.kube, portion.order, agent.node.name, portion.start, portion.count,
@@ -146,12 +145,10 @@ class NodeSide:
             except (KubeApiError, OSError) as exc:
                 if time.monotonic() > deadline:
                     logger.error("gave up writing VMs", extra={"request": uid, "error": str(exc)})
-                    break
+                    await self.release(RequestKey(uid))
+                    return
                 logger.warning("writing VMs failed; retrying", extra={"request": uid, "error": str(exc)})
                 await asyncio.sleep(WRITE_RETRY_SECONDS)
         flow_step(logger, 9, "wrote VirtualMachines", uid, node=agent.node.name, count=written,
                   first=portion.start, seconds=round(time.monotonic() - started, 3))
-        capacity = agent.require_capacity()
-        async with capacity.lock:
-            capacity.reservations.release(uid)
-        self._committed.pop(uid, None)
+        await self.release(RequestKey(uid))
