@@ -10,11 +10,12 @@ import os
 import ssl
 import tempfile
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import aiohttp
 import yaml
+
+from rackmesh.http_session import SessionClient
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
@@ -119,7 +120,7 @@ def _load_client_cert(tls: ssl.SSLContext, cert_b64: str, key_b64: str) -> None:
         tls.load_cert_chain(str(cert), str(key))
 
 
-class KubeClient:
+class KubeClient(SessionClient):
     """One persistent HTTP session to the API server."""
 
     def __init__(self, credentials: Credentials, timeout: float = 30.0) -> None:
@@ -127,20 +128,10 @@ class KubeClient:
         headers = {"Accept": "application/json", "User-Agent": "rackmesh"}
         if credentials.token:
             headers["Authorization"] = f"Bearer {credentials.token}"
-        self._session = aiohttp.ClientSession(
+        super().__init__(aiohttp.ClientSession(
             base_url=credentials.server, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout),
             connector=aiohttp.TCPConnector(ssl=credentials.ssl_context),
-        )
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        await self._session.close()
+        ))
 
     async def _call(self, method: str, path: str, *, params: dict[str, str] | None = None,
                     body: Any = None, content_type: str = "application/json") -> dict[str, Any]:

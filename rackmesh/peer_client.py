@@ -1,11 +1,11 @@
 """Calls to agents: one persistent HTTP session, a timeout on every call, typed answers."""
 
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 
 from rackmesh import messages
+from rackmesh.http_session import SessionClient
 
 T = TypeVar("T")
 
@@ -25,21 +25,11 @@ class PeerError(Exception):
         return self.status == 0 or self.status >= 500
 
 
-class PeerClient:
+class PeerClient(SessionClient):
     def __init__(self, token: str, timeout: float) -> None:
         self.timeout = timeout
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._session = aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(limit=256))
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        await self._session.close()
+        super().__init__(aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(limit=256)))
 
     async def post(self, endpoint: str, route: str, message: Any, answer: type[T] | None = None,
                    timeout: float | None = None) -> T | None:
