@@ -4,6 +4,7 @@ An ``Agent`` owns its own ZooKeeper session, HTTP site and peer client, so one p
 many of them (large simulated clusters) as easily as a DaemonSet pod runs one.
 """
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from rackmesh import zk_async
 from rackmesh.config import Settings
 from rackmesh.kube_client import KubeClient
 from rackmesh.labels import Role
+from rackmesh.nodes import NodeState
 from rackmesh.peer_client import PeerClient
 from rackmesh.zk_layout import MemberRecord, ZkLayout
 from rackmesh_node_agent.capacity.view import CapacityView
@@ -22,7 +24,7 @@ from rackmesh_node_agent.http_api import Refusal, build_app
 from rackmesh_node_agent.images import routes as image_routes
 from rackmesh_node_agent.images.store import ImageStore
 from rackmesh_node_agent.membership.presence import Presence
-from rackmesh_node_agent.node_identity import NodeIdentity, read_identity
+from rackmesh_node_agent.own_node import OwnNode
 from rackmesh_node_agent.placement import routes as placement_routes
 from rackmesh_node_agent.placement.coordinator import Coordinator
 from rackmesh_node_agent.placement.node_side import NodeSide
@@ -43,7 +45,8 @@ class Agent:
         self.node_name = node_name
         self.kube = kube
         self.layout = ZkLayout(settings.zk_root)
-        self.identity: NodeIdentity | None = None
+        self.own_node = OwnNode(kube, node_name, settings.rack_label)
+        self.identity: NodeState | None = None  # the Node as it was when the agent joined its racks
         self.presence: Presence | None = None
         self.capacity: CapacityView | None = None
         self.images = ImageStore(Path(settings.image_dir))
@@ -60,7 +63,10 @@ class Agent:
 
     @property
     def ready(self) -> bool:
-        return self.presence is not None and self.presence.joined.is_set()
+        """Joined its racks, or known to have nothing to join yet (its Node has no rackmesh role)."""
+        if self.presence is not None:
+            return self.presence.joined.is_set()
+        return self.own_node.listed.is_set() and not (self.own_node.state and self.own_node.state.roles)
 
     @property
     def zk(self) -> KazooClient:
@@ -69,7 +75,7 @@ class Agent:
         return self._zk
 
     @property
-    def node(self) -> NodeIdentity:
+    def node(self) -> NodeState:
         if self.identity is None:
             raise NotJoined("the agent has not read its Node yet")
         return self.identity
@@ -93,11 +99,18 @@ class Agent:
                                             f"{self.node.rack} right now")
 
     async def run(self) -> None:
-        """Serve until cancelled; leaves ZooKeeper cleanly (ephemeral entries go at once)."""
+        """Serve until cancelled; leaves ZooKeeper cleanly (ephemeral entries go at once).
+
+        The agent joins once its Node exists with a rackmesh role: a node labelled later (a node added to
+        rackmesh) is taken in then, as a DaemonSet would start its pod then.
+        """
         await self._serve_http()
+        watching = asyncio.create_task(self.own_node.run())
         try:
-            self.identity = await read_identity(self.kube, self.node_name, self.settings.rack_label)
-            self.capacity = CapacityView(self.kube, self.identity.name, self.identity.allocatable)
+            if not self.own_node.listed.is_set() or not (self.own_node.state and self.own_node.state.roles):
+                logger.info("waiting for the node to exist with a rackmesh role", extra={"node": self.node_name})
+            self.identity = await self.own_node.wait_for(lambda state: bool(state.roles))
+            self.capacity = CapacityView(self.kube, self.identity.name, self.own_node)
             self._zk = await zk_async.start_client(self.settings.zk_hosts, self.settings.zk_session_timeout)
             records = [MemberRecord(self.identity.name, self.identity.rack, role, self.endpoint)
                        for role in self.identity.roles]
@@ -107,6 +120,8 @@ class Agent:
                                                  "endpoint": self.endpoint})
             await self.presence.run()
         finally:
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
             await self._shutdown()
 
     async def _serve_http(self) -> None:
@@ -140,7 +155,8 @@ class Agent:
                  "leaderDutiesActive": self.presence.leader_duties_active(role)}
                 for role in self.identity.roles
             ],
-            "allocatable": self.identity.allocatable.to_json(),
+            "allocatable": self.capacity.allocatable.to_json(),
+            "gone": self.own_node.gone,
             "free": free.to_json(),
             "reservations": self.capacity.reservations.describe(),
             "images": self.images.held() if self.has_role(Role.STORAGE) else [],

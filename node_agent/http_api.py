@@ -74,7 +74,7 @@ async def healthz(request: web.Request) -> web.Response:
     agent = agent_of(request)
     if not agent.ready:
         return error(503, "NotReady", "the agent has not joined its racks yet")
-    return web.json_response({"status": "ok", "node": agent.identity.name if agent.identity else None})
+    return web.json_response({"status": "ok", "node": agent.node_name, "joined": agent.presence is not None})
 
 
 async def view(request: web.Request) -> web.Response:

@@ -1,4 +1,8 @@
-"""kopf handlers for DeploymentRequests: the operator's whole public surface."""
+"""kopf handlers for DeploymentRequests: the operator's whole public surface.
+
+Indexes keep what the reconcile loop reads in memory, fed by watches: the request's VMs, the Nodes,
+the instancetypes. Events on them that could let a waiting request fit bump the ``World``.
+"""
 
 import logging
 from typing import Any
@@ -6,14 +10,17 @@ from typing import Any
 import kopf
 
 from rackmesh import request_record
-from rackmesh.labels import GROUP, NODE_LABEL, REQUEST_KIND, REQUEST_LABEL, REQUEST_PLURAL, VERSION
+from rackmesh.labels import GROUP, NODE_LABEL, REQUEST_LABEL, REQUEST_PLURAL, VERSION
 from rackmesh.logs import flow_step
-from rackmesh_operator.follow import Follower
+from rackmesh.nodes import NodeState, could_add_room, node_state
 from rackmesh_operator.progress import VmState, vm_state
+from rackmesh_operator.reconcile import Reconciler
 from rackmesh_operator.services import Services
-from rackmesh_operator.status import READY_CONDITION, Phase, condition
+from rackmesh_operator.status import READY_CONDITION, RECONCILING_CONDITION, STALLED_CONDITION, Phase, condition
+from rackmesh_operator.world import StorageMembers, World
 
 logger = logging.getLogger(__name__)
+INSTANCETYPES = ("instancetype.kubevirt.io", "v1beta1", "virtualmachineclusterinstancetypes")
 
 
 @kopf.on.startup()
@@ -23,6 +30,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     settings.posting.level = logging.INFO
     memo.services = await Services.open(memo.settings)
+    memo.world = World()
+    memo.nodes_seen = {}
+    await StorageMembers(memo.services.zk, memo.services.layout, lambda rack, node: memo.world.changed(
+        "a storage agent joined", rack=rack, node=node)).start()
 
 
 @kopf.on.cleanup()
@@ -32,43 +43,86 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.index("kubevirt.io", "v1", "virtualmachines", labels={REQUEST_LABEL: kopf.PRESENT})
 def vms_by_request(body: kopf.Body, namespace: str, **_: Any) -> dict[tuple[str, str], VmState]:
-    """Every rackmesh VM, by (namespace, uid of the owning request), kept current by a watch."""
-    owners = [ref["uid"] for ref in body["metadata"].get("ownerReferences") or [] if ref.get("kind") == REQUEST_KIND]
-    return {(namespace, owner): vm_state(dict(body), NODE_LABEL) for owner in owners}
+    """Every VM a DeploymentRequest controls, by (namespace, uid of the request), kept current by a watch."""
+    found = vm_state(dict(body), NODE_LABEL)
+    return {} if found is None else {(namespace, found[0]): found[1]}
+
+
+@kopf.index("v1", "nodes")
+def nodes_by_name(body: kopf.Body, name: str, memo: kopf.Memo, **_: Any) -> dict[str, NodeState]:
+    return {name: node_state(dict(body), memo.settings.rack_label)}
+
+
+@kopf.index(*INSTANCETYPES)
+def instancetypes(name: str, **_: Any) -> dict[str, bool]:
+    return {name: True}
+
+
+@kopf.on.event("kubevirt.io", "v1", "virtualmachines", labels={REQUEST_LABEL: kopf.PRESENT})
+def vm_event(type: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    if type == "DELETED":  # a request deleted or scaled in, or a VM lost: room is free again
+        memo.world.changed("a VM was deleted", vm=name)
+
+
+@kopf.on.event("v1", "nodes")
+def node_event(type: str, body: kopf.Body, name: str, memo: kopf.Memo, **_: Any) -> None:
+    before: NodeState | None = memo.nodes_seen.get(name)
+    if type == "DELETED":
+        memo.nodes_seen.pop(name, None)
+        return
+    after = node_state(dict(body), memo.settings.rack_label)
+    memo.nodes_seen[name] = after
+    if could_add_room(before, after):
+        memo.world.changed("a compute node joined or grew", node=name)
+
+
+@kopf.on.event(*INSTANCETYPES)
+def instancetype_event(type: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    if type in ("ADDED", None):
+        memo.world.changed("an instancetype exists", instancetype=name)
 
 
 @kopf.on.resume(GROUP, VERSION, REQUEST_PLURAL)
 @kopf.on.create(GROUP, VERSION, REQUEST_PLURAL)
 def accept(body: kopf.Body, status: kopf.Status, meta: kopf.Meta, patch: kopf.Patch, **_: Any) -> None:
-    """Step 1: a new request waits for placement: phase Pending, Ready=False, and an Event saying so."""
+    """Step 1: a new request waits for placement: phase Pending, Reconciling, and an Event saying so."""
     if status.get("phase"):
         return
     generation = meta.get("generation", 1)
-    message = f"Waiting to place {body['spec']['replicas']} x {body['spec']['instancetype']}"
+    spec = body["spec"]
+    message = f"Waiting to place {spec['replicas']} x {spec['instancetype']}"
     flow_step(logger, 1, "request seen", meta["uid"], deploymentRequest=f"{meta['namespace']}/{meta['name']}",
-              replicas=body["spec"]["replicas"], instancetype=body["spec"]["instancetype"],
-              image=body["spec"]["image"])
+              replicas=spec["replicas"], instancetype=spec["instancetype"], image=spec["image"])
     patch.status["phase"] = str(Phase.PENDING)
     patch.status["observedGeneration"] = generation
     patch.status["replicas"] = 0
     patch.status["readyReplicas"] = 0
-    patch.status["conditions"] = [condition(READY_CONDITION, False, "Pending", message, generation)]
+    patch.status["selector"] = f"{REQUEST_LABEL}={meta['name']}"
+    patch.status["conditions"] = [
+        condition(READY_CONDITION, False, "Pending", f"0/{spec['replicas']} VMs ready", generation),
+        condition(RECONCILING_CONDITION, True, "Pending", message, generation),
+        condition(STALLED_CONDITION, False, "NotStalled", "nothing blocks the request", generation),
+    ]
     kopf.info(body, reason="Pending", message=message)
 
 
 @kopf.daemon(GROUP, VERSION, REQUEST_PLURAL, cancellation_timeout=5.0)
-async def follow(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, vms_by_request: kopf.Index,
-                 **_: Any) -> None:
-    """Drive the request through the flow and keep its status true, until it fails or is deleted."""
+async def reconcile(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, vms_by_request: kopf.Index,
+                    nodes_by_name: kopf.Index, instancetypes: kopf.Index, **_: Any) -> None:
+    """Keep the request's VMs and status true to its spec, until it is deleted (or fails for good)."""
     key = (body["metadata"]["namespace"], body["metadata"]["uid"])
-    follower = Follower(memo.services, body, lambda: list(vms_by_request.get(key, [])))
+    reconciler = Reconciler(
+        memo.services, memo.world, body,
+        vms=lambda: list(vms_by_request.get(key, [])),
+        nodes=lambda: {name: next(iter(states)) for name, states in nodes_by_name.items()},
+        instancetype_exists=lambda name: name in instancetypes)
     while not stopped:
         try:
-            if not await follower.step():
+            if not await reconciler.step():
                 return
         except Exception:
-            logger.exception("following the request failed; retrying", extra={"request": key[1]})
-        await stopped.wait(follower.interval)
+            logger.exception("reconciling the request failed; retrying", extra={"request": key[1]})
+        await stopped.wait(reconciler.interval)
 
 
 @kopf.on.delete(GROUP, VERSION, REQUEST_PLURAL)

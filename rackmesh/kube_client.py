@@ -6,9 +6,11 @@ sandbox. Credentials come from ``KUBECONFIG``/``~/.kube/config`` or the in-clust
 
 import base64
 import dataclasses
+import json
 import os
 import ssl
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +122,9 @@ def _load_client_cert(tls: ssl.SSLContext, cert_b64: str, key_b64: str) -> None:
         tls.load_cert_chain(str(cert), str(key))
 
 
+Objects = list[dict[str, Any]]
+
+
 class KubeClient(SessionClient):
     """One persistent HTTP session to the API server."""
 
@@ -152,6 +157,34 @@ class KubeClient(SessionClient):
         params = {"labelSelector": label_selector} if label_selector else None
         return (await self._call("GET", resource.path(namespace), params=params)).get("items", [])
 
+    async def list_for_watch(self, resource: ResourceRef, field_selector: str) -> tuple[Objects, str]:
+        """The objects that ``field_selector`` selects, and the list's resourceVersion to watch from."""
+        listed = await self._call("GET", resource.path(), params={"fieldSelector": field_selector})
+        return listed.get("items", []), str(listed.get("metadata", {}).get("resourceVersion", ""))
+
+    async def watch(self, resource: ResourceRef, field_selector: str, resource_version: str,
+                    timeout_seconds: int = 300) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """(type, object) events after ``resource_version`` until the server ends the watch.
+
+        A 410 Gone (the version is too old) raises ``KubeApiError``: list again, then watch from there.
+        """
+        params = {"watch": "true", "fieldSelector": field_selector, "resourceVersion": resource_version,
+                  "timeoutSeconds": str(timeout_seconds)}
+        limit = aiohttp.ClientTimeout(total=None, sock_read=timeout_seconds + 30)
+        async with self._session.get(resource.path(), params=params, timeout=limit) as response:
+            if response.status >= 400:
+                payload = await response.json(content_type=None)
+                raise KubeApiError(response.status, payload.get("reason", ""), payload.get("message", ""))
+            async for line in response.content:
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if event.get("type") == "ERROR":
+                    status = event.get("object") or {}
+                    raise KubeApiError(int(status.get("code", 500)), status.get("reason", ""),
+                                       status.get("message", ""))
+                yield event["type"], event["object"]
+
     async def create(self, resource: ResourceRef, body: dict[str, Any],
                      namespace: str | None = None) -> dict[str, Any]:
         return await self._call("POST", resource.path(namespace), body=body)
@@ -161,5 +194,8 @@ class KubeClient(SessionClient):
         return await self._call("PATCH", resource.path(namespace, name, subresource), body=patch,
                                 content_type="application/merge-patch+json")
 
-    async def delete(self, resource: ResourceRef, name: str, namespace: str | None = None) -> dict[str, Any]:
-        return await self._call("DELETE", resource.path(namespace, name))
+    async def delete(self, resource: ResourceRef, name: str, namespace: str | None = None,
+                     uid: str | None = None) -> dict[str, Any]:
+        """Delete ``name``; with ``uid``, only that object (409 Conflict if the name now holds another)."""
+        options = {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}} if uid else None
+        return await self._call("DELETE", resource.path(namespace, name), body=options)

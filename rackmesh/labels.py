@@ -12,6 +12,7 @@ REQUEST_LABEL = "rackmesh.io/request"
 NODE_LABEL = "rackmesh.io/node"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 DEFAULT_RACK_LABEL = "topology.rackmesh.io/rack"
+DEFAULT_RACK = "default"  # the rack of a node without the rack label
 
 # Kubernetes name rules that rackmesh's own names must meet.
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

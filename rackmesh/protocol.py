@@ -5,7 +5,8 @@
     rack leader  --OfferAsk----------> compute agent          POST /v1/node/offers      200 NodeOffer (reserved)
     coordinator  --Commit------------> compute agent          POST /v1/node/commits     200 CommitAnswer
     coordinator  --RequestKey--------> compute agent          POST /v1/node/releases    200 (reservation dropped)
-    coordinator  --RequestKey--------> compute agent          POST /v1/node/deployments 202 (VMs being written)
+    coordinator  --Deployment--------> compute agent          POST /v1/node/deployments 200|202 Deployed
+    coordinator, operator --Removal--> compute agent          POST /v1/node/removals    200 Removed (its own VMs only)
     compute agent --LocateAsk--------> storage leader         POST /v1/images/locate    200 Holders | 409
     storage leader --LocateAsk-------> storage rack leader    POST /v1/rack/images      200 Holders (its rack)
     storage rack leader --LocateAsk--> storage agent          POST /v1/node/images      200 Holders (0 or 1)
@@ -23,6 +24,7 @@ NODE_OFFERS = "/v1/node/offers"
 NODE_COMMITS = "/v1/node/commits"
 NODE_RELEASES = "/v1/node/releases"
 NODE_DEPLOYMENTS = "/v1/node/deployments"
+NODE_REMOVALS = "/v1/node/removals"
 IMAGE_LOCATIONS = "/v1/images/locate"
 RACK_IMAGES = "/v1/rack/images"
 NODE_IMAGES = "/v1/node/images"
@@ -49,39 +51,42 @@ class RequestRef:
             raise ValueError("uid, namespace and name must not be empty")
 
 
+def check_indices(indices: list[int]) -> None:
+    if any(not 0 <= index < MAX_REPLICAS for index in indices) or len(set(indices)) != len(indices):
+        raise ValueError(f"VM indices must be distinct and within 0..{MAX_REPLICAS - 1}")
+
+
 @dataclasses.dataclass(frozen=True)
 class Order:
-    """What the operator hands the coordinator: the request as the user wrote it."""
+    """What the operator hands the coordinator: the spec to converge to, and what it saw go missing.
+
+    ``generation`` is the DeploymentRequest's ``metadata.generation`` this spec comes from. ``lost`` are
+    VM indices the operator confirmed gone (deleted, or on a node that is gone); they count only if
+    the request's record still has version ``basis``, the one the operator looked at, so a stale
+    observation never re-places a VM twice.
+    """
 
     request: RequestRef
     replicas: int
     instancetype: str
     image: str
+    generation: int = 0
+    lost: list[int] = dataclasses.field(default_factory=list)
+    basis: int = -1
 
     def __post_init__(self) -> None:
-        if not 1 <= self.replicas <= MAX_REPLICAS:
-            raise ValueError(f"replicas must be within 1..{MAX_REPLICAS}")
+        if not 0 <= self.replicas <= MAX_REPLICAS:
+            raise ValueError(f"replicas must be within 0..{MAX_REPLICAS}")
         if not self.instancetype:
             raise ValueError("instancetype must not be empty")
         if not IMAGE_NAME.match(self.image):
             raise ValueError(f"image {self.image!r} is not an image name")
+        check_indices(self.lost)
 
 
 @dataclasses.dataclass(frozen=True)
 class OrderAccepted:
     coordinator: str
-
-
-@dataclasses.dataclass(frozen=True)
-class OfferAsk:
-    """How many VMs of the order can you host? What you offer stays reserved for ``ttl_seconds``."""
-
-    order: Order
-    ttl_seconds: float
-
-    def __post_init__(self) -> None:
-        if not 0 < self.ttl_seconds <= 3600:
-            raise ValueError("ttlSeconds must be within (0, 3600]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,16 +106,31 @@ class RackOffers:
 
 
 @dataclasses.dataclass(frozen=True)
-class Commit:
-    """Take VMs ``start .. start+count-1`` of the order, out of what you reserved."""
+class OfferAsk:
+    """How many more VMs of the order can you host? What you offer stays reserved for ``ttl_seconds``."""
 
     order: Order
-    start: int
-    count: int
+    wanted: int
+    ttl_seconds: float
 
     def __post_init__(self) -> None:
-        if self.start < 0 or self.count < 1 or self.start + self.count > self.order.replicas:
-            raise ValueError("start/count must select VMs within the order's replicas")
+        if not 1 <= self.wanted <= MAX_REPLICAS:
+            raise ValueError(f"wanted must be within 1..{MAX_REPLICAS}")
+        if not 0 < self.ttl_seconds <= 3600:
+            raise ValueError("ttlSeconds must be within (0, 3600]")
+
+
+@dataclasses.dataclass(frozen=True)
+class Commit:
+    """Take the VMs ``indices`` of the order, out of what you reserved."""
+
+    order: Order
+    indices: list[int]
+
+    def __post_init__(self) -> None:
+        if not self.indices:
+            raise ValueError("a commit names at least one VM index")
+        check_indices(self.indices)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +150,46 @@ class CommitAnswer:
 @dataclasses.dataclass(frozen=True)
 class RequestKey:
     uid: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Deployment:
+    """Write VMs ``indices`` of the order, with disks from ``holders`` (what you committed to)."""
+
+    order: Order
+    indices: list[int]
+    holders: list[ImageHolder]
+
+    def __post_init__(self) -> None:
+        if not self.indices or not self.holders:
+            raise ValueError("a deployment names at least one VM index and one image holder")
+        check_indices(self.indices)
+
+
+@dataclasses.dataclass(frozen=True)
+class Deployed:
+    """``done``: every VM of the deployment exists (200); else the agent goes on writing (202), ask again."""
+
+    node: str
+    written: int
+    done: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Removal:
+    """Delete VMs ``indices`` of the request, those of them that are on your node."""
+
+    request: RequestRef
+    indices: list[int]
+
+    def __post_init__(self) -> None:
+        check_indices(self.indices)
+
+
+@dataclasses.dataclass(frozen=True)
+class Removed:
+    node: str
+    deleted: list[int]  # of the indices asked, those this node deleted (the others were not here)
 
 
 @dataclasses.dataclass(frozen=True)

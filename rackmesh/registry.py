@@ -41,6 +41,11 @@ async def leaders(client: KazooClient, layout: ZkLayout, role: Role) -> list[Mem
     return [record for record in found if record is not None]
 
 
+async def member(client: KazooClient, layout: ZkLayout, role: Role, rack: str, node: str) -> MemberRecord | None:
+    """The membership entry of ``node``, or None when its agent is not present."""
+    return await _record(client, layout.member(role, rack, node))
+
+
 async def members(client: KazooClient, layout: ZkLayout, role: Role, rack: str) -> list[MemberRecord]:
     """The live members of one rack, in node order."""
     names = await _children(client, layout.members(role, rack))

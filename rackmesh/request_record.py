@@ -18,35 +18,56 @@ from rackmesh.zk_layout import ZkLayout
 
 
 class Stage(StrEnum):
-    PLACING = "Placing"  # handshake under way; nothing committed yet
-    COMMITTED = "Committed"  # portions decided and committed; the agents look up the image
-    DEPLOYING = "Deploying"  # every portion has its image holders; the agents write the VMs
-    FAILED = "Failed"
+    """Where the record's round is. A round brings the VMs to the order's replicas: it removes the surplus
+    and places the missing VMs, all or nothing."""
+
+    PLACING = "Placing"  # handshake under way; nothing of the round committed yet
+    COMMITTED = "Committed"  # the round's portions decided and committed; the agents look up the image
+    DEPLOYING = "Deploying"  # every new portion has its image holders; the agents write the VMs
+    SETTLED = "Settled"  # the round is done: ``portions`` are the request's VMs, nothing is in flight
+    WAITING = "Waiting"  # the round could not be met now (``reason``); nothing of it was created
+
+
+IN_FLIGHT = frozenset({Stage.PLACING, Stage.COMMITTED, Stage.DEPLOYING})
 
 
 @dataclasses.dataclass(frozen=True)
 class Portion:
+    """VMs ``indices`` of the request on ``node``; ``holders`` are the image copies their disks come from."""
+
     node: str
     rack: str
     endpoint: str
-    start: int
-    count: int
+    indices: list[int]
     holders: list[ImageHolder] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
 class RequestRecord:
-    order: Order
+    order: Order  # the order of the current (or last) round
     coordinator: str
     stage: Stage
+    # The VMs of settled rounds, node by node (at most one portion per node).
     portions: list[Portion] = dataclasses.field(default_factory=list)
-    reason: str = ""  # CamelCase, when FAILED
+    # The round's new VMs (from COMMITTED on); they join ``portions`` when the round settles.
+    placing: list[Portion] = dataclasses.field(default_factory=list)
+    reason: str = ""  # CamelCase, when WAITING
     message: str = ""
-    # Seconds per phase, measured where it happens: handshake (coordinator), imageLookup (slowest agent).
+    waits: int = 0  # rounds in a row that ended WAITING: the operator's retry backoff grows with it
+    # Seconds per phase of the latest round, measured where it happens: handshake (coordinator),
+    # imageLookup (slowest agent).
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
-    # Wall clock (epoch seconds) when the coordinator started the agents' deployments: the operator
-    # measures "VM objects written" from here.
+    # Wall clock (epoch seconds) when the coordinator started the agents' deployments, and when the
+    # round last changed stage: the operator measures "VM objects written" and its retry backoff from them.
     deploying_since: float = 0.0
+    changed_at: float = 0.0
+
+    def indices(self) -> set[int]:
+        """Every VM index the record places: settled and in flight."""
+        return {index for portion in (*self.portions, *self.placing) for index in portion.indices}
+
+    def node_of(self) -> dict[int, Portion]:
+        return {index: portion for portion in (*self.portions, *self.placing) for index in portion.indices}
 
 
 class RecordChanged(Exception):

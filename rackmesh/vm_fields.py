@@ -3,6 +3,8 @@ controller): the one place that knows where these fields live."""
 
 from typing import Any
 
+from rackmesh.labels import REQUEST_KIND
+
 
 def disk_source_url(vm: dict[str, Any]) -> str:
     """The HTTP source of the VM's first DataVolume template (CDI's import source); "" if it has none."""
@@ -12,3 +14,11 @@ def disk_source_url(vm: dict[str, Any]) -> str:
 
 def is_ready(vm: dict[str, Any]) -> bool:
     return (vm.get("status") or {}).get("ready") is True
+
+
+def controller_uid(vm: dict[str, Any]) -> str | None:
+    """The uid of the DeploymentRequest that controls ``vm`` (its controller ownerReference), if any."""
+    for ref in vm["metadata"].get("ownerReferences") or []:
+        if ref.get("kind") == REQUEST_KIND and ref.get("controller"):
+            return str(ref.get("uid", ""))
+    return None

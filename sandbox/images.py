@@ -4,7 +4,6 @@ the images its topology entry lists (small files with deterministic content, not
 import hashlib
 from pathlib import Path
 
-from rackmesh.labels import Role
 from rackmesh.protocol import image_file_name
 from rackmesh_sandbox.topology import Topology
 
@@ -18,12 +17,13 @@ def image_content(image: str) -> bytes:
 
 
 def write_images(topology: Topology, base: Path) -> dict[str, Path]:
-    """Create ``base/<node>/<image>.img`` for every storage node's images; returns each node's directory."""
+    """Create ``base/<node>/<image>.img`` for every node's images (a node without a role may hold some
+    before it is labelled a storage node); returns each node's directory."""
     directories = {}
     for node in topology.nodes:
         directory = base / node.name
         directories[node.name] = directory
-        if Role.STORAGE in node.roles:
+        if node.images:
             directory.mkdir(parents=True, exist_ok=True)
             for image in node.images:
                 (directory / image_file_name(image)).write_bytes(image_content(image))

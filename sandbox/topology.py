@@ -70,9 +70,11 @@ def _node(entry: Any, where: str) -> NodeSpec:
     for field, value in (("name", name), ("rack", rack)):
         if not DNS_LABEL.match(value):
             raise TopologyError(f"{where}: {field} {value!r} must be a DNS label (a-z, 0-9, '-')")
+    # A node without roles is in the cluster but not in rackmesh until it is labelled with a role (as a
+    # DaemonSet would then start its agent); its agent waits for that.
     roles = entry.get("roles")
-    if not isinstance(roles, list) or not roles or not set(roles) <= {role.value for role in Role}:
-        raise TopologyError(f"{where}: roles must be a non-empty subset of {[role.value for role in Role]}")
+    if not isinstance(roles, list) or not set(roles) <= {role.value for role in Role}:
+        raise TopologyError(f"{where}: roles must be a subset of {[role.value for role in Role]}")
     cpu, memory = str(entry.get("cpu", DEFAULT_CPU)), str(entry.get("memory", DEFAULT_MEMORY))
     for field, value in (("cpu", cpu), ("memory", memory)):
         try:
@@ -83,6 +85,6 @@ def _node(entry: Any, where: str) -> NodeSpec:
     images = entry.get("images", [])
     if not isinstance(images, list) or not all(isinstance(i, str) and IMAGE_NAME.match(i) for i in images):
         raise TopologyError(f"{where}: images must be a list of image names")
-    if images and Role.STORAGE.value not in roles:
-        raise TopologyError(f"{where}: only storage nodes hold images")
+    if images and roles and Role.STORAGE.value not in roles:
+        raise TopologyError(f"{where}: only storage nodes (or nodes without a role yet) hold images")
     return NodeSpec(name, rack, tuple(Role(role) for role in roles), cpu, memory, tuple(images))

@@ -1,16 +1,22 @@
 """Reservations: capacity an agent has offered or committed to a request, held for a limited time.
 
-A reservation counts against free capacity only for the VMs of its request not yet written on this
-node, so a VM is never counted twice (once reserved, once pinned) while its portion is deployed.
+Per request, a node holds an *offer* (a count, for ``reservation_ttl``, until the coordinator commits or
+releases it) and *commitments* (the VM indices it took, for ``commit_ttl``, until they are written). A
+commitment counts against free capacity only for its VMs not yet written on this node, so a VM is never
+counted twice (once reserved, once pinned) while its portion is deployed.
 """
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from rackmesh.protocol import RequestRef
 from rackmesh.quantities import Resources
+from rackmesh.vm_names import vm_name
+
+# (namespace, name) of the VirtualMachines pinned to this node
+Pinned = Collection[tuple[str, str]]
 
 
 @dataclasses.dataclass
@@ -18,10 +24,19 @@ class Reservation:
     request: RequestRef
     instancetype: str
     size: Resources  # of one VM
-    count: int
-    expires_at: float  # monotonic
-    committed: bool = False
-    start: int = 0  # the portion's first VM index, once committed
+    offered: int = 0
+    offer_expires_at: float = 0.0  # monotonic
+    committed: set[int] = dataclasses.field(default_factory=set)
+    commit_expires_at: float = 0.0
+
+    def unwritten(self, pinned: Pinned) -> list[int]:
+        """The committed VMs that do not exist on this node yet."""
+        return sorted(index for index in self.committed
+                      if (self.request.namespace, vm_name(self.request.name, index)) not in pinned)
+
+    def outstanding(self, pinned: Pinned) -> int:
+        """How many VMs' room this reservation still holds."""
+        return self.offered + len(self.unwritten(pinned))
 
 
 class Reservations:
@@ -39,14 +54,27 @@ class Reservations:
         self._expire()
         return list(self._held.values())
 
-    def hold(self, reservation: Reservation) -> None:
-        self._held[reservation.request.uid] = reservation
+    def offer(self, request: RequestRef, instancetype: str, size: Resources, count: int, seconds: float) -> None:
+        """Hold ``count`` VMs' room for ``seconds``, replacing the request's earlier offer (not its commitments)."""
+        held = self.get(request.uid) or Reservation(request, instancetype, size)
+        held.offered, held.offer_expires_at = count, self._clock() + seconds
+        self._store(held)
 
-    def extend(self, uid: str, seconds: float) -> None:
-        self._held[uid].expires_at = self._clock() + seconds
+    def commit(self, request: RequestRef, instancetype: str, size: Resources, indices: Collection[int],
+               seconds: float) -> Reservation:
+        """Turn the offer into the VMs ``indices``, held for ``seconds``; the offer's remainder is given back."""
+        held = self.get(request.uid) or Reservation(request, instancetype, size)
+        held.committed |= set(indices)
+        held.offered, held.commit_expires_at = 0, self._clock() + seconds
+        self._store(held)
+        return held
 
-    def expires_in(self, seconds: float) -> float:
-        return self._clock() + seconds
+    def settle(self, uid: str, indices: Collection[int]) -> None:
+        """The VMs ``indices`` are written (or given up): they no longer need reserved room."""
+        held = self._held.get(uid)
+        if held is not None:
+            held.committed -= set(indices)
+            self._store(held)
 
     def release(self, uid: str) -> Reservation | None:
         return self._held.pop(uid, None)
@@ -54,10 +82,22 @@ class Reservations:
     def describe(self) -> list[dict[str, Any]]:
         now = self._clock()
         return [{"request": f"{r.request.namespace}/{r.request.name}", "uid": r.request.uid,
-                 "instancetype": r.instancetype, "count": r.count, "committed": r.committed,
-                 "expiresInSeconds": round(r.expires_at - now, 1)} for r in self.live()]
+                 "instancetype": r.instancetype, "offered": r.offered, "committed": sorted(r.committed),
+                 "expiresInSeconds": round(max(r.offer_expires_at if r.offered else 0.0,
+                                               r.commit_expires_at if r.committed else 0.0) - now, 1)}
+                for r in self.live()]
+
+    def _store(self, held: Reservation) -> None:
+        if held.offered or held.committed:
+            self._held[held.request.uid] = held
+        else:
+            self._held.pop(held.request.uid, None)
 
     def _expire(self) -> None:
         now = self._clock()
-        for uid in [uid for uid, r in self._held.items() if r.expires_at <= now]:
-            del self._held[uid]
+        for held in list(self._held.values()):
+            if held.offered and held.offer_expires_at <= now:
+                held.offered = 0
+            if held.committed and held.commit_expires_at <= now:
+                held.committed = set()
+            self._store(held)

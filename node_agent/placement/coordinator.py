@@ -1,9 +1,14 @@
-"""The coordinator: a compute rack leader the operator handed a request to. It runs the handshake
-(offers from every rack leader, decide, commit, release the rest), has the agents look up the image,
-and starts their deployments, recording each decision in ZooKeeper (``requests/<uid>``) first.
+"""The coordinator: a compute rack leader the operator handed a request to. It brings the request's VMs to
+the order's replicas in *rounds*, recording each decision in ZooKeeper (``requests/<uid>``) first.
 
-A request is resumable: another coordinator given the same order reads the record and goes on from
-the last recorded stage. Every step it repeats is idempotent on the agents.
+A round: drop the VMs the operator saw lost; on scale-in, choose the surplus (``spread.surplus``) and
+have its agents delete it; to place the missing VMs, run the handshake (offers from every rack leader,
+decide where the request has fewest, commit, release the rest), have the agents look up the image, and
+have them write the VMs. All or nothing: a round that cannot be met now releases what it reserved and
+ends ``Waiting`` with the reason; the operator retries it.
+
+A request is resumable: another coordinator given the same request reads the record and first finishes
+the recorded round from its stage. Every step it repeats is idempotent on the agents.
 """
 
 import asyncio
@@ -19,17 +24,21 @@ from rackmesh.protocol import (
     NODE_COMMITS,
     NODE_DEPLOYMENTS,
     NODE_RELEASES,
+    NODE_REMOVALS,
     RACK_OFFERS,
     Commit,
     CommitAnswer,
+    Deployed,
+    Deployment,
     NodeOffer,
     OfferAsk,
     Order,
     OrderAccepted,
     RackOffers,
+    Removal,
     RequestKey,
 )
-from rackmesh.request_record import RecordChanged, RequestRecord, Stage
+from rackmesh.request_record import IN_FLIGHT, RecordChanged, RequestRecord, Stage
 from rackmesh_node_agent.membership.fan_out import Failure, describe, gather
 from rackmesh_node_agent.placement import spread
 from rackmesh_node_agent.placement.rack_leader import rack_offers
@@ -42,30 +51,39 @@ logger = logging.getLogger(__name__)
 RACK_CALL_DEPTH = 2
 COMMIT_CALL_DEPTH = 4
 HANDSHAKE_ATTEMPTS = 3
-# Refusals that end the request; any other failure of a commit is retried with a fresh handshake.
-TERMINAL_REASONS = frozenset({"InsufficientImageReplicas", "UnknownInstancetype", "NoStorageLeaders"})
+RETRY_PAUSE_SECONDS = 0.5
+# How long the coordinator keeps asking agents to finish writing a round's VMs. Past it the round settles
+# anyway: a VM still missing then is one the operator sees missing, and it comes back through another round.
+DEPLOY_PATIENCE_CALLS = 12
+# What only a change in the world can cure: the round waits at once instead of trying the handshake again.
+WORLD_REASONS = frozenset({"InsufficientCapacity", "InsufficientImageReplicas", "UnknownInstancetype",
+                           "NoStorageLeaders"})
 
 
 class PlacementFailed(Exception):
-    def __init__(self, reason: str, message: str, terminal: bool = True) -> None:
+    def __init__(self, reason: str, message: str) -> None:
         super().__init__(f"{reason}: {message}")
-        self.reason, self.message, self.terminal = reason, message, terminal
+        self.reason, self.message = reason, message
 
 
 class Coordinator:
     def __init__(self, agent: "Agent") -> None:
         self.agent = agent
         self._runs: dict[str, asyncio.Task[None]] = {}
+        self._latest: dict[str, Order] = {}
 
     def accept(self, order: Order) -> OrderAccepted:
-        """Take the order (once per uid at a time) and run it in the background."""
+        """Take the order and converge on it in the background; an order that comes while a round runs
+        is taken up when that round ends (the newest wins)."""
         self.agent.require_leadership(Role.COMPUTE)
         uid = order.request.uid
         flow_step(logger, 3, "accepted order", uid, coordinator=self.agent.node.name,
-                  deploymentRequest=f"{order.request.namespace}/{order.request.name}", replicas=order.replicas)
+                  deploymentRequest=f"{order.request.namespace}/{order.request.name}", replicas=order.replicas,
+                  generation=order.generation, lost=order.lost)
+        self._latest[uid] = order
         running = self._runs.get(uid)
         if running is None or running.done():
-            self._runs[uid] = asyncio.create_task(self._run(order))
+            self._runs[uid] = asyncio.create_task(self._run(uid))
         return OrderAccepted(coordinator=self.agent.node.name)
 
     def busy(self, uid: str) -> bool:
@@ -77,69 +95,107 @@ class Coordinator:
             task.cancel()
         await asyncio.gather(*self._runs.values(), return_exceptions=True)
 
-    async def _run(self, order: Order) -> None:
-        uid = order.request.uid
+    async def _run(self, uid: str) -> None:
         try:
-            await self._drive(order)
+            while True:
+                order = self._latest[uid]
+                await self._converge(order)
+                if self._latest[uid] is order:
+                    return
         except RecordChanged as exc:
             logger.warning("request record changed under us (another coordinator, or the request was deleted)",
                            extra={"request": uid, "error": str(exc)})
         except Exception:
             logger.exception("coordinating the request failed; the operator will hand it again",
                              extra={"request": uid})
+        finally:
+            self._latest.pop(uid, None)
 
-    async def _drive(self, order: Order) -> None:
+    async def _converge(self, order: Order) -> None:
         agent, uid = self.agent, order.request.uid
         found = await request_record.read(agent.zk, agent.layout, uid)
-        if found is None:
-            record, version = RequestRecord(order, agent.node.name, Stage.PLACING), None
-        else:
+        if found is not None and found[0].stage in IN_FLIGHT:
             record, version = found
-            if record.stage == Stage.FAILED:
-                return
             record = dataclasses.replace(record, coordinator=agent.node.name)
-        version = await request_record.write(agent.zk, agent.layout, record, version)
+            version = await request_record.write(agent.zk, agent.layout, record, version)
+            logger.info("resuming the recorded round", extra={"request": uid, "stage": str(record.stage)})
+            found = await self._finish(record, version)
+        if found is None or _needs_round(found[0], found[1], order):
+            await self._round(found, order)
+
+    async def _round(self, found: tuple[RequestRecord, int] | None, order: Order) -> None:
+        """Start a round for ``order``: drop the lost VMs, remove the surplus, then place what is missing."""
+        agent = self.agent
+        record, version = found if found is not None else (None, None)
+        portions = record.portions if record is not None else []
+        lost = set(order.lost) if record is not None and order.basis == version else set()
+        if record is not None and record.stage == Stage.WAITING:
+            lost |= set(record.order.lost)  # lost VMs a waiting round could not re-place yet keep their names
+        order = dataclasses.replace(order, lost=sorted(lost))
+        portions = spread.without(portions, lost)
+        surplus = spread.surplus(portions, sum(len(p.indices) for p in portions) - order.replicas)
+        portions = spread.without(portions, {index for indices in surplus.values() for index in indices})
+        wanted = order.replicas - sum(len(p.indices) for p in portions)
+        waits = record.waits if record is not None and wanted else 0
+        started = RequestRecord(order, agent.node.name, Stage.PLACING if wanted else Stage.SETTLED, portions,
+                                waits=waits, timings=record.timings if record is not None else {},
+                                changed_at=time.time())
+        version = await request_record.write(agent.zk, agent.layout, started, version)
+        flow_step(logger, 4, "round started", order.request.uid, replicas=order.replicas, lost=sorted(lost),
+                  removing={node: indices for node, indices in surplus.items()}, placing=wanted)
+        if surplus:
+            await self._remove(order, record, surplus)
+        if wanted:
+            await self._finish(started, version)
+
+    async def _finish(self, record: RequestRecord, version: int) -> tuple[RequestRecord, int]:
+        """Take an in-flight round to SETTLED, or to WAITING when it cannot be met now."""
+        uid = record.order.request.uid
         for attempt in range(1, HANDSHAKE_ATTEMPTS + 1):
             try:
                 if record.stage == Stage.PLACING:
                     record, version = await self._place(record, version)
-                record, version = await self._commit(record, version)
-                await self._deploy(record)
-                return
+                if record.stage == Stage.COMMITTED:
+                    record, version = await self._commit(record, version)
+                return await self._deploy(record, version)
             except PlacementFailed as failure:
-                if failure.terminal or attempt == HANDSHAKE_ATTEMPTS:
-                    await self._fail(record, version, failure)
-                    return
+                if failure.reason in WORLD_REASONS or attempt == HANDSHAKE_ATTEMPTS:
+                    return await self._wait(record, version, failure)
                 logger.warning("placement attempt failed; handshaking again",
                                extra={"request": uid, "attempt": attempt, "reason": failure.reason,
                                       "error": failure.message})
-                record = dataclasses.replace(record, stage=Stage.PLACING, portions=[])
-                version = await request_record.write(agent.zk, agent.layout, record, version)
+                record = dataclasses.replace(record, stage=Stage.PLACING, placing=[], changed_at=time.time())
+                version = await request_record.write(self.agent.zk, self.agent.layout, record, version)
+                await asyncio.sleep(RETRY_PAUSE_SECONDS * attempt)
+        raise AssertionError("unreachable: the last attempt waits or returns")
 
     async def _place(self, record: RequestRecord, version: int) -> tuple[RequestRecord, int]:
         """Offers, decision, record of the decision; the offers not used are released."""
         agent, order = self.agent, record.order
+        taken = record.indices()
+        wanted = order.replicas - len(taken)
         started = time.monotonic()
-        offers, unanswered = await self._gather_offers(order)
-        counts = spread.decide(offers, order.replicas)
+        offers, unanswered = await self._gather_offers(order, wanted)
+        counts = spread.decide(offers, wanted, record.portions)
         if counts is None:
             await self._release([offer.endpoint for offer in offers if offer.count], order)
-            raise PlacementFailed("InsufficientCapacity", _capacity_message(order, offers, unanswered))
-        portions = spread.portions(offers, counts)
+            raise PlacementFailed("InsufficientCapacity", _capacity_message(order, wanted, offers, unanswered))
+        placing = spread.portions(offers, counts, spread.new_indices(taken, order.lost, wanted))
         flow_step(logger, 5, "decided portions", order.request.uid,
-                  portions={p.node: p.count for p in portions}, offered={o.node: o.count for o in offers})
+                  portions={p.node: len(p.indices) for p in placing}, offered={o.node: o.count for o in offers})
         timings = {**record.timings, "handshake": round(time.monotonic() - started, 3)}
-        record = dataclasses.replace(record, stage=Stage.COMMITTED, portions=portions, timings=timings)
+        record = dataclasses.replace(record, stage=Stage.COMMITTED, placing=placing, timings=timings,
+                                     changed_at=time.time())
         version = await request_record.write(agent.zk, agent.layout, record, version)
-        chosen = {portion.node for portion in portions}
+        chosen = {portion.node for portion in placing}
         await self._release([o.endpoint for o in offers if o.count and o.node not in chosen], order)
         return record, version
 
-    async def _gather_offers(self, order: Order) -> tuple[list[NodeOffer], list[str]]:
+    async def _gather_offers(self, order: Order, wanted: int) -> tuple[list[NodeOffer], list[str]]:
         agent, uid = self.agent, order.request.uid
         leaders = await registry.leaders(agent.zk, agent.layout, Role.COMPUTE)
-        ask = OfferAsk(order=order, ttl_seconds=agent.settings.reservation_ttl)
-        flow_step(logger, 4, "asking rack leaders for offers", uid,
+        ask = OfferAsk(order=order, wanted=wanted, ttl_seconds=agent.settings.reservation_ttl)
+        flow_step(logger, 4, "asking rack leaders for offers", uid, wanted=wanted,
                   rackLeaders={leader.rack: leader.node for leader in leaders})
         timeout = agent.settings.call_timeout * RACK_CALL_DEPTH
         calls = {leader.rack: (rack_offers(agent, ask) if leader.node == agent.node.name
@@ -154,63 +210,93 @@ class Coordinator:
         return offers, unanswered
 
     async def _commit(self, record: RequestRecord, version: int) -> tuple[RequestRecord, int]:
-        """Commit every portion (each agent looks up the image); record the holders (stage Deploying)."""
+        """Commit every new portion (each agent looks up the image); record the holders (stage Deploying)."""
         agent, order = self.agent, record.order
         timeout = agent.settings.call_timeout * COMMIT_CALL_DEPTH
-        calls = {p.node: agent.peers.post(p.endpoint, NODE_COMMITS, Commit(order, p.start, p.count), CommitAnswer,
-                                          timeout)
-                 for p in record.portions}
+        calls = {p.node: agent.peers.post(p.endpoint, NODE_COMMITS, Commit(order, p.indices), CommitAnswer, timeout)
+                 for p in record.placing}
         answers, failures = await gather(calls)
         if failures:
-            await self._release([p.endpoint for p in record.portions], order)
-            reason, message = _first_failure(failures)
-            terminal = reason in TERMINAL_REASONS
-            raise PlacementFailed(reason, message, terminal)
-        portions = [dataclasses.replace(p, holders=answers[p.node].holders) for p in record.portions]
+            await self._release([p.endpoint for p in record.placing], order)
+            raise PlacementFailed(*_first_failure(failures))
+        placing = [dataclasses.replace(p, holders=answers[p.node].holders) for p in record.placing]
         lookup = max(answer.image_lookup_seconds for answer in answers.values())
-        record = dataclasses.replace(record, stage=Stage.DEPLOYING, portions=portions, deploying_since=time.time(),
-                                     timings={**record.timings, "imageLookup": lookup})
+        record = dataclasses.replace(record, stage=Stage.DEPLOYING, placing=placing, deploying_since=time.time(),
+                                     timings={**record.timings, "imageLookup": lookup}, changed_at=time.time())
         return record, await request_record.write(agent.zk, agent.layout, record, version)
 
-    async def _deploy(self, record: RequestRecord) -> None:
-        """Start every agent's deployment of its portion."""
-        uid = record.order.request.uid
-        started, failed = await gather({p.node: self.agent.peers.post(p.endpoint, NODE_DEPLOYMENTS, RequestKey(uid))
-                                         for p in record.portions})
-        flow_step(logger, 9, "deployments started", uid, nodes=sorted(started), failed=describe(failed))
-        if failed:
-            raise PlacementFailed("DeploymentNotStarted", f"agents did not start writing VMs: {describe(failed)}",
-                                  terminal=False)
+    async def _deploy(self, record: RequestRecord, version: int) -> tuple[RequestRecord, int]:
+        """Have every agent write its new VMs, then settle: the round's portions join the request's."""
+        agent, uid = self.agent, record.order.request.uid
+        pending = {p.node: p for p in record.placing}
+        for call in range(DEPLOY_PATIENCE_CALLS):
+            answers, failures = await gather({
+                node: agent.peers.post(p.endpoint, NODE_DEPLOYMENTS, Deployment(record.order, p.indices, p.holders),
+                                       Deployed, agent.settings.call_timeout * COMMIT_CALL_DEPTH)
+                for node, p in pending.items()})
+            pending = {node: p for node, p in pending.items() if node not in answers or not answers[node].done}
+            flow_step(logger, 9, "deployments answered", uid, written=sorted(n for n in answers if answers[n].done),
+                      writing=sorted(pending), failed=describe(failures))
+            if not pending:
+                break
+            await asyncio.sleep(min(RETRY_PAUSE_SECONDS * (call + 1), agent.settings.call_timeout))
+        else:
+            logger.warning("agents did not confirm their VMs; settling the round, the operator heals what is missing",
+                           extra={"request": uid, "nodes": sorted(pending)})
+        settled = dataclasses.replace(record, stage=Stage.SETTLED, portions=spread.merged(record.portions,
+                                                                                          record.placing),
+                                      placing=[], reason="", message="", waits=0, changed_at=time.time())
+        return settled, await request_record.write(agent.zk, agent.layout, settled, version)
+
+    async def _remove(self, order: Order, before: RequestRecord | None, surplus: dict[str, list[int]]) -> None:
+        """Best effort: a VM whose agent does not delete it is left over, and the operator sees it as surplus."""
+        endpoints = {p.node: p.endpoint for p in (before.portions if before is not None else [])}
+        removed, failures = await gather({
+            node: self.agent.peers.post(endpoints[node], NODE_REMOVALS, Removal(order.request, indices))
+            for node, indices in surplus.items()})
+        flow_step(logger, 9, "removed surplus VMs", order.request.uid, nodes=sorted(removed),
+                  failed=describe(failures))
 
     async def _release(self, endpoints: list[str], order: Order) -> None:
         """Best effort: a release that is lost expires with the reservation's time limit."""
         key = RequestKey(order.request.uid)
         await gather({endpoint: self.agent.peers.post(endpoint, NODE_RELEASES, key) for endpoint in endpoints})
 
-    async def _fail(self, record: RequestRecord, version: int, failure: PlacementFailed) -> None:
-        logger.warning("request failed", extra={"request": record.order.request.uid, "reason": failure.reason,
-                                                "error": failure.message})
-        failed = dataclasses.replace(record, stage=Stage.FAILED, reason=failure.reason, message=failure.message)
-        await request_record.write(self.agent.zk, self.agent.layout, failed, version)
+    async def _wait(self, record: RequestRecord, version: int, failure: PlacementFailed) -> tuple[RequestRecord, int]:
+        logger.warning("round cannot be met now; waiting", extra={
+            "request": record.order.request.uid, "reason": failure.reason, "error": failure.message})
+        waiting = dataclasses.replace(record, stage=Stage.WAITING, placing=[], reason=failure.reason,
+                                      message=failure.message, waits=record.waits + 1, changed_at=time.time())
+        return waiting, await request_record.write(self.agent.zk, self.agent.layout, waiting, version)
+
+
+def _needs_round(record: RequestRecord, version: int, order: Order) -> bool:
+    """A new round is due when the spec changed, a wait is retried, or a VM the record places was lost."""
+    return (record.stage == Stage.WAITING or record.order.replicas != order.replicas
+            or record.order.generation != order.generation
+            or (order.basis == version and bool(set(order.lost) & record.indices())))
 
 
 def _first_failure(failures: dict[str, Failure]) -> tuple[str, str]:
-    """The most telling failure: a terminal reason first (every agent reports the same image shortage)."""
-    ordered = sorted(failures.items(), key=lambda item: (item[1].reason not in TERMINAL_REASONS, item[0]))
+    """The most telling failure: one only the world can cure first (every agent reports the same shortage)."""
+    ordered = sorted(failures.items(), key=lambda item: (item[1].reason not in WORLD_REASONS, item[0]))
     node, error = ordered[0]
-    if error.reason in TERMINAL_REASONS:
+    if error.reason in WORLD_REASONS:
         return error.reason, error.message
     return error.reason, f"commit to {node} failed: {error.message}"
 
 
-def _capacity_message(order: Order, offers: list[NodeOffer], unanswered: list[str]) -> str:
+def _capacity_message(order: Order, wanted: int, offers: list[NodeOffer], unanswered: list[str]) -> str:
     by_rack: dict[str, int] = {}
     for offer in offers:
         by_rack[offer.rack] = by_rack.get(offer.rack, 0) + offer.count
     total = sum(by_rack.values())
     racks = ", ".join(f"{rack}: {count}" for rack, count in sorted(by_rack.items())) or "no offers"
-    message = (f"{order.replicas} x {order.instancetype} requested, but the {len(offers)} compute nodes that "
-               f"answered can host only {total} ({racks}); nothing was created")
+    asked = (f"{wanted} x {order.instancetype} requested" if wanted == order.replicas else
+             f"{wanted} more x {order.instancetype} requested ({order.replicas - wanted} placed already)")
+    message = (f"{asked}, but the {len(offers)} compute nodes that answered can host only {total} ({racks}); "
+               f"nothing was created")
     if unanswered:
         message += f"; no answer from {', '.join(unanswered)}"
     return message
+

@@ -1,20 +1,33 @@
-"""A compute agent's side of the handshake: offer from its own free capacity, commit a portion (and
-look up the image for it), release, and write the portion's VMs.
+"""A compute agent's side of the handshake: offer from its own free capacity, commit VMs (and look up the
+image for them), release, write its VMs, and delete those of its VMs a round removes.
 
-Each step is idempotent per request uid, so a retried or resumed coordinator never double-books.
+Each step is idempotent per request uid and VM index, so a retried or resumed coordinator never
+double-books and never writes a VM twice.
 """
 
 import asyncio
-import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING
 
-from rackmesh.kube_client import KubeApiError
+from rackmesh.kube_client import VIRTUAL_MACHINES, KubeApiError
+from rackmesh.labels import NODE_LABEL
 from rackmesh.logs import flow_step
-from rackmesh.protocol import Commit, CommitAnswer, ImageHolder, NodeOffer, OfferAsk, Order, RequestKey
+from rackmesh.protocol import (
+    Commit,
+    CommitAnswer,
+    Deployed,
+    Deployment,
+    NodeOffer,
+    OfferAsk,
+    Order,
+    Removal,
+    Removed,
+    RequestKey,
+)
 from rackmesh.quantities import Resources
-from rackmesh_node_agent.capacity.reservations import Reservation
+from rackmesh.vm_fields import controller_uid
+from rackmesh.vm_names import vm_name
 from rackmesh_node_agent.http_api import Refusal
 from rackmesh_node_agent.images.locate import ImageLookupFailed, find_image
 from rackmesh_node_agent.vms.writer import write_vms
@@ -24,54 +37,42 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 WRITE_RETRY_SECONDS = 1.0
-
-
-@dataclasses.dataclass
-class CommittedPortion:
-    order: Order
-    start: int
-    count: int
-    holders: list[ImageHolder]
+# A deployment call waits this many call timeouts for the VMs, then answers 202 and the agent writes on.
+DEPLOY_WAIT_CALLS = 3
 
 
 class NodeSide:
     def __init__(self, agent: "Agent") -> None:
         self.agent = agent
-        self._committed: dict[str, CommittedPortion] = {}
-        self._writers: dict[str, asyncio.Task[None]] = {}
+        self._writers: dict[tuple[str, frozenset[int]], asyncio.Task[int]] = {}
 
     async def offer(self, ask: OfferAsk) -> NodeOffer:
-        """Reserve as many VMs of the order as fit (at most all of them) for ``ttl_seconds``."""
+        """Reserve room for as many more VMs of the order as fit (at most ``wanted``) for ``ttl_seconds``,
+        in place of this request's earlier offer."""
         agent, order = self.agent, ask.order
         capacity = agent.require_capacity()
         size = await self._size_of(order.instancetype)
         async with capacity.lock:
-            held = capacity.reservations.get(order.request.uid)
-            if held is not None and held.committed:
-                count = held.count  # a repeated ask after the commit: the commit stands
-            else:
-                capacity.reservations.release(order.request.uid)
-                count = min(order.replicas, (await capacity.free()).fits_times(size))
-                if count:
-                    capacity.reservations.hold(Reservation(
-                        order.request, order.instancetype, size, count,
-                        capacity.reservations.expires_in(ask.ttl_seconds)))
+            earlier = capacity.reservations.get(order.request.uid)
+            free, _ = await capacity.look()
+            free += size * (earlier.offered if earlier is not None else 0)
+            count = min(ask.wanted, free.fits_times(size))
+            capacity.reservations.offer(order.request, order.instancetype, size, count, ask.ttl_seconds)
         flow_step(logger, 5, "offered capacity", order.request.uid, node=agent.node.name, count=count,
                   instancetype=order.instancetype, ttlSeconds=ask.ttl_seconds)
         return NodeOffer(node=agent.node.name, rack=agent.node.rack, endpoint=agent.endpoint, count=count)
 
     async def commit(self, commit: Commit) -> CommitAnswer:
-        """Turn the reservation into the portion ``start .. start+count-1``, then find the image's holders."""
+        """Turn the offer into VMs ``indices``, then find the image's holders."""
         agent, order = self.agent, commit.order
         uid = order.request.uid
-        await self._hold_portion(commit)
-        flow_step(logger, 5, "committed portion", uid, node=agent.node.name, start=commit.start, count=commit.count)
+        await self._hold(order, commit.indices)
+        flow_step(logger, 5, "committed portion", uid, node=agent.node.name, indices=commit.indices)
         started = time.monotonic()
         try:
             holders = await find_image(agent, order.image, agent.settings.image_redundancy, uid)
         except ImageLookupFailed as failure:
             raise Refusal(409, failure.reason, failure.message) from None
-        self._committed[uid] = CommittedPortion(order, commit.start, commit.count, holders)
         return CommitAnswer(node=agent.node.name, holders=holders,
                             image_lookup_seconds=round(time.monotonic() - started, 3))
 
@@ -79,23 +80,60 @@ class NodeSide:
         capacity = self.agent.require_capacity()
         async with capacity.lock:
             released = capacity.reservations.release(key.uid)
-        self._committed.pop(key.uid, None)
         if released is not None:
-            logger.info("released reservation", extra={"request": key.uid, "count": released.count})
+            logger.info("released reservation", extra={"request": key.uid, "offered": released.offered,
+                                                        "committed": sorted(released.committed)})
 
-    def deploy(self, key: RequestKey) -> None:
-        """Start writing the committed portion's VMs (in the background; the VMs themselves show progress)."""
-        portion = self._committed.get(key.uid)
-        if portion is None:
-            raise Refusal(409, "NotCommitted", f"no committed portion of request {key.uid} on this node")
-        running = self._writers.get(key.uid)
-        if running is None or running.done():
-            self._writers[key.uid] = asyncio.create_task(self._write(portion))
+    async def deploy(self, deployment: Deployment) -> Deployed:
+        """Write the deployment's VMs (in the background); answer once they exist, or after a while
+        with ``done: false`` while the writing goes on."""
+        key = (deployment.order.request.uid, frozenset(deployment.indices))
+        writer = self._writers.get(key)
+        if writer is None:
+            await self._hold(deployment.order, deployment.indices)
+            writer = asyncio.create_task(self._write(deployment))
+            self._writers[key] = writer
+            writer.add_done_callback(lambda _: self._writers.pop(key, None))
+        node = self.agent.node.name
+        try:
+            written = await asyncio.wait_for(asyncio.shield(writer),
+                                             DEPLOY_WAIT_CALLS * self.agent.settings.call_timeout)
+        except TimeoutError:
+            return Deployed(node=node, written=0, done=False)
+        return Deployed(node=node, written=written, done=True)
+
+    async def remove(self, removal: Removal) -> Removed:
+        """Delete the VMs ``indices`` of the request that are on this node (the others are not ours to touch)."""
+        agent, request = self.agent, removal.request
+        deleted = []
+        for index in removal.indices:
+            name = vm_name(request.name, index)
+            try:
+                vm = await agent.kube.get(VIRTUAL_MACHINES, name, request.namespace)
+            except KubeApiError as exc:
+                if exc.status == 404:
+                    continue
+                raise
+            ours = (vm["metadata"].get("labels") or {}).get(NODE_LABEL) == agent.node.name
+            if not ours or controller_uid(vm) != request.uid:
+                continue
+            try:
+                await agent.kube.delete(VIRTUAL_MACHINES, name, request.namespace, uid=vm["metadata"]["uid"])
+            except KubeApiError as exc:
+                if exc.status not in (404, 409):  # gone already, or replaced by another object of that name
+                    raise
+            deleted.append(index)
+        capacity = agent.require_capacity()
+        async with capacity.lock:
+            capacity.reservations.settle(request.uid, removal.indices)
+        flow_step(logger, 9, "deleted VirtualMachines", request.uid, node=agent.node.name, indices=deleted)
+        return Removed(node=agent.node.name, deleted=deleted)
 
     async def stop(self) -> None:
-        for task in self._writers.values():
+        writers = list(self._writers.values())
+        for task in writers:
             task.cancel()
-        await asyncio.gather(*self._writers.values(), return_exceptions=True)
+        await asyncio.gather(*writers, return_exceptions=True)
 
     async def _size_of(self, instancetype: str) -> Resources:
         try:
@@ -106,49 +144,49 @@ class NodeSide:
                               f"VirtualMachineClusterInstancetype {instancetype!r} does not exist") from None
             raise
 
-    async def _hold_portion(self, commit: Commit) -> None:
-        """Pin the reservation to the committed count; without one (expired, or a resumed request),
-        reserve the portion's VMs not yet written, if they still fit."""
+    async def _hold(self, order: Order, indices: list[int]) -> None:
+        """Commit room for VMs ``indices`` out of the offer; without one (expired, or a resumed request),
+        reserve the VMs not yet written, if they still fit."""
         capacity = self.agent.require_capacity()
-        order = commit.order
+        size = await self._size_of(order.instancetype)
         async with capacity.lock:
             held = capacity.reservations.get(order.request.uid)
-            if held is not None and held.committed and (held.start, held.count) != (commit.start, commit.count):
-                raise Refusal(409, "ConflictingCommit", f"this node already holds VMs {held.start}.."
-                              f"{held.start + held.count - 1} of request {order.request.uid}")
-            if held is not None and not held.committed and commit.count > held.count:
-                raise Refusal(409, "ExceedsOffer", f"commit of {commit.count} VMs exceeds the {held.count} offered")
-            if held is None:
-                size = await self._size_of(order.instancetype)
-                free, written = await capacity.look()
-                if free.fits_times(size) < commit.count - written[(order.request.namespace, order.request.name)]:
+            new = set(indices) - (held.committed if held is not None else set())
+            if new and held is not None and held.offered:
+                if len(new) > held.offered:
+                    raise Refusal(409, "ExceedsOffer", f"commit of {len(new)} VMs exceeds the {held.offered} offered")
+            elif new:
+                free, pinned = await capacity.look()
+                unwritten = [i for i in new if (order.request.namespace, vm_name(order.request.name, i)) not in pinned]
+                if free.fits_times(size) < len(unwritten):
                     raise Refusal(409, "ReservationExpired",
-                                  "the offer's reservation expired and the portion no longer fits on this node")
-                held = Reservation(order.request, order.instancetype, size, commit.count, 0.0)
-                capacity.reservations.hold(held)
-            held.count, held.start, held.committed = commit.count, commit.start, True
-            capacity.reservations.extend(order.request.uid, self.agent.settings.commit_ttl)
+                                  "the offer's reservation expired and the VMs no longer fit on this node")
+            capacity.reservations.commit(order.request, order.instancetype, size, indices,
+                                         self.agent.settings.commit_ttl)
 
-    async def _write(self, portion: CommittedPortion) -> None:
-        """Write until every VM of the portion exists (409 counts as written), then drop the reservation.
-
-        Failed writes are retried while the commit holds (``commit_ttl``); the names make retries safe.
-        """
-        agent, uid = self.agent, portion.order.request.uid
+    async def _write(self, deployment: Deployment) -> int:
+        """Write until every VM of the deployment exists (409 from our own VM counts as written), then free
+        its reservation. Failed writes are retried while the commitment holds (``commit_ttl``)."""
+        agent, order = self.agent, deployment.order
+        uid = order.request.uid
         started = time.monotonic()
         deadline = started + agent.settings.commit_ttl
-        while True:
-            try:
-                written = await write_vms(agent.kube, portion.order, agent.node.name, portion.start, portion.count,
-                                          portion.holders, agent.settings.vm_disk_size)
-                break
-            except (KubeApiError, OSError) as exc:
-                if time.monotonic() > deadline:
-                    logger.error("gave up writing VMs", extra={"request": uid, "error": str(exc)})
-                    await self.release(RequestKey(uid))
-                    return
-                logger.warning("writing VMs failed; retrying", extra={"request": uid, "error": str(exc)})
-                await asyncio.sleep(WRITE_RETRY_SECONDS)
+        try:
+            while True:
+                try:
+                    written = await write_vms(agent.kube, order, agent.node.name, deployment.indices,
+                                              deployment.holders, agent.settings.vm_disk_size)
+                    break
+                except (KubeApiError, OSError) as exc:
+                    if time.monotonic() > deadline:
+                        logger.error("gave up writing VMs", extra={"request": uid, "error": str(exc)})
+                        raise Refusal(503, "WriteFailed", f"could not write the VMs: {exc}") from None
+                    logger.warning("writing VMs failed; retrying", extra={"request": uid, "error": str(exc)})
+                    await asyncio.sleep(WRITE_RETRY_SECONDS)
+        finally:
+            capacity = agent.require_capacity()
+            async with capacity.lock:
+                capacity.reservations.settle(uid, deployment.indices)
         flow_step(logger, 9, "wrote VirtualMachines", uid, node=agent.node.name, count=written,
-                  first=portion.start, seconds=round(time.monotonic() - started, 3))
-        await self.release(RequestKey(uid))
+                  indices=deployment.indices, seconds=round(time.monotonic() - started, 3))
+        return written

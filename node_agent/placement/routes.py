@@ -10,11 +10,14 @@ from rackmesh.protocol import (
     NODE_DEPLOYMENTS,
     NODE_OFFERS,
     NODE_RELEASES,
+    NODE_REMOVALS,
     ORDERS,
     RACK_OFFERS,
     Commit,
+    Deployment,
     OfferAsk,
     Order,
+    Removal,
     RequestKey,
 )
 from rackmesh_node_agent.http_api import Refusal, agent_of, answer, read_message
@@ -54,8 +57,12 @@ async def node_release(request: web.Request) -> web.Response:
 
 
 async def node_deployment(request: web.Request) -> web.Response:
-    _compute_agent(request).node_side.deploy(await read_message(request, RequestKey))
-    return web.json_response({"status": "writing"}, status=202)
+    deployed = await _compute_agent(request).node_side.deploy(await read_message(request, Deployment))
+    return answer(deployed, status=200 if deployed.done else 202)
+
+
+async def node_removal(request: web.Request) -> web.Response:
+    return answer(await _compute_agent(request).node_side.remove(await read_message(request, Removal)))
 
 
 def routes() -> list[web.RouteDef]:
@@ -66,4 +73,5 @@ def routes() -> list[web.RouteDef]:
         web.post(NODE_COMMITS, node_commit),
         web.post(NODE_RELEASES, node_release),
         web.post(NODE_DEPLOYMENTS, node_deployment),
+        web.post(NODE_REMOVALS, node_removal),
     ]

@@ -4,46 +4,16 @@ Pure functions: the same order, node, index and holders always give the same obj
 write meets its own earlier copy (409 AlreadyExists) instead of creating a second VM.
 """
 
-import hashlib
 import json
-import re
 from typing import Any
 
-from rackmesh.labels import (
-    DNS_LABEL,
-    GROUP,
-    HOSTNAME_LABEL,
-    MAX_LABEL_VALUE,
-    NODE_LABEL,
-    REQUEST_KIND,
-    REQUEST_LABEL,
-    VERSION,
-)
-from rackmesh.protocol import MAX_REPLICAS, ImageHolder, Order
+from rackmesh.labels import GROUP, HOSTNAME_LABEL, NODE_LABEL, REQUEST_KIND, REQUEST_LABEL, VERSION
+from rackmesh.protocol import ImageHolder, Order
+from rackmesh.vm_names import vm_name
 
 IMAGE_SOURCES_ANNOTATION = "rackmesh.io/image-sources"
 ROOT_DISK = "rootdisk"
 INSTANCETYPE_KIND = "VirtualMachineClusterInstancetype"
-
-# KubeVirt copies VM names into label values (vm.kubevirt.io/name), so a name must be a DNS-1123 label.
-MAX_NAME = MAX_LABEL_VALUE
-INDEX_DIGITS = len(str(MAX_REPLICAS - 1))  # 4: names sort in index order under `kubectl get vm`
-HASH_CHARS = 8
-
-
-def vm_name(request_name: str, index: int) -> str:
-    """``<request>-<index, 4 digits>``; a request name that would not fit a DNS label is shortened
-    (invalid characters become ``-``) and gets a hash of the full name, so names stay unique."""
-    if not 0 <= index < MAX_REPLICAS:
-        raise ValueError(f"VM index {index} is outside 0..{MAX_REPLICAS - 1}")
-    suffix = f"-{index:0{INDEX_DIGITS}d}"
-    room = MAX_NAME - len(suffix)
-    if len(request_name) <= room and DNS_LABEL.match(request_name):
-        return request_name + suffix
-    digest = hashlib.sha256(request_name.encode()).hexdigest()[:HASH_CHARS]
-    readable = re.sub(r"[^a-z0-9-]", "-", request_name.lower())[: room - HASH_CHARS - 1].strip("-")
-    return f"{readable}-{digest}{suffix}" if readable else f"{digest}{suffix}"
-
 
 def data_volume_name(vm: str) -> str:
     return f"{vm}-{ROOT_DISK}"

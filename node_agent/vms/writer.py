@@ -1,18 +1,22 @@
 """Writing a portion's VirtualMachines to the Kubernetes API (flow step 9)."""
 
 import asyncio
+import logging
 
 from rackmesh.kube_client import VIRTUAL_MACHINES, KubeApiError, KubeClient
+from rackmesh.labels import NODE_LABEL
 from rackmesh.protocol import ImageHolder, Order
+from rackmesh.vm_fields import controller_uid
 from rackmesh_node_agent.vms.manifest import virtual_machine
 
+logger = logging.getLogger(__name__)
 # Enough to hide the API's latency, few enough not to flood it when every agent writes at once.
 WRITE_CONCURRENCY = 8
 
 
-async def write_vms(kube: KubeClient, order: Order, node: str, start: int, count: int,
+async def write_vms(kube: KubeClient, order: Order, node: str, indices: list[int],
                     holders: list[ImageHolder], disk_size: str) -> int:
-    """Create VMs ``start .. start+count-1`` of ``order`` on ``node``; returns how many of them exist.
+    """Create VMs ``indices`` of ``order`` on ``node``; returns how many of them exist.
 
     Idempotent: a VM that already exists for this request (409 AlreadyExists, same owner uid) counts
     as written. Every write is attempted before the first error is raised, so a retry has less to do.
@@ -27,22 +31,25 @@ async def write_vms(kube: KubeClient, order: Order, node: str, start: int, count
             except KubeApiError as exc:
                 if exc.status != 409 or exc.reason != "AlreadyExists":
                     raise
-                await _check_ours(kube, order, body["metadata"]["name"])
+                await _check_ours(kube, order, node, body["metadata"]["name"])
 
-    results = await asyncio.gather(*(write(index) for index in range(start, start + count)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(*(write(index) for index in indices), return_exceptions=True)
     for result in results:
         if isinstance(result, BaseException):
             raise result
-    return count
+    return len(indices)
 
 
-async def _check_ours(kube: KubeClient, order: Order, name: str) -> None:
+async def _check_ours(kube: KubeClient, order: Order, node: str, name: str) -> None:
     """A VM of the same name may still belong to a deleted request of the same name that the garbage
     collector has not removed yet; counting it would leave this request short once it goes."""
     existing = await kube.get(VIRTUAL_MACHINES, name, order.request.namespace)
-    owners = {ref.get("uid") for ref in existing["metadata"].get("ownerReferences") or []}
-    if order.request.uid not in owners:
+    if controller_uid(existing) != order.request.uid:
         raise KubeApiError(409, "AlreadyExists",
                            f"VirtualMachine {order.request.namespace}/{name} belongs to another object; "
                            "waiting for it to be removed")
+    elsewhere = (existing["metadata"].get("labels") or {}).get(NODE_LABEL)
+    if elsewhere != node:
+        # Only that node's agent may touch it; the request has it, so it is not written twice.
+        logger.warning("VM of this request exists on another node", extra={
+            "request": order.request.uid, "vm": name, "node": elsewhere})

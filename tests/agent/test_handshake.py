@@ -2,14 +2,19 @@
 
 Case matrix:
 - an order to a compute leader: offers from every node, portions spread over racks, recorded in
-  ZooKeeper, VMs written by the agents that committed, reservations gone afterwards
-- the same order again (a retried hand-off): no second copy of any VM
-- more than the racks can hold: Failed / InsufficientCapacity in the record, every reservation released
+  ZooKeeper, VMs written by the agents that committed, the round Settled, reservations gone afterwards
+- the same order again (a retried hand-off): no new round, no second copy of any VM
+- a bigger order (scale out): only the missing VMs placed, where the request has fewest
+- a smaller order (scale in): the surplus deleted by its agents, by the documented rule, room freed
+- lost VMs (with the record's version as basis): re-placed under their names; a stale basis is ignored
+- more than the racks can hold: Waiting / InsufficientCapacity in the record, nothing written, every
+  reservation released; the same order again is a new round
 - an order to an agent that does not lead: 409 NotLeader; a malformed order: 400 BadMessage naming the field
 - an offer holds capacity for the next offer until released, and expires by itself
 """
 
 import asyncio
+import dataclasses
 
 import pytest
 
@@ -29,6 +34,7 @@ from rackmesh.protocol import (
     RequestRef,
 )
 from rackmesh.request_record import Stage
+from rackmesh_node_agent.placement import spread
 from tests.support.builders import make_request, make_topology
 from tests.support.waiting import async_eventually
 
@@ -47,7 +53,27 @@ async def stored_order(mesh, name: str, replicas: int) -> Order:
     """An order for a DeploymentRequest that exists (the VMs' owner: without it, GC removes them)."""
     created = await mesh.kube.create(DEPLOYMENT_REQUESTS, make_request(name).replicas(replicas)
                                      .instancetype("u1.large").obj(), "default")
-    return Order(RequestRef(created["metadata"]["uid"], "default", name), replicas, "u1.large", "lob123-rhel-6.0")
+    return Order(RequestRef(created["metadata"]["uid"], "default", name), replicas, "u1.large", "lob123-rhel-6.0",
+                 generation=1)
+
+
+async def settled_round(mesh, coordinator: str, order: Order, *stages: Stage):
+    """Hand ``order`` and wait for the round it starts to end (Settled or Waiting) with that order."""
+    await mesh.peers.post(mesh.endpoint(coordinator), ORDERS, order, OrderAccepted)
+
+    async def ended():
+        found = await request_record.read(mesh.zk, mesh.layout, order.request.uid)
+        done = found and found[0].stage in (stages or (Stage.SETTLED, Stage.WAITING)) and found[0].order == order
+        return found if done and not mesh.agent(coordinator).coordinator.busy(order.request.uid) else None
+
+    return await async_eventually(ended, timeout=20, what=f"a round of {order.request.name} ended")
+
+
+def per_node(vms: list[dict]) -> dict[str, list[int]]:
+    nodes: dict[str, list[int]] = {}
+    for vm in vms:
+        nodes.setdefault(vm["metadata"]["labels"]["rackmesh.io/node"], []).append(int(vm["metadata"]["name"][-4:]))
+    return {node: sorted(indices) for node, indices in nodes.items()}
 
 
 def leader_of(mesh, rack: str = "compute-0") -> str:
@@ -75,35 +101,73 @@ async def test_an_order_is_offered_decided_recorded_and_written_once(mesh):
     accepted = await mesh.peers.post(mesh.endpoint(coordinator), ORDERS, web, OrderAccepted)
     assert accepted == OrderAccepted(coordinator=coordinator)
 
-    record = await record_in(mesh, web.request.uid, Stage.DEPLOYING, Stage.FAILED)
-    assert record.stage == Stage.DEPLOYING and record.coordinator == coordinator
-    assert sum(p.count for p in record.portions) == 10
+    record, version = await settled_round(mesh, coordinator, web)
+    assert record.stage == Stage.SETTLED and record.coordinator == coordinator and record.placing == []
+    assert sorted(record.indices()) == list(range(10))
     assert {p.rack for p in record.portions} == {"compute-0", "compute-1"}
-    assert all(p.count <= 4 for p in record.portions)  # 8 cpu / 2 per u1.large
+    assert all(len(p.indices) <= 4 for p in record.portions)  # 8 cpu / 2 per u1.large
     assert all(len({h.rack for h in p.holders[:2]}) == 2 for p in record.portions)
     assert {"handshake", "imageLookup"} <= set(record.timings)
 
-    vms = await async_eventually(lambda: _all_written(mesh, "web", 10), timeout=20, what="10 VMs")
-    by_node = {p.node: p.count for p in record.portions}
-    assert {n: sum(vm["metadata"]["labels"]["rackmesh.io/node"] == n for vm in vms) for n in by_node} == by_node
+    vms = await vms_of(mesh, "web")  # the round settles once the agents confirm their VMs exist
+    assert per_node(vms) == {p.node: p.indices for p in record.portions}
     await async_eventually(lambda: _no_reservations(mesh), what="reservations dropped once the VMs exist")
 
-    await mesh.peers.post(mesh.endpoint(coordinator), ORDERS, web, OrderAccepted)
-    await async_eventually(lambda: asyncio.sleep(0, not mesh.agent(coordinator).coordinator.busy(web.request.uid)),
-                           what="the repeated order run to its end")
-    await async_eventually(lambda: _no_reservations(mesh), what="the repeated deployments finished")
+    again, version_again = await settled_round(mesh, coordinator, web)
+    assert (again, version_again) == (record, version)  # nothing to do: no new round
     assert len(await vms_of(mesh, "web")) == 10
 
 
-async def test_more_than_the_racks_hold_fails_and_releases_every_reservation(mesh):
+async def test_scale_out_places_only_the_missing_vms_and_scale_in_removes_by_the_rule(mesh):
+    mesh = await mesh(topology())
+    coordinator = leader_of(mesh)
+    db = await stored_order(mesh, "db", 3)
+    await settled_round(mesh, coordinator, db)
+    before = per_node(await vms_of(mesh, "db"))
+
+    bigger, _ = await settled_round(mesh, coordinator, dataclasses.replace(db, replicas=8, generation=2))
+    after = per_node(await vms_of(mesh, "db"))
+    assert all(set(indices) <= set(after[node]) for node, indices in before.items())  # nothing moved
+    assert sorted(i for indices in after.values() for i in indices) == list(range(8))
+    assert sorted(map(len, after.values())) == [2, 2, 2, 2]  # where the request had fewest: even
+    assert {p.node: p.indices for p in bigger.portions} == after
+
+    smaller, _ = await settled_round(mesh, coordinator, dataclasses.replace(db, replicas=5, generation=3))
+    expected = spread.without(bigger.portions, {i for v in spread.surplus(bigger.portions, 3).values() for i in v})
+    assert {p.node: p.indices for p in smaller.portions} == {p.node: p.indices for p in expected}
+    assert per_node(await vms_of(mesh, "db")) == {p.node: p.indices for p in expected}
+    rack_counts = sorted(sum(len(p.indices) for p in expected if p.rack == rack) for rack in ("compute-0", "compute-1"))
+    assert rack_counts == [2, 3]
+
+
+async def test_lost_vms_come_back_under_their_names_unless_the_basis_is_stale(mesh):
+    mesh = await mesh(topology())
+    coordinator = leader_of(mesh)
+    app = await stored_order(mesh, "app", 4)
+    _, version = await settled_round(mesh, coordinator, app)
+    await mesh.kube.delete(VIRTUAL_MACHINES, "app-0002", "default")
+
+    await mesh.peers.post(mesh.endpoint(coordinator), ORDERS, dataclasses.replace(app, lost=[2], basis=version - 1))
+    await async_eventually(lambda: asyncio.sleep(0, not mesh.agent(coordinator).coordinator.busy(app.request.uid)),
+                           what="the stale order taken")
+    _, unchanged = await request_record.read(mesh.zk, mesh.layout, app.request.uid)
+    assert unchanged == version and len(await vms_of(mesh, "app")) == 3  # a stale observation does nothing
+    healed, _ = await settled_round(mesh, coordinator, dataclasses.replace(app, lost=[2], basis=version))
+    assert sorted(healed.indices()) == [0, 1, 2, 3]
+    assert sorted(vm["metadata"]["name"] for vm in await vms_of(mesh, "app")) == [f"app-000{i}" for i in range(4)]
+
+
+async def test_more_than_the_racks_hold_waits_and_releases_every_reservation(mesh):
     mesh = await mesh(topology())
     coordinator = leader_of(mesh, "compute-1")
-    await mesh.peers.post(mesh.endpoint(coordinator), ORDERS, order("u-2", 17), OrderAccepted)
-    record = await record_in(mesh, "u-2", Stage.FAILED, Stage.DEPLOYING)
-    assert (record.stage, record.reason) == (Stage.FAILED, "InsufficientCapacity")
+    big = order("u-2", 17)
+    record, _ = await settled_round(mesh, coordinator, big)
+    assert (record.stage, record.reason, record.waits) == (Stage.WAITING, "InsufficientCapacity", 1)
     assert "17 x u1.large requested" in record.message and "can host only 16" in record.message
     assert await vms_of(mesh, "req-u-2") == []
     await async_eventually(lambda: _no_reservations(mesh), what="every offer released")
+    retried, _ = await settled_round(mesh, coordinator, big)
+    assert (retried.stage, retried.waits) == (Stage.WAITING, 2)  # the same order again is a new round
 
 
 async def test_orders_to_a_non_leader_or_malformed_are_refused(mesh):
@@ -122,15 +186,15 @@ async def test_orders_to_a_non_leader_or_malformed_are_refused(mesh):
 async def test_an_offer_holds_capacity_until_released_or_expired(mesh):
     mesh = await mesh(topology())
     node = mesh.endpoint("c-0-0")
-    first = await mesh.peers.post(node, NODE_OFFERS, OfferAsk(order("u-4", 3), 30), NodeOffer)
-    second = await mesh.peers.post(node, NODE_OFFERS, OfferAsk(order("u-5", 3), 0.5), NodeOffer)
+    first = await mesh.peers.post(node, NODE_OFFERS, OfferAsk(order("u-4", 3), 3, 30), NodeOffer)
+    second = await mesh.peers.post(node, NODE_OFFERS, OfferAsk(order("u-5", 3), 3, 0.5), NodeOffer)
     assert (first.count, second.count) == (3, 1)  # 4 fit; the first offer holds 3 of them
     await mesh.peers.post(node, NODE_RELEASES, RequestKey("u-4"))
-    third = await mesh.peers.post(node, NODE_OFFERS, OfferAsk(order("u-6", 4), 30), NodeOffer)
+    third = await mesh.peers.post(node, NODE_OFFERS, OfferAsk(order("u-6", 4), 4, 30), NodeOffer)
     assert third.count == 3  # u-5 still holds one, for half a second
 
     async def u5_expired() -> bool:  # asking again replaces u-7's own offer, so this can be repeated
-        return (await mesh.peers.post(node, NODE_OFFERS, OfferAsk(order("u-7", 4), 30), NodeOffer)).count == 1
+        return (await mesh.peers.post(node, NODE_OFFERS, OfferAsk(order("u-7", 4), 4, 30), NodeOffer)).count == 1
 
     await async_eventually(u5_expired, what="u-5's reservation expired by itself")
 

@@ -45,18 +45,18 @@ async def names(kube: KubeClient, selector: str) -> list[str]:
 
 async def test_a_portion_is_written_once_even_when_retried(kube):
     order = await request(kube)
-    assert await write_vms(kube, order, "c-a-1", 3, 12, HOLDERS, "10Gi") == 12
+    assert await write_vms(kube, order, "c-a-1", list(range(3, 15)), HOLDERS, "10Gi") == 12
     first = {vm["metadata"]["name"]: vm["metadata"]["uid"] for vm in await kube.list(VIRTUAL_MACHINES, "default")}
     assert sorted(first) == [f"lob123-{index:04d}" for index in range(3, 15)]
 
-    assert await write_vms(kube, order, "c-a-1", 3, 12, HOLDERS, "10Gi") == 12
+    assert await write_vms(kube, order, "c-a-1", list(range(3, 15)), HOLDERS, "10Gi") == 12
     again = {vm["metadata"]["name"]: vm["metadata"]["uid"] for vm in await kube.list(VIRTUAL_MACHINES, "default")}
     assert again == first  # the same objects, none added
 
 
 async def test_stored_vms_are_as_written_and_schema_valid(kube):
     order = await request(kube)
-    await write_vms(kube, order, "c-a-1", 0, 4, HOLDERS, "10Gi")
+    await write_vms(kube, order, "c-a-1", list(range(0, 4)), HOLDERS, "10Gi")
     schema = load_kubevirt_schemas()["VirtualMachine"]
     for index in range(4):
         written = virtual_machine(order, "c-a-1", index, HOLDERS, "10Gi")
@@ -70,9 +70,9 @@ async def test_stored_vms_are_as_written_and_schema_valid(kube):
 async def test_labels_select_one_nodes_portion(kube):
     order = await request(kube)
     other = await request(kube, "other")
-    await write_vms(kube, order, "c-a-1", 0, 3, HOLDERS, "10Gi")
-    await write_vms(kube, order, "c-b-1", 3, 2, HOLDERS, "10Gi")
-    await write_vms(kube, other, "c-a-1", 0, 2, HOLDERS, "10Gi")
+    await write_vms(kube, order, "c-a-1", list(range(0, 3)), HOLDERS, "10Gi")
+    await write_vms(kube, order, "c-b-1", list(range(3, 5)), HOLDERS, "10Gi")
+    await write_vms(kube, other, "c-a-1", list(range(0, 2)), HOLDERS, "10Gi")
 
     assert await names(kube, f"{REQUEST_LABEL}=lob123") == [f"lob123-{index:04d}" for index in range(5)]
     assert await names(kube, f"{REQUEST_LABEL}=lob123,{NODE_LABEL}=c-b-1") == ["lob123-0003", "lob123-0004"]
@@ -88,7 +88,7 @@ async def test_a_vm_of_the_same_name_owned_by_another_object_is_not_counted(kube
     await kube.create(VIRTUAL_MACHINES, virtual_machine(stale, "c-a-1", 1, HOLDERS, "10Gi"), "default")
 
     with pytest.raises(KubeApiError, match="belongs to another object") as caught:
-        await write_vms(kube, order, "c-a-1", 0, 3, HOLDERS, "10Gi")
+        await write_vms(kube, order, "c-a-1", list(range(0, 3)), HOLDERS, "10Gi")
     assert caught.value.status == 409
     # The other VMs of the portion were still written, so the retry has only the stale one left.
     assert await names(kube, f"{REQUEST_LABEL}=lob123") == ["lob123-0000", "lob123-0001", "lob123-0002"]
@@ -98,6 +98,6 @@ async def test_other_api_errors_propagate(kube):
     # A label value holds at most 63 characters, so the API refuses the VMs of a longer request name.
     order = Order(RequestRef("uid-1", "default", "r" * 64), 2, "u1.small", "lob123-rhel-6.0")
     with pytest.raises(KubeApiError) as caught:
-        await write_vms(kube, order, "c-a-1", 0, 2, HOLDERS, "10Gi")
+        await write_vms(kube, order, "c-a-1", list(range(0, 2)), HOLDERS, "10Gi")
     assert caught.value.status == 422
     assert await kube.list(VIRTUAL_MACHINES, "default") == []

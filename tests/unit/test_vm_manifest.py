@@ -19,7 +19,8 @@ import pytest
 
 from rackmesh.labels import HOSTNAME_LABEL, NODE_LABEL, REQUEST_LABEL
 from rackmesh.protocol import MAX_REPLICAS, ImageHolder, Order, RequestRef
-from rackmesh_node_agent.vms.manifest import IMAGE_SOURCES_ANNOTATION, MAX_NAME, image_sources, virtual_machine, vm_name
+from rackmesh.vm_names import MAX_NAME, vm_index, vm_name
+from rackmesh_node_agent.vms.manifest import IMAGE_SOURCES_ANNOTATION, image_sources, virtual_machine
 from rackmesh_sandbox.kube_api.schema import load_kubevirt_schemas
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -62,6 +63,17 @@ def test_every_name_is_a_dns_label_of_at_most_63_chars(request_name):
         assert len(name) <= MAX_NAME and DNS_LABEL.match(name), name
         assert name.endswith(f"-{index:04d}")
         assert vm_name(request_name, index) == name  # deterministic
+        assert vm_index(request_name, name) == index
+
+
+@pytest.mark.parametrize(("request_name", "name"), [
+    ("lob123", "lob123-12"),  # not four digits
+    ("lob123", "lob1234-0001"),  # another request's name
+    ("lob123", "lob123-000a"),
+    ("lob123", "lob123"),
+])
+def test_names_that_are_not_the_requests_vm_names_have_no_index(request_name, name):
+    assert vm_index(request_name, name) is None
 
 
 def test_names_that_fit_are_kept_and_others_shortened_with_a_hash():
