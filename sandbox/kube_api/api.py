@@ -16,7 +16,7 @@ from typing import Any
 
 import kmock
 
-from rackmesh_sandbox.kube_api import errors, meta, patches
+from rackmesh_sandbox.kube_api import errors, meta, patches, scale
 from rackmesh_sandbox.kube_api.fielderrors import FieldError, invalid
 from rackmesh_sandbox.kube_api.gc import FOREGROUND, GarbageCollector
 from rackmesh_sandbox.kube_api.registry import CRD_RESOURCE, Registry, ResourceDef, crd_errors
@@ -160,8 +160,21 @@ class ObjectApi:
                 {"name": namespace, "kind": "namespaces"},
             )
 
-    def _admit(self, rd: ResourceDef, obj: dict[str, Any], opts: WriteOptions, *, patching: Any) -> list[str]:
-        """Prune, default and validate; refuse with 400/422 as the server does. Return warnings."""
+    def _admit(
+        self,
+        rd: ResourceDef,
+        obj: dict[str, Any],
+        opts: WriteOptions,
+        *,
+        patching: Any,
+        old: dict[str, Any] | None = None,
+        subresource: str | None = None,
+    ) -> list[str]:
+        """Prune, default and validate; refuse with 400/422 as the server does. Return warnings.
+
+        ``old`` is the stored object on updates: CEL transition rules compare with it, and errors
+        of unchanged parts are only warnings (ratcheting), except through ``/status``.
+        """
         warnings: list[str] = []
         found: list[FieldError] = []
         name = meta_of(obj).get("name", "")
@@ -185,8 +198,15 @@ class ObjectApi:
         found += meta.validate_object_meta(meta_of(obj), dns_label=is_namespace)
         if rd.schema is not None:
             found += rd.schema.validate(obj)
+        if rd.scale is not None:
+            found += scale.validate(rd.scale, obj, status_only=subresource == "status")
         if (rd.group, rd.plural) == CRD_RESOURCE:
             found += crd_errors(obj)
+        if rd.schema is not None:
+            ratchet = old is not None and subresource != "status"
+            refused, ratcheted = rd.schema.validate_rules(found, obj, old, ratchet=ratchet)
+            found += refused
+            warnings += ratcheted
         if found:
             raise errors.invalid(rd.group, rd.kind, name, found)
         return warnings
@@ -233,26 +253,91 @@ class ObjectApi:
         subresource: str | None = None,
     ) -> Written:
         """PATCH with one of the three patch types; the patched result goes through update."""
+        apply = self._patcher(rd, content_type, patch)
+        return self._update(
+            rd, namespace, name, lambda old: self._typed(rd, apply(old)), opts, subresource, patching=patch
+        )
+
+    @staticmethod
+    def _patcher(rd: ResourceDef, content_type: str, patch: Any) -> Callable[[Any], Any]:
+        """The function applying a patch of this content type (415 for types the resource refuses)."""
         accepted = [patches.JSON_PATCH, patches.MERGE_PATCH, patches.APPLY_PATCH]
         if not rd.custom:
             accepted.append(patches.STRATEGIC_MERGE_PATCH)
         # Server-side apply is accepted by real servers but not emulated: refused like unknown types.
         if content_type not in accepted or content_type == patches.APPLY_PATCH:
             raise errors.unsupported_media_type(content_type, accepted)
-        apply: Callable[[Any, Any], Any] = {
+        method: Callable[[Any, Any], Any] = {
             patches.MERGE_PATCH: patches.merge_patch,
             patches.JSON_PATCH: patches.json_patch,
             patches.STRATEGIC_MERGE_PATCH: patches.strategic_merge_patch,
         }[content_type]
 
-        def patched(old: dict[str, Any]) -> dict[str, Any]:
+        def apply(target: Any) -> Any:
             try:
-                result = apply(old, patch)
+                return method(target, patch)
             except patches.PatchError as e:
                 raise errors.ApiError(422, "Invalid", str(e)) from None
-            return self._typed(rd, result)
 
-        return self._update(rd, namespace, name, patched, opts, subresource, patching=patch)
+        return apply
+
+    # -- the scale subresource -----------------------------------------------------------------
+
+    def get_scale(self, rd: ResourceDef, namespace: str | None, name: str) -> dict[str, Any]:
+        """The Scale of a custom resource (500 when its spec replicas are unset, as on the server)."""
+        assert rd.scale is not None
+        found_scale, found = self._scale_of(rd, self.get(rd, namespace, name))
+        if not found:
+            raise errors.internal(f'the spec replicas field "{rd.scale["specReplicasPath"]}" does not exist')
+        return found_scale
+
+    def update_scale(
+        self, rd: ResourceDef, namespace: str | None, name: str, body: Any, opts: WriteOptions
+    ) -> Written:
+        """PUT .../scale: set the object's spec replicas to the Scale's."""
+        return self._write_scale(rd, namespace, name, lambda old_scale: body, opts)
+
+    def patch_scale(
+        self, rd: ResourceDef, namespace: str | None, name: str, content_type: str, patch: Any, opts: WriteOptions
+    ) -> Written:
+        """PATCH .../scale: the patch applies to the current Scale (merge or JSON patch, as kubectl sends)."""
+        return self._write_scale(rd, namespace, name, self._patcher(rd, content_type, patch), opts)
+
+    def _scale_of(self, rd: ResourceDef, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        assert rd.scale is not None
+        try:
+            return scale.scale_of(rd.scale, obj)
+        except scale.AccessError as e:
+            raise errors.internal(str(e)) from None
+
+    def _write_scale(
+        self,
+        rd: ResourceDef,
+        namespace: str | None,
+        name: str,
+        requested: Callable[[dict[str, Any]], Any],
+        opts: WriteOptions,
+    ) -> Written:
+        paths = rd.scale
+        assert paths is not None
+
+        def updated(old: dict[str, Any]) -> dict[str, Any]:
+            old_scale, found = self._scale_of(rd, old)
+            if not found:
+                old_scale["spec"]["replicas"] = scale.UNSET  # tells "still unset" from a requested 0
+            replicas, version = scale.requested_replicas(requested(old_scale), name)
+            if replicas == scale.UNSET:
+                raise errors.bad_request(
+                    f'the spec replicas field "{paths["specReplicasPath"]}" cannot be empty'
+                )
+            new = copy.deepcopy(old)
+            scale.set_replicas(paths, new, replicas)
+            if version:
+                meta_of(new)["resourceVersion"] = version  # the client's precondition
+            return new
+
+        written = self._update(rd, namespace, name, updated, opts, "scale", patching=None)
+        return Written(self._scale_of(rd, written.obj)[0], written.warnings)
 
     def _update(
         self,
@@ -310,7 +395,7 @@ class ObjectApi:
             raise errors.invalid(
                 rd.group, rd.kind, name, [FieldError("forbidden", "metadata.finalizers", detail)]
             )
-        warnings = self._admit(rd, new, opts, patching=patching)
+        warnings = self._admit(rd, new, opts, patching=patching, old=old, subresource=subresource)
         if rd.tracks_generation and self._spec_changed(rd, old, new):
             md["generation"] = int(old_md.get("generation", 1)) + 1
         if new == old:

@@ -79,15 +79,17 @@ def api_resource_list(registry: Registry, group: str, version: str) -> dict[str,
             entry["categories"] = list(rd.categories)
         resources.append(entry)
         for sub in sorted(rd.subresources & _SUBRESOURCE_VERBS.keys()):
-            resources.append(
-                {
-                    "name": f"{rd.plural}/{sub}",
-                    "singularName": "",
-                    "namespaced": rd.namespaced,
-                    "kind": rd.kind,
-                    "verbs": _SUBRESOURCE_VERBS[sub],
-                }
-            )
+            entry = {
+                "name": f"{rd.plural}/{sub}",
+                "singularName": "",
+                "namespaced": rd.namespaced,
+                "kind": rd.kind,
+                "verbs": _SUBRESOURCE_VERBS[sub],
+            }
+            if sub == "scale":
+                # Scale clients (kubectl scale, HPAs) read the subresource's kind from here.
+                entry.update(group="autoscaling", version="v1", kind="Scale")
+            resources.append(entry)
     return {
         "kind": "APIResourceList",
         "apiVersion": "v1",

@@ -8,6 +8,7 @@ watches, tables, discovery and OpenAPI, with the object semantics of :mod:`.api`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -16,7 +17,7 @@ import attrs
 import kmock
 from kmock._internal import apps, parsing, rendering
 
-from rackmesh_sandbox.kube_api import discovery, errors, openapi, selectors, tables, watch
+from rackmesh_sandbox.kube_api import discovery, errors, openapi, scale, selectors, tables, watch
 from rackmesh_sandbox.kube_api.api import ObjectApi, WriteOptions
 from rackmesh_sandbox.kube_api.registry import CRD_RESOURCE, Registry, ResourceDef
 from rackmesh_sandbox.kube_api.store import ObjectStore
@@ -168,8 +169,10 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
             raise errors.resource_not_found()
         name = rest[1] if len(rest) > 1 else None
         subresource = rest[2] if len(rest) > 2 else None
-        if subresource is not None and (subresource != "status" or not rd.has_status):
-            raise errors.resource_not_found()
+        served = (subresource == "status" and rd.has_status) or (subresource == "scale" and rd.scale is not None)
+        if subresource is not None and not served:
+            # The CRD handler answers for its resources' names; other paths are unknown to the server.
+            raise errors.not_found(rd.group, rd.plural, name or "") if rd.custom else errors.resource_not_found()
         return await self._serve_resource(request, rd, namespace, name, subresource)
 
     # -- verbs -----------------------------------------------------------------------------------
@@ -198,7 +201,7 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
                 ("DELETE", True): "delete",
                 ("DELETE", False): "deletecollection",
             }.get((method, name is not None), "")
-        if not verb or (subresource is None and verb not in rd.verbs):
+        if not verb or verb not in (rd.verbs if subresource is None else ("get", "update", "patch")):
             raise errors.method_not_allowed()
         if rd.namespaced and namespace is None and verb in ("create", "get", "update", "patch", "delete"):
             raise errors.resource_not_found()  # namespaced objects are addressed within a namespace
@@ -206,6 +209,9 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
             # Typed clients (e.g. `kubectl create namespace`) send protobuf; only JSON is emulated.
             raise errors.unsupported_media_type(PROTOBUF, ["application/json"])
         opts = self._write_options(params)
+        if subresource == "scale":
+            assert name is not None
+            return self._serve_scale(request, rd, namespace, name, verb, opts)
         match verb:
             case "get":
                 assert name is not None
@@ -235,6 +241,28 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
                 return _json(result)
             case _:
                 return self._delete_collection(request, rd, namespace, params, opts)
+
+    def _serve_scale(
+        self, request: rendering.Request, rd: ResourceDef, namespace: str | None, name: str, verb: str,
+        opts: WriteOptions,
+    ) -> aiohttp.web.StreamResponse:
+        """GET, PUT and PATCH of a custom resource's ``autoscaling/v1`` Scale."""
+        match verb:
+            case "get":
+                found = self.api.get_scale(rd, namespace, name)
+                if self._wants_table(request):
+                    # The Scale prints its own columns: Desired, Available, Age.
+                    printed = dataclasses.replace(rd, columns=scale.COLUMNS)
+                    include = request.params.get("includeObject", "Metadata")
+                    return _json(tables.table(printed, [found], found["metadata"]["resourceVersion"], include))
+                return _json(found)
+            case "update":
+                written = self.api.update_scale(rd, namespace, name, self._body(request), opts)
+            case _:
+                raw = request._raw_request
+                assert raw is not None
+                written = self.api.patch_scale(rd, namespace, name, raw.content_type, self._body(request), opts)
+        return _json(written.obj, 200, written.warnings)
 
     def _write_options(self, params: dict[str, str]) -> WriteOptions:
         validation = params.get("fieldValidation") or "Warn"

@@ -79,6 +79,11 @@ def invalid(group: str, kind: str, name: str, errors: list[FieldError]) -> ApiEr
     return ApiError(422, "Invalid", f'{qualified} "{name}" is invalid: {aggregate(errors)}', details)
 
 
+def internal(message: str) -> ApiError:
+    """apierrors.NewInternalError."""
+    return ApiError(500, "InternalError", f"Internal error occurred: {message}", {"causes": [{"message": message}]})
+
+
 def bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
 

@@ -27,10 +27,16 @@ _VALUELESS = {"required", "forbidden", "too_long"}
 _OMIT = object()
 
 
+class GoValue(str):
+    """A bad value that is already printed as Go prints it (e.g. a struct with ``%#v``)."""
+
+
 def go_repr(value: Any) -> str:
     """Render a bad value as Go's ``%v``/``%q`` would for JSON-decoded data."""
+    if isinstance(value, GoValue):
+        return str(value)
     if value is None:
-        return "null"
+        return '"null"'  # field.Error prints a nil value as the string "null"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):

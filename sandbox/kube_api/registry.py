@@ -13,7 +13,7 @@ from typing import Any
 
 import kmock
 
-from rackmesh_sandbox.kube_api import selectors
+from rackmesh_sandbox.kube_api import cel, selectors
 from rackmesh_sandbox.kube_api.fielderrors import FieldError, invalid, required
 from rackmesh_sandbox.kube_api.schema import CrdSchema
 
@@ -40,6 +40,7 @@ class ResourceDef:
     schema: CrdSchema | None = None
     columns: tuple[dict[str, Any], ...] = ()  # additionalPrinterColumns
     selectable_fields: tuple[str, ...] = ()
+    scale: dict[str, str] | None = None  # a CRD version's subresources.scale (the paths of its Scale)
 
     def __post_init__(self) -> None:
         self.singular = self.singular or self.kind.lower()
@@ -88,8 +89,20 @@ def _version_priority(version: str) -> tuple[int, int, int]:
     return (stability, -int(found[1]), -int(found[3] or 0))
 
 
+def _per_version(spec: dict[str, Any], field: str, index: int, top: str) -> str:
+    """Where the server reports a per-version field: at ``spec.<top>`` when all versions agree on it.
+
+    The server validates its internal form of a CRD, in which a field that is identical in every
+    version is moved up from ``spec.versions[*]`` (apiextensions v1 conversion).
+    """
+    versions = spec.get("versions") or []
+    if all(v.get(field) == versions[0].get(field) for v in versions):
+        return f"spec.{top}"
+    return f"spec.versions[{index}].{field}"
+
+
 def crd_errors(crd: dict[str, Any]) -> list[FieldError]:
-    """The few CRD rules that keep the registry sane (the real server checks far more)."""
+    """The CRD rules the server checks that matter here: names, storage, scale paths, CEL rules."""
     spec = crd.get("spec") or {}
     names = spec.get("names") or {}
     found = [required(f"spec.{field}") for field in ("group", "scope", "versions") if not spec.get(field)]
@@ -99,11 +112,36 @@ def crd_errors(crd: dict[str, Any]) -> list[FieldError]:
         name = (crd.get("metadata") or {}).get("name")
         if name != expected:
             found.append(invalid("metadata.name", name, 'must be spec.names.plural+"."+spec.group'))
-    storage = [v for v in spec.get("versions") or [] if v.get("storage")]
-    if spec.get("versions") and len(storage) != 1:
+    versions = spec.get("versions") or []
+    storage = [v for v in versions if v.get("storage")]
+    if versions and len(storage) != 1:
         found.append(
             invalid("spec.versions", len(storage), "must have exactly one version marked as storage version")
         )
+    for index, version in enumerate(versions):
+        scale = (version.get("subresources") or {}).get("scale")
+        if isinstance(scale, dict):
+            path = _per_version(spec, "subresources", index, "subresources")
+            found += [e for e in _scale_errors(scale, f"{path}.scale") if e not in found]  # reported once
+        openapi = (version.get("schema") or {}).get("openAPIV3Schema")
+        if isinstance(openapi, dict):
+            path = _per_version(spec, "schema", index, "validation")
+            found += [e for e in cel.rule_errors(openapi, f"{path}.openAPIV3Schema") if e not in found]
+    return found
+
+
+def _scale_errors(scale: dict[str, Any], path: str) -> list[FieldError]:
+    found = []
+    for field, under in (("specReplicasPath", ".spec"), ("statusReplicasPath", ".status")):
+        value = scale.get(field)
+        if not value:
+            found.append(required(f"{path}.{field}"))
+        elif not str(value).startswith(f"{under}."):
+            found.append(invalid(f"{path}.{field}", value, f"should be a json path under {under}"))
+    selector = scale.get("labelSelectorPath")
+    if selector and not str(selector).startswith((".spec.", ".status.")):
+        detail = "should be a json path under either .spec or .status"
+        found.append(invalid(f"{path}.labelSelectorPath", selector, detail))
     return found
 
 
@@ -158,7 +196,7 @@ class Registry:
         for version in versions:
             if not version.get("served", True):
                 continue
-            subresources = set((version.get("subresources") or {}).keys())
+            declared = version.get("subresources") or {}
             rd = ResourceDef(
                 group=spec["group"],
                 version=version["name"],
@@ -168,7 +206,7 @@ class Registry:
                 singular=names.get("singular", ""),
                 shortnames=tuple(names.get("shortNames") or ()),
                 categories=tuple(names.get("categories") or ()),
-                subresources=frozenset(subresources),
+                subresources=frozenset(declared),
                 custom=True,
                 storage_version=storage,
                 schema=CrdSchema.from_crd(crd, version["name"]),
@@ -176,6 +214,7 @@ class Registry:
                 selectable_fields=tuple(
                     f["jsonPath"].lstrip(".") for f in version.get("selectableFields") or ()
                 ),
+                scale=declared.get("scale"),
             )
             self.add(rd)
             added.append(rd)

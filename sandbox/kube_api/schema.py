@@ -12,7 +12,7 @@ be greater than or equal to 1``. This module does the same, offline, for tests a
 Docs: https://kubernetes.io/docs/tasks/extend-kubernetes/custom-resources/custom-resource-definitions/
 (validation, defaulting, pruning, nullable, int-or-string). Messages follow kube-openapi's
 validation errors as converted by apiextensions-apiserver. CEL rules (``x-kubernetes-validations``)
-are not evaluated.
+run after these checks, as on the server (see :mod:`.cel`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import functools
 import ipaddress
 import json
 import re
@@ -27,6 +28,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from rackmesh_sandbox.kube_api import cel
 from rackmesh_sandbox.kube_api.fielderrors import FieldError, invalid, number, required
 from rackmesh_sandbox.kube_api.kubevirt import kubevirt_crds
 from rackmesh_sandbox.kube_api.meta import OBJECT_META_FIELDS, validate_object_meta
@@ -150,9 +152,9 @@ class CrdSchema:
         if strict:
             result += [f'{path}: unknown field "{path}"' for path in unknown]
         self.apply_defaults(obj)
-        result += [str(error) for error in validate_object_meta(obj.get("metadata", {}))]
-        result += [str(error) for error in self.validate(obj)]
-        return result
+        found = validate_object_meta(obj.get("metadata", {})) + self.validate(obj)
+        found += self.validate_rules(found, obj)[0]
+        return result + [str(error) for error in found]
 
     # -- the steps, in the order the server runs them ----------------------------------------
 
@@ -171,6 +173,25 @@ class CrdSchema:
         errors: list[FieldError] = []
         _validate(obj, self.openapi, "", errors)
         return errors
+
+    @functools.cached_property
+    def rules(self) -> cel.RuleValidator:
+        """The schema's CEL rules, compiled once."""
+        return cel.RuleValidator(self.openapi)
+
+    def validate_rules(
+        self, found: list[FieldError], obj: Any, old: Any = None, *, ratchet: bool = False
+    ) -> tuple[list[FieldError], list[str]]:
+        """CEL rule errors (and ratcheting warnings), given the errors ``found`` before them.
+
+        As on the server, some schema errors (wrong types, missing required fields, ...) keep the
+        rules from running; one error then says so.
+        """
+        if not self.rules:
+            return [], []
+        if cel.blocked(found):
+            return [cel.BLOCKED], []
+        return self.rules.validate(obj, old, ratchet=ratchet)
 
 
 def _prune(value: Any, schema: Schema, path: str, unknown: list[str], *, embedded: bool = False) -> None:

@@ -1,22 +1,31 @@
-"""Fixtures: an in-process API server per test, and a small JSON client for it."""
+"""Fixtures: an in-process API server per test and a small JSON client for it; the server as a
+process per test module, driven by the real kubectl."""
 
 from __future__ import annotations
 
 import json
 import pathlib
-from collections.abc import AsyncIterator
+import signal
+import subprocess
+import sys
+import textwrap
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
 import pytest
 
-from rackmesh_sandbox.kube_api import KubeApiServer
+from rackmesh_sandbox.kube_api import KubeApiServer, write_kubeconfig
+from tests.support.waiting import eventually
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 DR_CRD = REPO / "crds" / "deploymentrequest.yaml"
 DRS = "/apis/rackmesh.io/v1alpha1/namespaces/default/deploymentrequests"
 NODES = "/api/v1/nodes"
 MERGE = "application/merge-patch+json"
+KUBECTL = "/usr/bin/kubectl"
 
 
 class Reply:
@@ -112,3 +121,65 @@ async def server() -> AsyncIterator[KubeApiServer]:
 async def client(server: KubeApiServer) -> AsyncIterator[Client]:
     async with aiohttp.ClientSession() as session:
         yield Client(session, server.url)
+
+
+class Cluster:
+    """The API server as a process (``python -m rackmesh_sandbox.kube_api``) and kubectl pointed at it."""
+
+    def __init__(
+        self, url: str, kubeconfig: pathlib.Path, cache: pathlib.Path, workdir: pathlib.Path
+    ) -> None:
+        self.url, self.kubeconfig, self.cache, self.workdir = url, kubeconfig, cache, workdir
+
+    def kubectl(
+        self, *args: str, stdin: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [KUBECTL, "--kubeconfig", str(self.kubeconfig), "--cache-dir", str(self.cache), *args]
+        done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=30, check=False)
+        if check:
+            assert done.returncode == 0, f"{argv} failed: {done.stderr}"
+        return done
+
+    def manifest(self, name: str, text: str) -> str:
+        path = self.workdir / name
+        path.write_text(textwrap.dedent(text))
+        return str(path)
+
+    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            self.url + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as response:
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as e:
+            return e.code, json.load(e)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    workdir = tmp_path_factory.mktemp("kubectl")
+    ready = workdir / "api.json"
+    argv = [
+        sys.executable,
+        "-m",
+        "rackmesh_sandbox.kube_api",
+        "--port",
+        "0",
+        "--crd",
+        str(DR_CRD),
+        "--ready-file",
+        str(ready),
+    ]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        eventually(ready.exists, timeout=20, what="the API is ready")
+        url = json.loads(ready.read_text())["url"]
+        yield Cluster(url, write_kubeconfig(workdir / "kubeconfig", url), workdir / "cache", workdir)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0

@@ -5,9 +5,9 @@ https://kubernetes.io/docs/reference/using-api/api-concepts/#field-validation (`
 
 Case matrix:
 - ``apply -f examples/lob123.yaml`` creates; a second apply is "unchanged".
-- ``get dr`` prints NAME REPLICAS READY PHASE AGE; ``-o wide`` adds INSTANCETYPE IMAGE COORDINATOR.
-- ``apply`` of ``replicas: 0`` or of a spec without ``image`` fails with the schema's message on
-  stderr and stores nothing; an unknown field fails too (kubectl asks for strict validation).
+- ``get dr`` prints NAME and the CRD's printer columns of priority 0; ``-o wide`` adds the others.
+- ``apply`` of ``replicas`` above the maximum or of a spec without ``image`` fails with the schema's
+  message on stderr and stores nothing; an unknown field fails too (kubectl asks for strict validation).
 - ``describe dr`` prints the object and its Events.
 - ``delete dr`` removes it, and waits while a finalizer holds it (watching by field selector).
 - ``get nodes --show-labels`` and ``-l`` list Nodes; ``get vm`` lists VirtualMachines.
@@ -16,86 +16,20 @@ The server runs as a process (``python -m rackmesh_sandbox.kube_api``), kubectl 
 
 from __future__ import annotations
 
+import itertools
 import json
 import pathlib
-import signal
+import re
 import subprocess
-import sys
-import textwrap
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
+import yaml
 
-from rackmesh_sandbox.kube_api import write_kubeconfig
-from tests.kube_api.conftest import DR_CRD, REPO
+from tests.kube_api.conftest import DR_CRD, KUBECTL, REPO, Cluster
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.kubectl
-KUBECTL = "/usr/bin/kubectl"
 EXAMPLE = REPO / "examples" / "lob123.yaml"
-
-
-class Cluster:
-    def __init__(
-        self, url: str, kubeconfig: pathlib.Path, cache: pathlib.Path, workdir: pathlib.Path
-    ) -> None:
-        self.url, self.kubeconfig, self.cache, self.workdir = url, kubeconfig, cache, workdir
-
-    def kubectl(
-        self, *args: str, stdin: str | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        argv = [KUBECTL, "--kubeconfig", str(self.kubeconfig), "--cache-dir", str(self.cache), *args]
-        done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=30, check=False)
-        if check:
-            assert done.returncode == 0, f"{argv} failed: {done.stderr}"
-        return done
-
-    def manifest(self, name: str, text: str) -> str:
-        path = self.workdir / name
-        path.write_text(textwrap.dedent(text))
-        return str(path)
-
-    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            self.url + path,
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/merge-patch+json"},
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=10) as response:
-                return response.status, json.load(response)
-        except urllib.error.HTTPError as e:
-            return e.code, json.load(e)
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    workdir = tmp_path_factory.mktemp("kubectl")
-    ready = workdir / "api.json"
-    argv = [
-        sys.executable,
-        "-m",
-        "rackmesh_sandbox.kube_api",
-        "--port",
-        "0",
-        "--crd",
-        str(DR_CRD),
-        "--ready-file",
-        str(ready),
-    ]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        eventually(ready.exists, timeout=20, what="the API is ready")
-        url = json.loads(ready.read_text())["url"]
-        yield Cluster(url, write_kubeconfig(workdir / "kubeconfig", url), workdir / "cache", workdir)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
 
 
 def dr_manifest(name: str, spec: str) -> str:
@@ -107,6 +41,14 @@ def dr_manifest(name: str, spec: str) -> str:
         """
 
 
+def by_column(header: str, row: str) -> dict[str, str]:
+    """A kubectl table row by column (cells may be blank, so columns are cut where headers start)."""
+    starts = [m.start() for m in re.finditer(r"\S+", header)] + [len(row) + 1]
+    return {
+        header[start:end].strip(): row[start:end].strip() for start, end in itertools.pairwise(starts)
+    }
+
+
 def test_apply_and_get(cluster: Cluster) -> None:
     assert (
         cluster.kubectl("apply", "-f", str(EXAMPLE)).stdout
@@ -116,12 +58,21 @@ def test_apply_and_get(cluster: Cluster) -> None:
         cluster.kubectl("apply", "-f", str(EXAMPLE)).stdout
         == "deploymentrequest.rackmesh.io/lob123 unchanged\n"
     )
+    declared = yaml.safe_load(DR_CRD.read_text())["spec"]["versions"][0]["additionalPrinterColumns"]
     header, row = cluster.kubectl("get", "dr").stdout.splitlines()
-    assert header.split() == ["NAME", "REPLICAS", "READY", "PHASE", "AGE"]
+    assert header.split() == ["NAME"] + [c["name"].upper() for c in declared if not c.get("priority")]
     assert row.split()[:2] == ["lob123", "50"]
     header, row = cluster.kubectl("get", "deploymentrequests", "-o", "wide").stdout.splitlines()
-    assert header.split() == ["NAME", "REPLICAS", "READY", "PHASE", "INSTANCETYPE", "IMAGE", "COORDINATOR", "AGE"]
-    assert row.split()[:4] == ["lob123", "50", "u1.large", "lob123-rhel-6.0"]
+    wide = [c["name"].upper() for c in declared if not c.get("priority")][:-1]  # AGE comes last
+    wide += [c["name"].upper() for c in declared if c.get("priority")] + ["AGE"]
+    assert header.split() == ["NAME", *wide]
+    cells = by_column(header, row)
+    assert (cells["NAME"], cells["REPLICAS"], cells["INSTANCETYPE"], cells["IMAGE"]) == (
+        "lob123",
+        "50",
+        "u1.large",
+        "lob123-rhel-6.0",
+    )
     assert json.loads(cluster.kubectl("get", "dr", "lob123", "-o", "json").stdout)["spec"]["replicas"] == 50
 
 
@@ -129,8 +80,8 @@ def test_apply_and_get(cluster: Cluster) -> None:
     ("spec", "message"),
     [
         (
-            "{replicas: 0, instancetype: u1.large, image: lob123-rhel-6.0}",
-            "spec.replicas: Invalid value: 0: spec.replicas in body should be greater than or equal to 1",
+            "{replicas: 10001, instancetype: u1.large, image: lob123-rhel-6.0}",
+            "spec.replicas: Invalid value: 10001: spec.replicas in body should be less than or equal to 10000",
         ),
         ("{replicas: 5, instancetype: u1.large}", "spec.image: Required value"),
         ("{replicas: 5, instancetype: u1.large, image: x, colour: blue}", 'unknown field "spec.colour"'),
@@ -153,11 +104,11 @@ def test_apply_refuses_an_invalid_change(cluster: Cluster) -> None:
     )
     cluster.kubectl("apply", "-f", path)
     path = cluster.manifest(
-        "bad.yaml", dr_manifest("changing", "{replicas: 0, instancetype: u1.large, image: x}")
+        "bad.yaml", dr_manifest("changing", "{replicas: 10001, instancetype: u1.large, image: x}")
     )
     done = cluster.kubectl("apply", "-f", path, check=False)
     assert done.returncode != 0
-    assert "spec.replicas in body should be greater than or equal to 1" in done.stderr
+    assert "spec.replicas in body should be less than or equal to 10000" in done.stderr
     assert json.loads(cluster.kubectl("get", "dr", "changing", "-o", "json").stdout)["spec"]["replicas"] == 2
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from rackmesh_sandbox.kube_api.cel import BLOCKED
 from rackmesh_sandbox.kube_api.schema import CrdSchema, load_kubevirt_schemas
 from tests.kube_api.conftest import DR_CRD, dr
 
@@ -229,11 +230,12 @@ def test_deploymentrequest_crd() -> None:
     schema = CrdSchema.from_crd(yaml.safe_load(DR_CRD.read_text()))
     assert (schema.kind, schema.group, schema.version) == ("DeploymentRequest", "rackmesh.io", "v1alpha1")
     assert schema.errors(dr()) == []
-    bad = dr(replicas=0)
+    bad = dr(replicas=10001)
     del bad["spec"]["image"]
     assert schema.errors(bad) == [
-        "spec.replicas: Invalid value: 0: spec.replicas in body should be greater than or equal to 1",
+        "spec.replicas: Invalid value: 10001: spec.replicas in body should be less than or equal to 10000",
         "spec.image: Required value",
+        str(BLOCKED),  # the CRD's CEL rules do not run while a required field is missing
     ]
     with pytest.raises(ValueError, match="no version 'v9'"):
         CrdSchema.from_crd(yaml.safe_load(DR_CRD.read_text()), version="v9")
@@ -285,6 +287,7 @@ def test_kubevirt_schemas() -> None:
         '"integer"',
         'spec.template.spec.domain.cpu.cores: Invalid value: "string": spec.template.spec.domain.cpu.cores '
         'in body must be of type integer: "string"',
+        str(BLOCKED),
     ]
     instancetype = {
         "apiVersion": "instancetype.kubevirt.io/v1beta1",

@@ -143,7 +143,7 @@ async def test_dry_run(client: Client) -> None:
     reply = await client.post(DRS, dr(), params={"dryRun": "All"})
     assert reply.status == 201
     assert (await client.get(f"{DRS}/lob123")).status == 404
-    reply = await client.post(DRS, dr(replicas=0), params={"dryRun": "All"})
+    reply = await client.post(DRS, dr(replicas=10001), params={"dryRun": "All"})
     assert reply.status == 422
     await client.create(DRS, dr())
     await client.patch(f"{DRS}/lob123", {"spec": {"replicas": 9}}, params={"dryRun": "All"})
