@@ -94,7 +94,7 @@ def assess(replicas: int, generation: int, vms: list[VmState], record: RequestRe
         return Verdict(Phase.PENDING, (record.reason, counts), None, (record.reason, record.message), True)
     if record.stage in (Stage.PLACING, Stage.COMMITTED, Stage.DEPLOYING):
         phase = Phase.DEPLOYING if record.stage == Stage.DEPLOYING else Phase.PLACING
-        return Verdict(phase, (str(phase), counts), round_activity(record, len(vms)), None, True)
+        return Verdict(phase, (str(phase), counts), round_activity(record), None, True)
     if len(vms) == replicas and ready == replicas:
         return Verdict(Phase.READY, ("Ready", counts), None, None, True)
     if len(vms) < replicas:
@@ -109,15 +109,16 @@ def assess(replicas: int, generation: int, vms: list[VmState], record: RequestRe
                    ("Deploying", f"{replicas - ready} VM{_s(replicas - ready)} not ready yet"), None, True)
 
 
-def round_activity(record: RequestRecord, existing: int) -> tuple[str, str]:
+def round_activity(record: RequestRecord) -> tuple[str, str]:
     """What the round in flight does, in words: placing a new request, healing, or scaling."""
     order = record.order
-    wanted = order.replicas - sum(len(p.indices) for p in record.portions)
-    where = f" on {len(record.placing)} nodes" if record.placing else ""
+    placed = sum(len(p.indices) for p in record.portions)
+    wanted = order.replicas - placed
+    where = f" on {len(record.placing)} node{_s(len(record.placing))}" if record.placing else ""
     if order.lost:
         return "Healing", f"re-placing {len(order.lost)} lost VM{_s(len(order.lost))}{where}"
-    if existing:
-        return "Scaling", f"scaling from {existing} to {order.replicas} VMs: placing {wanted} more{where}"
+    if placed:
+        return "Scaling", f"scaling from {placed} to {order.replicas} VMs: placing {wanted} more{where}"
     return str(Phase.PLACING if record.stage != Stage.DEPLOYING else Phase.DEPLOYING), (
         f"placing {wanted} x {order.instancetype} from image {order.image}{where}")
 

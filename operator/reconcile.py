@@ -94,6 +94,7 @@ class Reconciler:
         self._written_at: float | None = None
         self._last_status: dict[str, Any] | None = None
         self._unready_told: frozenset[str] = frozenset()
+        self._deploy_told: float | None = None  # the round (deploying_since) whose Deploying phase was told
 
     # -- what the request asks
 
@@ -144,13 +145,25 @@ class Reconciler:
             seen = dataclasses.replace(seen, vms=self._vms())
         unready = Counter(vm.node for vm in seen.vms if vm.node in seen.nodes and not seen.nodes[vm.node].ready)
         verdict = progress.assess(self.replicas, self.generation, seen.vms, seen.record, blocker, dict(unready))
-        if verdict.phase == Phase.READY and self.phase not in (Phase.DEPLOYING, Phase.READY):
-            # Say the VMs were written (status and Event) before saying they are ready, even when they are
-            # ready at first sight.
-            verdict = dataclasses.replace(verdict, phase=Phase.DEPLOYING, reconciling=(
-                "Deploying", f"{len(seen.vms)} VMs written"))
+        verdict = self._deploying_first(verdict, seen.record)
         await self._report(verdict, seen)
         return not (blocker is not None and blocker.final)
+
+    def _deploying_first(self, verdict: Verdict, record: RequestRecord | None) -> Verdict:
+        """A round that wrote VMs says so (status and Event) before it says they are ready, even when they
+        are ready at first sight."""
+        since = record.deploying_since if record is not None else 0.0
+        if self._deploy_told is None:
+            self._deploy_told = since  # what happened before this operator started was told already
+        if verdict.phase == Phase.DEPLOYING:
+            self._deploy_told = since
+        if verdict.phase != Phase.READY or not since or since == self._deploy_told:
+            return verdict
+        self._deploy_told = since
+        assert record is not None
+        written = sum(len(p.indices) for p in record.portions if p.indices)
+        return dataclasses.replace(verdict, phase=Phase.DEPLOYING, reconciling=(
+            "Deploying", f"{written} VMs written"))
 
     def _blocker(self, record: RequestRecord | None) -> Blocker | None:
         """What the spec itself stands in the way of, before any agent is asked. A missing instancetype

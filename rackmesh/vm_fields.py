@@ -3,13 +3,19 @@ controller): the one place that knows where these fields live."""
 
 from typing import Any
 
-from rackmesh.labels import REQUEST_KIND
+from rackmesh.labels import HOSTNAME_LABEL, REQUEST_KIND
 
 
 def disk_source_url(vm: dict[str, Any]) -> str:
     """The HTTP source of the VM's first DataVolume template (CDI's import source); "" if it has none."""
     templates = (vm.get("spec") or {}).get("dataVolumeTemplates") or [{}]
     return str((((templates[0].get("spec") or {}).get("source") or {}).get("http") or {}).get("url") or "")
+
+
+def pinned_node(vm: dict[str, Any]) -> str:
+    """The node the VM is pinned to by its hostname nodeSelector; "" if it is not pinned that way."""
+    template = ((vm.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return str((template.get("nodeSelector") or {}).get(HOSTNAME_LABEL, ""))
 
 
 def is_ready(vm: dict[str, Any]) -> bool:

@@ -8,7 +8,9 @@ fetches the first byte of its ``dataVolumeTemplates[0]`` HTTP source (``Range: b
 CDI's importer resumes). If the storage agent answers, the VM's status becomes what KubeVirt
 reports for a running VM (``Running``, ready, condition Ready True); if not, it stays
 ``Provisioning`` (KubeVirt's status while DataVolumes import) with Ready False, and is tried again
-on the next pass. Nothing is started, copied or booted.
+on the next pass. A running VM whose node is not Ready (or gone) turns not ready, as a real VM's
+does once the node controller marks its virt-launcher pod not ready; it is ready again when the node
+is. Nothing is started, copied or booted.
 
     python -m rackmesh_sandbox.kubevirt_simulation --kubeconfig PATH [--interval 0.3] [--ready-file PATH]
 
@@ -29,8 +31,9 @@ from typing import Any
 import aiohttp
 
 from rackmesh import logs
-from rackmesh.kube_client import VIRTUAL_MACHINES, Credentials, KubeApiError, KubeClient
-from rackmesh.vm_fields import disk_source_url, is_ready
+from rackmesh.kube_client import NODES, VIRTUAL_MACHINES, Credentials, KubeApiError, KubeClient
+from rackmesh.nodes import node_state
+from rackmesh.vm_fields import disk_source_url, is_ready, pinned_node
 from rackmesh_sandbox.kube_api.kubeconfig import write_atomically
 
 logger = logging.getLogger("rackmesh_sandbox.kubevirt_simulation")
@@ -70,9 +73,25 @@ async def image_answers(http: aiohttp.ClientSession, url: str) -> bool:
         return False
 
 
+def node_not_ready_status() -> dict[str, Any]:
+    """A running VM on a node that is not Ready: the VMI's Ready condition follows its pod's (KubeVirt
+    keeps ``printableStatus`` Running and omits ``ready`` when false: None removes it in a merge patch)."""
+    return {"created": True, "ready": None, "printableStatus": RUNNING,
+            "conditions": [{"type": "Ready", "status": "False", "reason": "PodNotReady",
+                            "message": "the node is not Ready", "lastTransitionTime": _now()}]}
+
+
 async def reconcile(kube: KubeClient, http: aiohttp.ClientSession) -> None:
-    """One pass: every VM not ready yet becomes Running if its image URL answers, else Provisioning."""
-    waiting = [vm for vm in await kube.list(VIRTUAL_MACHINES) if not is_ready(vm)]
+    """One pass: VMs on a node that is not Ready are not ready; every other VM not ready yet becomes
+    Running if its image URL answers, else Provisioning."""
+    ready_nodes = {node["metadata"]["name"] for node in await kube.list(NODES) if node_state(node, "").ready}
+    vms = await kube.list(VIRTUAL_MACHINES)
+    cut_off = [vm for vm in vms if is_ready(vm) and pinned_node(vm) not in ready_nodes]
+    await asyncio.gather(*(_patch(kube, vm, node_not_ready_status()) for vm in cut_off))
+    if cut_off:
+        logger.warning("VMs not ready: their node is not Ready (simulated)",
+                       extra={"vms": sorted(vm["metadata"]["name"] for vm in cut_off)})
+    waiting = [vm for vm in vms if not is_ready(vm) and pinned_node(vm) in ready_nodes]
     urls = sorted({url for vm in waiting if (url := disk_source_url(vm))})
     # Many VMs share a holder's URL; ask each one once per pass, a bounded number at a time.
     limit = asyncio.Semaphore(PROBE_CONCURRENCY)
@@ -90,17 +109,24 @@ async def _report(kube: KubeClient, vm: dict[str, Any], answers: bool) -> None:
     where = f"{metadata['namespace']}/{metadata['name']}"
     if not answers and status.get("printableStatus") == PROVISIONING:
         return  # already reported; writing again would only churn resourceVersions and watches
-    patch = running_status() if answers else provisioning_status()
-    try:
-        await kube.patch(VIRTUAL_MACHINES, metadata["name"], {"status": patch}, metadata["namespace"], "status")
-    except KubeApiError as exc:
-        if exc.status == 404:
-            return  # deleted since the list
-        raise
+    if not await _patch(kube, vm, running_status() if answers else provisioning_status()):
+        return
     if answers:
         logger.info("VM running (simulated)", extra={"vm": where, "url": disk_source_url(vm)})
     else:
         logger.warning("VM provisioning: image source does not answer", extra={"vm": where, "url": disk_source_url(vm)})
+
+
+async def _patch(kube: KubeClient, vm: dict[str, Any], status: dict[str, Any]) -> bool:
+    """Write ``status``; False if the VM was deleted since the list."""
+    metadata = vm["metadata"]
+    try:
+        await kube.patch(VIRTUAL_MACHINES, metadata["name"], {"status": status}, metadata["namespace"], "status")
+    except KubeApiError as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
 
 
 async def run(kube: KubeClient, stop: asyncio.Event, interval: float = DEFAULT_INTERVAL,

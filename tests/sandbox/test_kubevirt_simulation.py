@@ -5,6 +5,8 @@ Case matrix (in process: the API server, an image server and the simulation's lo
 - a VM whose URL does not answer (a closed port) stays Provisioning, Ready False (VMINotExists), not ready,
   and its status is not rewritten on every pass
 - a VM whose URL answers 404 (the holder lost the image) is Provisioning until the file appears, then Running
+- a running VM whose node turns NotReady turns not ready (Running, Ready False, PodNotReady), and ready
+  again when the node is Ready
 - every status written passes KubeVirt's VM schema
 - the first pass writes the ready file; setting the stop event ends the loop
 Process form: ``python -m rackmesh_sandbox.kubevirt_simulation --kubeconfig ... --ready-file ...`` writes the
@@ -22,14 +24,16 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from rackmesh.kube_client import DEPLOYMENT_REQUESTS, VIRTUAL_MACHINES, Credentials, KubeClient
+from rackmesh.kube_client import DEPLOYMENT_REQUESTS, NODES, VIRTUAL_MACHINES, Credentials, KubeClient
 from rackmesh.protocol import ImageHolder, Order, RequestRef
 from rackmesh_node_agent.vms.manifest import virtual_machine
 from rackmesh_sandbox import kubevirt_simulation
 from rackmesh_sandbox.kube_api import KubeApiServer
+from rackmesh_sandbox.cluster_seed import node_object, node_status
 from rackmesh_sandbox.kube_api.schema import load_kubevirt_schemas
 from rackmesh_sandbox.lifecycle import CRD_DIR
 from rackmesh_sandbox.ports import free_port
+from rackmesh_sandbox.topology import Topology
 from tests.support.builders import RequestBuilder
 from tests.support.waiting import async_eventually
 
@@ -72,6 +76,9 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
     try:
         async with (KubeApiServer(crd_paths=sorted(CRD_DIR.glob("*.yaml"))) as api,
                     KubeClient(Credentials(api.url, ssl_context=False)) as kube):
+            node = Topology.parse({"nodes": [{"name": "c-a-1", "rack": "rack-a", "roles": ["compute"]}]}).nodes[0]
+            await kube.create(NODES, node_object(node, "topology.rackmesh.io/rack"))
+            await kube.patch(NODES, node.name, node_status(node), subresource="status")
             stored = await kube.create(DEPLOYMENT_REQUESTS, RequestBuilder("lob123").replicas(10).obj(), "default")
             order = Order(RequestRef(stored["metadata"]["uid"], "default", "lob123"), 10, "u1.small",
                           "lob123-rhel-6.0")
@@ -124,6 +131,27 @@ async def test_a_vm_runs_once_its_missing_image_appears(cluster, simulation):
     await async_eventually(lambda: cluster.provisioning(name), what="VM provisioning while the image is missing")
     (cluster.images / "late.img").write_bytes(b"\0" * 16)
     await async_eventually(lambda: cluster.running(name), what="VM running once the image exists")
+
+
+async def test_a_vm_on_a_node_that_is_not_ready_is_not_ready(cluster, simulation):
+    name = await cluster.vm(0, f"{cluster.image_base}/present.img")
+    await async_eventually(lambda: cluster.running(name), what="VM running")
+
+    async def node_ready(status: str) -> None:
+        conditions = [{"type": "Ready", "status": status, "reason": "Simulated", "message": "test"}]
+        await cluster.kube.patch(NODES, "c-a-1", {"status": {"conditions": conditions}}, subresource="status")
+
+    async def ready_is(value: bool) -> dict[str, Any] | None:
+        vm = await cluster.get(name)
+        return vm if (vm["status"].get("ready") is True) == value else None
+
+    await node_ready("Unknown")
+    vm = await async_eventually(lambda: ready_is(False), what="VM not ready on a NotReady node")
+    assert vm["status"]["printableStatus"] == "Running" and VM_SCHEMA.errors(vm) == []
+    assert [(c["type"], c["status"], c["reason"]) for c in vm["status"]["conditions"]] == [
+        ("Ready", "False", "PodNotReady")]
+    await node_ready("True")
+    await async_eventually(lambda: ready_is(True), what="VM ready again with its node")
 
 
 async def test_the_process_marks_vms_running_and_stops_on_sigterm(cluster, tmp_path):
