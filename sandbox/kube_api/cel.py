@@ -14,8 +14,8 @@ values are typed) and ``pkg/cel/escaping.go`` (property names in CEL).
 Docs: https://kubernetes.io/docs/tasks/extend-kubernetes/custom-resources/custom-resource-definitions/#validation-rules
 
 Not emulated: cost budgets; the Kubernetes CEL libraries (strings extensions such as ``lowerAscii``,
-lists, regex ``find``, ``url``, ``quantity``, ``ip``/``cidr``, ``format``) and ``dyn`` — a rule using
-one is refused when its CRD is written, saying so; ``optionalOldSelf`` (refused likewise); cel-go's
+lists, regex ``find``, ``url``, ``quantity``, ``ip``/``cidr``, ``format``), ``dyn`` and optionals — a
+rule using them is refused when its CRD is written, saying so; ``optionalOldSelf`` (likewise); cel-go's
 type checker beyond undeclared names and undeclared fields of typed objects (other type errors show
 up when the rule runs); order-insensitive equality of ``set``/``map`` lists. Compile errors are worded
 like cel-go's, but parser messages and columns are cel-python's.
@@ -45,51 +45,33 @@ _MACROS = frozenset({"has", "all", "exists", "exists_one", "map", "filter"})
 _ITERATING = _MACROS - {"has"}
 # Standard functions and type names cel-python provides (operators are the names that start with "_" or "!").
 _FUNCTIONS = frozenset(name for name in base_functions if name[0].isalpha())
-_REASONS = {
-    "FieldValueInvalid": "invalid",
-    "FieldValueForbidden": "forbidden",
-    "FieldValueRequired": "required",
-    "FieldValueDuplicate": "duplicate",
-}
+_REASONS = frozenset({"FieldValueInvalid", "FieldValueForbidden", "FieldValueRequired", "FieldValueDuplicate"})
 _MAX_MESSAGE_BYTES = 5 * 1024  # celconfig.MaxEvaluatedMessageExpressionSizeBytes
 # Nodes of celpy's parse tree that stand for their only child (the grammar's precedence levels).
 _PASSTHROUGH = frozenset(
     {
-        "expr",
-        "conditionalor",
-        "conditionaland",
-        "relation",
-        "addition",
-        "multiplication",
-        "unary",
-        "member",
-        "primary",
-        "paren_expr",
+        *("expr", "conditionalor", "conditionaland", "relation", "addition", "multiplication", "unary"),
+        *("member", "primary", "paren_expr"),
     }
 )
+# CEL's reserved words: properties named so are "__<name>__" in rules (apiserver's cel.Escape).
 _RESERVED = frozenset(
     {
-        "true",
-        "false",
-        "null",
-        "in",
-        "as",
-        "break",
-        "const",
-        "continue",
-        "else",
-        "for",
-        "function",
-        "if",
-        "import",
-        "let",
-        "loop",
-        "package",
-        "namespace",
-        "return",
-        "var",
-        "void",
-        "while",
+        *("true", "false", "null", "in", "as", "break", "const", "continue", "else", "for", "function", "if"),
+        *("import", "let", "loop", "package", "namespace", "return", "var", "void", "while"),
+    }
+)
+# Names kube-apiserver's CEL environment adds to standard CEL (apiserver pkg/cel/library, cel-go ext).
+_KUBERNETES_LIBRARIES = frozenset(
+    {
+        *("charAt", "indexOf", "lastIndexOf", "lowerAscii", "upperAscii", "replace", "split", "substring"),
+        *("trim", "join", "quote", "reverse", "format", "strings", "dyn", "optional", "hasValue", "orValue"),
+        *("isSorted", "sum", "min", "max", "find", "findAll", "sets", "math", "base64"),
+        *("url", "isURL", "getScheme", "getHost", "getHostname", "getPort", "getEscapedPath", "getQuery"),
+        *("quantity", "isQuantity", "sign", "isGreaterThan", "isLessThan", "compareTo", "add", "sub"),
+        *("asInteger", "isInteger", "asApproximateFloat", "semver", "isSemver", "major", "minor", "patch"),
+        *("ip", "isIP", "cidr", "isCIDR", "family", "isUnspecified", "isLoopback", "isGlobalUnicast"),
+        *("isLinkLocalMulticast", "isLinkLocalUnicast", "containsIP", "containsCIDR", "prefixLength", "masked"),
     }
 )
 _BLOCKING = frozenset({"unsupported", "required", "too_long", "too_many", "type"})
@@ -154,8 +136,10 @@ def _string(value: str, schema: Schema) -> celtypes.Value:
     """Strings with a time or bytes format are typed as such (values.go); others stay strings."""
     try:
         match schema.get("format"):
-            case "date-time" | "date":
-                return celtypes.TimestampType(value if "T" in value else f"{value}T00:00:00Z")
+            case "date-time":
+                return celtypes.TimestampType(value.upper())  # RFC 3339 allows a lower-case t and z
+            case "date":
+                return celtypes.TimestampType(f"{value}T00:00:00Z")
             case "duration":
                 return celtypes.DurationType(value)
             case "byte":
@@ -206,7 +190,7 @@ class CompileError(Exception):
 
 def _issue(text: str, line: int, column: int, message: str) -> str:
     """One cel-go issue: position, message and the source line with a caret."""
-    source = (text.splitlines() or [""])[line - 1] if line else text
+    source = (text.splitlines() or [""])[line - 1]
     return f"ERROR: <input>:{line}:{column}: {message}\n | {source}\n | {'.' * max(column - 1, 0)}^"
 
 
@@ -257,7 +241,7 @@ class _Checker:
             self.uses_old_self |= name == "oldSelf"
             return self.self_schema
         if name not in _FUNCTIONS:
-            self._report(token, f"undeclared reference to '{name}' (in container '')")
+            self._report(token, _undeclared(name))
         return None
 
     def _select(self, receiver: Schema | None, token: lark.Token) -> Schema | None:
@@ -276,7 +260,7 @@ class _Checker:
         name = str(token)
         args = rest[0].children if rest and isinstance(rest[0], lark.Tree) else []
         if name not in _FUNCTIONS and name not in _MACROS:
-            self._report(token, f"undeclared reference to '{name}' (in container '')")
+            self._report(token, _undeclared(name))
         if name in _ITERATING and args:
             variable = _ident_name(args[0])
             element = None
@@ -287,6 +271,16 @@ class _Checker:
                 args = args[1:]
         for arg in args:
             self.schema_of(arg, scope)
+
+
+def _undeclared(name: str) -> str:
+    """cel-go's refusal of an unknown name, saying when a real server would have known it."""
+    if name in _KUBERNETES_LIBRARIES:
+        return (
+            f"undeclared reference to '{name}' (in container ''): a function of the Kubernetes CEL libraries, "
+            "which the rackmesh sandbox API does not provide"
+        )
+    return f"undeclared reference to '{name}' (in container '')"
 
 
 def _ident_name(node: Any) -> str | None:
@@ -633,28 +627,27 @@ class RuleValidator:
         With ``ratchet`` (updates of the main resource, CRDValidationRatcheting), an error of a
         rule without oldSelf at a node whose value did not change is only a warning.
         """
-        errors: list[FieldError] = []
-        warnings: list[str] = []
+        run = _Run(ratchet)
         if self.root is not None:
-            self._validate(self.root, obj, old, "", old is not None and obj == old, ratchet, errors, warnings)
-        return errors, warnings
+            run.node(self.root, obj, old, "", old is not None and obj == old)
+        return run.errors, run.warnings
 
-    def _validate(
-        self,
-        node: _Node,
-        value: Any,
-        old: Any,
-        path: str,
-        unchanged: bool,
-        ratchet: bool,
-        errors: list[FieldError],
-        warnings: list[str],
-    ) -> None:
+
+@dataclasses.dataclass
+class _Run:
+    """One validation of an object: walks the validator tree along the object and its old value."""
+
+    ratchet: bool
+    errors: list[FieldError] = dataclasses.field(default_factory=list)
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    def node(self, node: _Node, value: Any, old: Any, path: str, unchanged: bool) -> None:
+        """``unchanged``: whether the nearest node with an old value (this one or above) kept it."""
         if value is None:
             return  # rules only see values that are set
-        self._rules(node, value, old, path, unchanged, ratchet, errors, warnings)
+        self.rules(node, value, old, path, unchanged)
         for sub in node.all_of:
-            self._validate(sub, value, old, path, unchanged, ratchet, errors, warnings)
+            self.node(sub, value, old, path, unchanged)
         if isinstance(value, dict):
             old_map = old if isinstance(old, dict) else {}
             for key, item in value.items():
@@ -665,9 +658,7 @@ class RuleValidator:
                 else:
                     continue
                 previous = old_map.get(key)
-                # Ratcheting compares a node with its old value where one exists, else as its parent was.
-                same = item == previous if key in old_map else unchanged
-                self._validate(child, item, previous, path_to, same, ratchet, errors, warnings)
+                self.node(child, item, previous, path_to, item == previous if key in old_map else unchanged)
         elif isinstance(value, list) and node.items is not None:
             keys = node.schema.get("x-kubernetes-list-map-keys") or []
             olds: dict[Any, Any] = {}
@@ -676,19 +667,9 @@ class RuleValidator:
             for index, item in enumerate(value):
                 previous = olds.get(_map_list_key(item, keys))
                 same = item == previous if previous is not None else unchanged
-                self._validate(node.items, item, previous, f"{path}[{index}]", same, ratchet, errors, warnings)
+                self.node(node.items, item, previous, f"{path}[{index}]", same)
 
-    def _rules(
-        self,
-        node: _Node,
-        value: Any,
-        old: Any,
-        path: str,
-        unchanged: bool,
-        ratchet: bool,
-        errors: list[FieldError],
-        warnings: list[str],
-    ) -> None:
+    def rules(self, node: _Node, value: Any, old: Any, path: str, unchanged: bool) -> None:
         if not node.rules:
             return
         value_type = str(node.schema.get("type") or "")
@@ -698,7 +679,7 @@ class RuleValidator:
             activation["oldSelf"] = to_cel(old, node.self_schema)
         for rule in node.rules:
             if rule.error:
-                errors.append(invalid(here, value_type, f"rule compile error: {rule.error}"))
+                self.errors.append(invalid(here, value_type, f"rule compile error: {rule.error}"))
                 continue
             if rule.uses_old_self and old is None:
                 continue  # transition rules need an old value to compare with
@@ -706,13 +687,13 @@ class RuleValidator:
             try:
                 result = rule.program.evaluate(activation)
             except Exception as e:  # any evaluation failure is reported as the server does
-                errors.append(invalid(here, value_type, _eval_detail(e, rule)))
+                self.errors.append(invalid(here, value_type, _eval_detail(e, rule)))
                 continue
             if isinstance(result, celtypes.BoolType) and result:
                 continue
             target = _child(path, rule.field_path) if rule.field_path else here
             error = _refusal(rule, target, value_type, _message(rule, activation))
-            if ratchet and unchanged and not rule.uses_old_self:
-                warnings.append(str(error))
+            if self.ratchet and unchanged and not rule.uses_old_self:
+                self.warnings.append(str(error))
             else:
-                errors.append(error)
+                self.errors.append(error)

@@ -99,6 +99,111 @@ def dr(name: str = "lob123", replicas: int = 3, **spec: Any) -> dict[str, Any]:
     }
 
 
+WIDGETS = "/apis/test.rackmesh.io/v1/namespaces/default/widgets"
+
+
+def widget_crd() -> dict[str, Any]:
+    """A CRD for rule and scale tests: CEL rules at several levels, status and scale subresources."""
+
+    def rule(text: str, message: str, **more: str) -> dict[str, str]:
+        return {"rule": text, "message": message, **more}
+
+    spec = {
+        "type": "object",
+        "required": ["replicas", "flavor"],
+        "x-kubernetes-validations": [
+            {
+                "rule": "!has(self.maxReplicas) || self.replicas <= self.maxReplicas",
+                "messageExpression": "string(self.replicas) + ' exceeds ' + string(self.maxReplicas)",
+                "fieldPath": ".replicas",
+            },
+            rule(
+                "!has(self.legacy)", "legacy is no longer supported", reason="FieldValueForbidden", fieldPath=".legacy"
+            ),
+        ],
+        "properties": {
+            "replicas": {"type": "integer", "minimum": 1, "maximum": 100},
+            "maxReplicas": {"type": "integer"},
+            "flavor": {"type": "string", "x-kubernetes-validations": [rule("self == oldSelf", "flavor is immutable")]},
+            "legacy": {"type": "string"},
+            "ports": {
+                "type": "array",
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["name"],
+                "items": {
+                    "type": "object",
+                    "required": ["name", "port", "protocol"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "port": {"type": "integer"},
+                        "protocol": {"type": "string"},
+                    },
+                    "x-kubernetes-validations": [
+                        rule("self.port > 1024", "ports must be unprivileged"),
+                        rule("self.protocol == oldSelf.protocol", "a port's protocol is immutable"),
+                    ],
+                },
+            },
+            "tags": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "string",
+                    "x-kubernetes-validations": [rule("size(self) <= 10", "tags are short")],
+                },
+            },
+        },
+    }
+    status = {
+        "type": "object",
+        "properties": {"replicas": {"type": "integer"}, "selector": {"type": "string"}, "phase": {"type": "string"}},
+    }
+    schema = {
+        "type": "object",
+        "x-kubernetes-validations": [rule("size(self.metadata.name) <= 12", "name too long")],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec,
+            "status": status,
+        },
+    }
+    scale = {
+        "specReplicasPath": ".spec.replicas",
+        "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.test.rackmesh.io"},
+        "spec": {
+            "group": "test.rackmesh.io",
+            "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "shortNames": ["wd"]},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}, "scale": scale},
+                    "schema": {"openAPIV3Schema": schema},
+                }
+            ],
+        },
+    }
+
+
+def widget(name: str = "w1", replicas: int = 2, **spec: Any) -> dict[str, Any]:
+    """A valid Widget."""
+    return {
+        "apiVersion": "test.rackmesh.io/v1",
+        "kind": "Widget",
+        "metadata": {"name": name},
+        "spec": {"replicas": replicas, "flavor": "small", **spec},
+    }
+
+
 def node(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -126,14 +231,10 @@ async def client(server: KubeApiServer) -> AsyncIterator[Client]:
 class Cluster:
     """The API server as a process (``python -m rackmesh_sandbox.kube_api``) and kubectl pointed at it."""
 
-    def __init__(
-        self, url: str, kubeconfig: pathlib.Path, cache: pathlib.Path, workdir: pathlib.Path
-    ) -> None:
+    def __init__(self, url: str, kubeconfig: pathlib.Path, cache: pathlib.Path, workdir: pathlib.Path) -> None:
         self.url, self.kubeconfig, self.cache, self.workdir = url, kubeconfig, cache, workdir
 
-    def kubectl(
-        self, *args: str, stdin: str | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
+    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
         argv = [KUBECTL, "--kubeconfig", str(self.kubeconfig), "--cache-dir", str(self.cache), *args]
         done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=30, check=False)
         if check:
