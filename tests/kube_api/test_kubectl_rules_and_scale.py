@@ -10,7 +10,8 @@ Case matrix:
   refused with the rule's message (kubectl prints the server's text); other changes apply; create
   is not subject to the transition rule; a name over 63 characters is refused by the root rule.
 - Widget (conftest's CRD, applied with kubectl): a messageExpression and a rule on list items refuse
-  an object; a CRD whose rule does not compile is refused at ``apply``.
+  an object; ``kubectl scale`` below the schema's minimum is refused; a CRD whose rule does not
+  compile is refused at ``apply``.
 - ``kubectl scale dr/NAME --replicas=N`` changes spec.replicas and bumps generation; a scale the
   schema refuses fails with 422; ``get --subresource=scale -o json`` prints the Scale; a resource
   without the subresource answers NotFound.
@@ -97,6 +98,12 @@ def test_widget_rules(cluster: Cluster) -> None:
     assert 'spec.ports[0]: Invalid value: "object": ports must be unprivileged' in done.stderr
     widget["spec"]["ports"][0]["port"] = 5353
     assert apply(cluster, "w", widget).stdout == "widget.test.rackmesh.io/w created\n"
+    done = cluster.kubectl("scale", "wd/w", "--replicas=0", check=False)  # below the schema's minimum
+    assert done.stderr == (
+        'The Widget "w" is invalid: spec.replicas: Invalid value: 0: spec.replicas in body should be greater than '
+        "or equal to 1\n"
+    )
+    assert cluster.kubectl("scale", "wd/w", "--replicas=3").stdout == "widget.test.rackmesh.io/w scaled\n"
 
 
 def test_a_crd_whose_rule_does_not_compile_is_refused(cluster: Cluster) -> None:
