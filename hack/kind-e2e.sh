@@ -13,7 +13,9 @@
 #                       scenarios the sandbox runs); it gets KUBECONFIG and RACKMESH_E2E_KUBECONFIG
 #                       pointing at the kind cluster
 # The scenarios need (tests/acceptance/conftest.py): lob123-rhel-6.0 on every storage node (one per
-# rack), and single-copy-image on exactly one; this script puts them there.
+# rack), single-copy-image on exactly one, late-copy-image on that one and on the spare storage node,
+# and the two spare workers (kind-config.yaml's rackmesh.io/e2e-spare label) that the scenarios label
+# to add them to rackmesh; this script puts the images there and names the spares.
 #   KEEP_CLUSTER=1      leave the cluster running afterwards (default: delete it, also on failure)
 #   SKIP_BUILD=1        use rackmesh-operator:dev / rackmesh-agent:dev images already built
 set -euo pipefail
@@ -105,11 +107,15 @@ kind load docker-image --name "$CLUSTER" rackmesh-operator:dev rackmesh-agent:de
 step "image copies on the storage nodes"
 # Small raw disks in the agents' image store (the DaemonSet's hostPath); CDI imports them over HTTP
 # from the agent that serves them. Every storage node holds lob123-rhel-6.0; the first one also holds
-# single-copy-image, which the InsufficientImageReplicas scenario asks for.
+# single-copy-image and late-copy-image; the spare storage node holds late-copy-image before it joins.
 first=1
-for node in $(kubectl get nodes -l rackmesh.io/role-storage=true -o jsonpath='{.items[*].metadata.name}'); do
+spare_storage=$(kubectl get nodes -l rackmesh.io/e2e-spare=storage -o jsonpath='{.items[0].metadata.name}')
+spare_compute=$(kubectl get nodes -l rackmesh.io/e2e-spare=compute -o jsonpath='{.items[0].metadata.name}')
+for node in $(kubectl get nodes -l rackmesh.io/role-storage=true -o jsonpath='{.items[*].metadata.name}') \
+    "$spare_storage"; do
   images=lob123-rhel-6.0
-  if [[ $first == 1 ]]; then images="$images single-copy-image"; first=0; fi
+  if [[ $node == "$spare_storage" ]]; then images=late-copy-image
+  elif [[ $first == 1 ]]; then images="$images single-copy-image late-copy-image"; first=0; fi
   for image in $images; do
     docker exec "$node" sh -c "mkdir -p /var/lib/rackmesh/images && \
       truncate -s 64M /var/lib/rackmesh/images/$image.img"
@@ -121,4 +127,5 @@ step "rackmesh"
 
 step "acceptance scenarios: $E2E_CMD"
 cd "$ROOT"
-RACKMESH_E2E_KUBECONFIG=$KUBECONFIG $E2E_CMD
+RACKMESH_E2E_KUBECONFIG=$KUBECONFIG RACKMESH_E2E_SPARE_COMPUTE=$spare_compute \
+  RACKMESH_E2E_SPARE_STORAGE=$spare_storage $E2E_CMD

@@ -1,7 +1,8 @@
 """``make demo``: start the sandbox, apply the seed's request with kubectl, follow it to Ready, show
 where the VMs went, which image copies serve them and how long each phase took, then stop everything.
 
-Exits 0 when the request reaches Ready, 1 when it fails or times out (the sandbox is stopped either way).
+Exits 0 when the request reaches Ready, 1 when it fails, stalls or times out (the sandbox is stopped
+either way).
 """
 
 import argparse
@@ -36,7 +37,8 @@ def kubectl(state: SandboxState, *args: str) -> str:
 
 
 def follow(state: SandboxState, namespace: str, name: str) -> dict[str, Any]:
-    """Print each change of phase and counts until Ready or Failed; the final request."""
+    """Print each change of phase and counts until Ready, Failed or Stalled (it would wait for the world
+    to change, which no one does in a demo); the final request."""
     started = time.monotonic()
     seen = None
     while time.monotonic() - started < WAIT_TIMEOUT:
@@ -47,14 +49,19 @@ def follow(state: SandboxState, namespace: str, name: str) -> dict[str, Any]:
             seen = shown
             print(f"[{time.monotonic() - started:5.1f}s] {shown[0]:<9} VMs written {shown[1] or 0:>3}, "
                   f"ready {shown[2] or 0:>3}  {_ready_message(status)}", flush=True)
-        if status.get("phase") in ("Ready", "Failed"):
+        stalled = _condition(status, "Stalled").get("status") == "True"
+        if status.get("phase") in ("Ready", "Failed") or stalled:
             return request
         time.sleep(POLL_SECONDS)
     raise DemoFailed(f"{namespace}/{name} did not reach Ready or Failed within {WAIT_TIMEOUT:.0f}s")
 
 
+def _condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return {c["type"]: c for c in status.get("conditions") or []}.get(type_) or {}
+
+
 def _ready_message(status: dict[str, Any]) -> str:
-    ready = {c["type"]: c for c in status.get("conditions") or []}.get("Ready") or {}
+    ready = _condition(status, "Ready")
     return f"({ready.get('reason', '')}: {ready.get('message', '')})" if ready else ""
 
 
@@ -90,6 +97,9 @@ def main() -> None:
             print(report(request))
             timings = request["status"].get("timings") or {}
             phase = request["status"]["phase"]
+            stalled = _condition(request["status"], "Stalled")
+            if stalled.get("status") == "True":
+                phase = f"{phase}, stalled: {stalled.get('reason')}: {stalled.get('message')}"
         except DemoFailed as failure:
             phase = f"failed: {failure}"
         finally:

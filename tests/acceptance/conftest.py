@@ -2,9 +2,12 @@
 ``RACKMESH_E2E_KUBECONFIG`` names one (``hack/kind-e2e.sh`` sets it).
 
 The scenarios speak only kubectl, so they hold the sandbox and a real cluster to the same assertions.
-A cluster must provide: compute nodes in two racks or more, the u1 instancetypes, the image
-``lob123-rhel-6.0`` on two storage nodes or more in distinct racks, and ``single-copy-image`` on
-exactly one storage node.
+A cluster must provide: compute nodes in two racks or more, with room for 60 x u1.nano; the u1
+instancetypes; the image ``lob123-rhel-6.0`` on two storage nodes or more in distinct racks;
+``single-copy-image`` on exactly one storage node; ``late-copy-image`` on one storage node and on the
+spare storage node; and two nodes without rackmesh role labels, which the scenarios label to add them:
+a spare compute node (``RACKMESH_E2E_SPARE_COMPUTE``, default ``c-spare``) with room for a u1.large,
+and a spare storage node (``RACKMESH_E2E_SPARE_STORAGE``, default ``s-spare``).
 """
 
 import json
@@ -24,7 +27,12 @@ from tests.support.waiting import eventually
 
 IMAGE = "lob123-rhel-6.0"
 SINGLE_COPY_IMAGE = "single-copy-image"
+LATE_COPY_IMAGE = "late-copy-image"  # one copy until the spare storage node joins
+SPARE_COMPUTE = os.environ.get("RACKMESH_E2E_SPARE_COMPUTE", "c-spare")
+SPARE_STORAGE = os.environ.get("RACKMESH_E2E_SPARE_STORAGE", "s-spare")
 REQUEST_TIMEOUT = float(os.environ.get("RACKMESH_E2E_TIMEOUT", "60"))
+# The sandbox recreates a deleted VM within 5 s; a real cluster may set more.
+HEAL_TIMEOUT = float(os.environ.get("RACKMESH_E2E_HEAL_TIMEOUT", "5"))
 
 
 class Cluster:
@@ -44,7 +52,14 @@ class Cluster:
         return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
 
     def vms(self, request: str) -> list[dict[str, Any]]:
+        """The VMs labelled for the request (the request's own, and any written by hand with its label)."""
         return self.get("virtualmachines", "-l", f"rackmesh.io/request={request}")["items"]
+
+    def owned_vms(self, request: str) -> list[dict[str, Any]]:
+        """The VMs the request controls (its ownerReference)."""
+        return [vm for vm in self.vms(request)
+                if any(ref.get("controller") and ref["name"] == request for ref in vm["metadata"].get(
+                    "ownerReferences") or [])]
 
     def compute_nodes(self) -> dict[str, dict[str, Any]]:
         nodes = self.get("nodes", "-l", f"{Role.COMPUTE.node_label}=true")["items"]
@@ -62,6 +77,46 @@ class Cluster:
         size = self.instancetype_size(instancetype)
         return sum(Resources.parse(n["status"]["allocatable"]["cpu"], n["status"]["allocatable"]["memory"])
                    .fits_times(size) for n in self.compute_nodes().values())
+
+    def converged(self, name: str, replicas: int) -> dict[str, Any]:
+        """Wait until exactly ``replicas`` VMs exist, all ready, and the status says so for this spec."""
+        def done() -> dict[str, Any] | None:
+            request, vms = self.get("dr", name), self.owned_vms(name)
+            status = request.get("status") or {}
+            ready = {c["type"]: c["status"] for c in status.get("conditions") or []}.get("Ready")
+            exact = (len(vms) == status.get("replicas") == status.get("readyReplicas") == replicas
+                     and request["spec"]["replicas"] == replicas)
+            observed = status.get("observedGeneration") == request["metadata"]["generation"]
+            return request if exact and observed and status.get("phase") == "Ready" and ready == "True" else None
+
+        return eventually(done, timeout=REQUEST_TIMEOUT, what=f"{name} converged to {replicas} ready VMs")
+
+    def vm_nodes(self, name: str) -> dict[str, str]:
+        """The request's VMs: name -> node it is pinned to."""
+        return {vm["metadata"]["name"]: vm["spec"]["template"]["spec"]["nodeSelector"]["kubernetes.io/hostname"]
+                for vm in self.owned_vms(name)}
+
+    def condition(self, request: dict[str, Any], type_: str) -> dict[str, Any]:
+        return {c["type"]: c for c in request["status"]["conditions"]}[type_]
+
+    def stalled(self, name: str, reason: str) -> dict[str, Any]:
+        """``kubectl wait --for=condition=Stalled``, then the request, which must be stalled for ``reason``."""
+        self.kubectl("wait", f"dr/{name}", "--for=condition=Stalled", f"--timeout={REQUEST_TIMEOUT:.0f}s")
+        request = self.get("dr", name)
+        assert self.condition(request, "Stalled")["reason"] == reason, request["status"]
+        return request
+
+    def set_node_ready(self, node: str, status: str) -> None:
+        condition = {"type": "Ready", "status": status, "reason": "RackmeshE2E", "message": "set by the e2e test"}
+        self.kubectl("patch", "node", node, "--subresource=status", "--type=merge",
+                     "-p", json.dumps({"status": {"conditions": [condition]}}))
+
+    def restore_node(self, saved: dict[str, Any]) -> None:
+        """Create a deleted Node again as it was (as its kubelet would re-register it)."""
+        meta = {key: saved["metadata"][key] for key in ("name", "labels", "annotations") if key in saved["metadata"]}
+        self.kubectl("create", "-f", "-", stdin=json.dumps({**saved, "metadata": meta, "status": {}}))
+        self.kubectl("patch", "node", meta["name"], "--subresource=status", "--type=merge",
+                     "-p", json.dumps({"status": saved["status"]}))
 
     def wait_for_phase(self, name: str, *phases: str) -> dict[str, Any]:
         def reached() -> dict[str, Any] | None:
@@ -86,9 +141,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     if external:
         yield Cluster(Path(external))
         return
-    topology = (make_topology().compute_racks(2, nodes=2, cpu=8, memory="32Gi")
+    topology = (make_topology().compute_racks(2, nodes=2, cpu=32, memory="128Gi")
                 .storage_racks(2, nodes=1, images=(IMAGE,))
-                .node("s-lonely", "storage-0", ["storage"], images=[SINGLE_COPY_IMAGE]))
+                .node("s-lonely", "storage-0", ["storage"], images=[SINGLE_COPY_IMAGE, LATE_COPY_IMAGE])
+                .node(SPARE_COMPUTE, "compute-1", [], cpu=32, memory="128Gi")
+                .node(SPARE_STORAGE, "storage-1", [], images=[LATE_COPY_IMAGE]))
     sandbox = start(tmp_path_factory.mktemp("acceptance"), topology.obj())
     try:
         yield Cluster(sandbox.state_dir / "kubeconfig")

@@ -4,9 +4,9 @@ Case matrix:
 - N VMs requested: exactly N VirtualMachines, named from the request, each pinned to one compute node
   with room for it, valid against KubeVirt's schema, spread over racks, disks from located copies;
   the request reaches Ready with a status that says where they went; an Event per phase
-- more than the compute nodes can hold: Failed / InsufficientCapacity, no VM at all
-- an image with one holder: Failed / InsufficientImageReplicas, no VM at all
-- an instancetype that does not exist: Failed / UnknownInstancetype, no VM at all
+- more than the compute nodes can hold, an image with one holder, an instancetype that does not
+  exist: no VM at all; Pending, Stalled with the reason (`kubectl wait --for=condition=Stalled`), one
+  Warning Event, and Argo CD's health check says Degraded
 - deleting a request removes its VMs
 """
 
@@ -18,6 +18,7 @@ import pytest
 from rackmesh.quantities import Resources
 from rackmesh_sandbox.kube_api.schema import load_kubevirt_schemas
 from tests.acceptance.conftest import SINGLE_COPY_IMAGE, Cluster
+from tests.support.argocd import argocd_health
 from tests.support.builders import make_request
 from tests.support.waiting import eventually
 
@@ -75,7 +76,10 @@ def test_n_vms_are_pinned_to_nodes_with_room_spread_valid_and_ready(cluster: Clu
     sources = Counter(vm["spec"]["dataVolumeTemplates"][0]["spec"]["source"]["http"]["url"] for vm in vms)
     assert set(sources) <= set(copies) and all(copies[url]["vms"] == n for url, n in sources.items())
     assert conditions_of(request)["Ready"]["status"] == "True"
+    assert conditions_of(request)["Reconciling"]["status"] == conditions_of(request)["Stalled"]["status"] == "False"
     assert status["observedGeneration"] == request["metadata"]["generation"]
+    cluster.kubectl("wait", f"dr/{request_name}", "--for=condition=Ready", "--timeout=5s")
+    assert argocd_health(request) == ("Healthy", f"{replicas}/{replicas} VMs ready")
     assert status["coordinator"] in nodes
     reasons = {event["reason"] for event in cluster.events(request_name)}
     assert {"Pending", "Placing", "Deploying", "Ready"} <= reasons
@@ -89,17 +93,20 @@ def test_n_vms_are_pinned_to_nodes_with_room_spread_valid_and_ready(cluster: Clu
     ("UnknownInstancetype", lambda c, r: make_request(r).replicas(2).instancetype("u9.imaginary"),
      "'u9.imaginary' does not exist"),
 ])
-def test_a_request_that_cannot_be_met_fails_with_a_reason_and_creates_nothing(
+def test_a_request_that_cannot_be_met_now_waits_with_a_reason_and_creates_nothing(
         cluster: Cluster, request_name: str, reason, build, message):
     cluster.apply(build(cluster, request_name).obj())
-    request = cluster.wait_for_phase(request_name, "Failed", "Ready")
-    ready = conditions_of(request)["Ready"]
-    assert (request["status"]["phase"], ready["status"], ready["reason"]) == ("Failed", "False", reason)
-    assert message in ready["message"]
+    request = cluster.stalled(request_name, reason)
+    ready, stalled = conditions_of(request)["Ready"], conditions_of(request)["Stalled"]
+    assert (request["status"]["phase"], ready["status"], ready["reason"]) == ("Pending", "False", reason)
+    assert message in stalled["message"]
+    assert conditions_of(request)["Reconciling"]["status"] == "False"
+    assert request["status"]["observedGeneration"] == request["metadata"]["generation"]
     assert cluster.vms(request_name) == []
     assert request["status"]["replicas"] == 0
     warnings = [e for e in cluster.events(request_name) if e["type"] == "Warning"]
     assert [e["reason"] for e in warnings] == [reason]
+    assert argocd_health(request) == ("Degraded", f"{reason}: {stalled['message']}")
 
 
 def test_deleting_a_request_removes_its_vms(cluster: Cluster, request_name: str):

@@ -59,19 +59,29 @@ def test_kind_has_two_racks_of_each_role(role: str) -> None:
     assert len(racks) >= 2, racks
 
 
-def test_every_kind_worker_is_a_rackmesh_node_in_a_rack() -> None:
+SPARE = "rackmesh.io/e2e-spare"
+
+
+def test_every_kind_worker_is_a_rackmesh_node_in_a_rack_but_the_two_spares() -> None:
+    spares = [labels for labels in worker_labels() if SPARE in labels]
+    assert sorted(labels[SPARE] for labels in spares) == ["compute", "storage"]
+    assert all(COMPUTE not in labels and STORAGE not in labels for labels in spares)
     for labels in worker_labels():
-        assert labels.get(COMPUTE) == "true" or labels.get(STORAGE) == "true", labels
-        assert re.fullmatch(r"rack-[a-z0-9-]+", labels.get(RACK, "")), labels
+        if SPARE not in labels:
+            assert labels.get(COMPUTE) == "true" or labels.get(STORAGE) == "true", labels
+            assert re.fullmatch(r"rack-[a-z0-9-]+", labels.get(RACK, "")), labels
         # kind applies these with kubectl-label semantics: every value must be a string.
         assert all(isinstance(value, str) for value in labels.values()), labels
 
 
 @pytest.mark.kubectl
 @pytest.mark.parametrize("directory", WORKLOAD_BUILDS)
-def test_the_agent_lands_on_every_kind_worker(directory: str) -> None:
+def test_the_agent_lands_on_every_kind_worker_with_a_role(directory: str) -> None:
     affinity = pod_spec(find(build(directory), "DaemonSet", "rackmesh-agent"))["affinity"]
-    assert all(node_affinity_matches(affinity, labels) for labels in worker_labels())
+    assert all(node_affinity_matches(affinity, labels) for labels in worker_labels() if SPARE not in labels)
+    spares = [labels for labels in worker_labels() if SPARE in labels]
+    assert not any(node_affinity_matches(affinity, labels) for labels in spares)
+    assert all(node_affinity_matches(affinity, {**labels, COMPUTE: "true"}) for labels in spares)
     assert not node_affinity_matches(affinity, {"node-role.kubernetes.io/control-plane": ""})
 
 

@@ -92,8 +92,8 @@ def test_the_nine_steps_of_the_seed(sandbox, tmp_path):
     committed = {e["process"].removeprefix("agent-"): e["count"] for e in messages_of(steps[5], "committed portion")}
     assert committed == portions
     record = read_record(sandbox.state.zk_hosts, uid)
-    assert record.stage == Stage.DEPLOYING and record.coordinator == coordinator
-    assert {p.node: p.count for p in record.portions} == portions
+    assert record.stage == Stage.SETTLED and record.coordinator == coordinator
+    assert {p.node: len(p.indices) for p in record.portions} == portions
     assert {p.rack for p in record.portions} == set(compute_leaders), "portions not spread over every rack"
 
     # 6. Each agent with a portion reads the storage leaders from ZooKeeper.

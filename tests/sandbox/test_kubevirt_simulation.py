@@ -28,8 +28,8 @@ from rackmesh.kube_client import DEPLOYMENT_REQUESTS, NODES, VIRTUAL_MACHINES, C
 from rackmesh.protocol import ImageHolder, Order, RequestRef
 from rackmesh_node_agent.vms.manifest import virtual_machine
 from rackmesh_sandbox import kubevirt_simulation
-from rackmesh_sandbox.kube_api import KubeApiServer
 from rackmesh_sandbox.cluster_seed import node_object, node_status
+from rackmesh_sandbox.kube_api import KubeApiServer
 from rackmesh_sandbox.kube_api.schema import load_kubevirt_schemas
 from rackmesh_sandbox.lifecycle import CRD_DIR
 from rackmesh_sandbox.ports import free_port

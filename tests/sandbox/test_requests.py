@@ -3,7 +3,7 @@
 Case matrix:
 - a valid request is stored, listed by `kubectl get dr` with the printer columns, driven by the operator
   to Ready (conditions, Events shown by `kubectl describe`), and `kubectl delete` removes it
-- replicas 0, replicas above the bound, a missing image, a bad name: refused at apply time with the
+- replicas below 0 or above the bound, a missing image, a bad name: refused at apply time with the
   schema's message, and nothing is stored
 """
 
@@ -26,14 +26,15 @@ def test_valid_request_is_listed_taken_in_charge_and_deleted(sandbox, tmp_path):
     request = eventually(ready, what="phase Ready set by the operator")
     conditions = {c["type"]: c for c in request["status"]["conditions"]}
     assert (conditions["Ready"]["status"], conditions["Ready"]["reason"]) == ("True", "Ready")
-    assert (conditions["Placed"]["status"], conditions["Placed"]["reason"]) == ("True", "Placed")
+    assert (conditions["Reconciling"]["status"], conditions["Stalled"]["status"]) == ("False", "False")
     assert request["status"]["observedGeneration"] == request["metadata"]["generation"] == 1
 
     table = sandbox.kubectl("get", "dr").stdout.splitlines()
     assert table[0].split() == ["NAME", "REPLICAS", "READY", "PHASE", "AGE"]
     assert table[1].split()[:4] == ["web", "3", "3", "Ready"]
     wide = sandbox.kubectl("get", "dr", "-o", "wide").stdout.splitlines()
-    assert wide[0].split() == ["NAME", "REPLICAS", "READY", "PHASE", "INSTANCETYPE", "IMAGE", "COORDINATOR", "AGE"]
+    assert wide[0].split() == ["NAME", "REPLICAS", "READY", "PHASE", "REASON", "INSTANCETYPE", "IMAGE", "COORDINATOR",
+                               "AGE"]
 
     described = eventually(lambda: (d := sandbox.kubectl("describe", "dr", "web").stdout) and "Events:" in d
                            and "Waiting to place 3 x u1.small" in d and "3/3 VMs ready" in d and d)
@@ -46,8 +47,8 @@ def test_valid_request_is_listed_taken_in_charge_and_deleted(sandbox, tmp_path):
 
 
 @pytest.mark.parametrize(("request_builder", "message"), [
-    (make_request("zero").replicas(0), "spec.replicas: Invalid value: 0: spec.replicas in body should be "
-                                       "greater than or equal to 1"),
+    (make_request("negative").replicas(-1), "spec.replicas: Invalid value: -1: spec.replicas in body should be "
+                                            "greater than or equal to 0"),
     (make_request("huge").replicas(10001), "spec.replicas in body should be less than or equal to 10000"),
     (make_request("noimage").without("image"), "spec.image: Required value"),
     (make_request("badimage").image("Not_An_Image"), "spec.image in body should match"),
