@@ -141,8 +141,8 @@ class Coordinator:
                                 waits=waits, timings=record.timings if record is not None else {},
                                 changed_at=time.time())
         version = await request_record.write(agent.zk, agent.layout, started, version)
-        flow_step(logger, 4, "round started", order.request.uid, replicas=order.replicas, lost=sorted(lost),
-                  removing={node: indices for node, indices in surplus.items()}, placing=wanted)
+        logger.info("round started", extra={"request": order.request.uid, "replicas": order.replicas,
+                                            "lost": sorted(lost), "removing": surplus, "placing": wanted})
         if surplus:
             await self._remove(order, record, surplus)
         if wanted:
@@ -254,8 +254,8 @@ class Coordinator:
         removed, failures = await gather({
             node: self.agent.peers.post(endpoints[node], NODE_REMOVALS, Removal(order.request, indices))
             for node, indices in surplus.items()})
-        flow_step(logger, 9, "removed surplus VMs", order.request.uid, nodes=sorted(removed),
-                  failed=describe(failures))
+        logger.info("removed surplus VMs", extra={"request": order.request.uid, "nodes": sorted(removed),
+                                                  "failed": describe(failures)})
 
     async def _release(self, endpoints: list[str], order: Order) -> None:
         """Best effort: a release that is lost expires with the reservation's time limit."""

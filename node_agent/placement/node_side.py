@@ -67,7 +67,8 @@ class NodeSide:
         agent, order = self.agent, commit.order
         uid = order.request.uid
         await self._hold(order, commit.indices)
-        flow_step(logger, 5, "committed portion", uid, node=agent.node.name, indices=commit.indices)
+        flow_step(logger, 5, "committed portion", uid, node=agent.node.name, count=len(commit.indices),
+                  indices=commit.indices)
         started = time.monotonic()
         try:
             holders = await find_image(agent, order.image, agent.settings.image_redundancy, uid)
@@ -126,7 +127,8 @@ class NodeSide:
         capacity = agent.require_capacity()
         async with capacity.lock:
             capacity.reservations.settle(request.uid, removal.indices)
-        flow_step(logger, 9, "deleted VirtualMachines", request.uid, node=agent.node.name, indices=deleted)
+        logger.info("deleted VirtualMachines", extra={"request": request.uid, "node": agent.node.name,
+                                                      "indices": deleted})
         return Removed(node=agent.node.name, deleted=deleted)
 
     async def stop(self) -> None:
