@@ -10,6 +10,7 @@ a spare compute node (``RACKMESH_E2E_SPARE_COMPUTE``, default ``c-spare``) with 
 and a spare storage node (``RACKMESH_E2E_SPARE_STORAGE``, default ``s-spare``).
 """
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -151,3 +152,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield Cluster(sandbox.state_dir / "kubeconfig")
     finally:
         sandbox.rackmesh("sandbox", "down", "--state-dir", str(sandbox.state_dir))
+
+
+@pytest.fixture
+def request_name(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A request name of its own per test case (parameters included), so no case sees another's Events;
+    the request is deleted afterwards."""
+    digest = hashlib.blake2b(request.node.name.encode(), digest_size=3).hexdigest()
+    name = f"{request.node.originalname.removeprefix('test_').replace('_', '-')[:30].strip('-')}-{digest}"
+    yield name
+    cluster.delete_request(name)

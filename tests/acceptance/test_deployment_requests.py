@@ -10,7 +10,6 @@ Case matrix:
 - deleting a request removes its VMs
 """
 
-import hashlib
 from collections import Counter, defaultdict
 
 import pytest
@@ -23,15 +22,6 @@ from tests.support.builders import make_request
 from tests.support.waiting import eventually
 
 VM_SCHEMA = load_kubevirt_schemas()["VirtualMachine"]
-
-
-@pytest.fixture
-def request_name(cluster: Cluster, request: pytest.FixtureRequest):
-    # One name per test case (parameters included), so no case sees another's Events.
-    digest = hashlib.blake2b(request.node.name.encode(), digest_size=3).hexdigest()
-    name = f"{request.node.originalname.removeprefix('test_').replace('_', '-')[:30].strip('-')}-{digest}"
-    yield name
-    cluster.delete_request(name)
 
 
 def conditions_of(request: dict) -> dict[str, dict]:

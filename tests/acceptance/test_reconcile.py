@@ -12,11 +12,8 @@ Case matrix:
   appears (a storage node holding it joins), the instancetype is created
 """
 
-import hashlib
 import json
 from collections import Counter
-
-import pytest
 
 from rackmesh.labels import Role
 from rackmesh.protocol import ImageHolder, Order, RequestRef
@@ -32,14 +29,6 @@ from tests.acceptance.conftest import (
 from tests.support.argocd import argocd_health
 from tests.support.builders import make_request
 from tests.support.waiting import eventually
-
-
-@pytest.fixture
-def request_name(cluster: Cluster, request: pytest.FixtureRequest):
-    digest = hashlib.blake2b(request.node.name.encode(), digest_size=3).hexdigest()
-    name = f"{request.node.originalname.removeprefix('test_').replace('_', '-')[:30].strip('-')}-{digest}"
-    yield name
-    cluster.delete_request(name)
 
 
 def rack_spread(cluster: Cluster, name: str) -> Counter[str]:

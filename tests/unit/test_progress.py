@@ -65,7 +65,7 @@ def test_a_round_in_flight_says_what_it_does():
                                   placing=[Portion("c-c", "rack-c", "http://c-c", [3, 4])])
     verdict = assess(VMS, scaling, replicas=5)
     assert verdict.phase == Phase.DEPLOYING
-    assert verdict.reconciling == ("Scaling", "scaling from 3 to 5 VMs: placing 2 more on 1 nodes")
+    assert verdict.reconciling == ("Scaling", "scaling from 3 to 5 VMs: placing 2 more on 1 node")
     healing = dataclasses.replace(RECORD, stage=Stage.COMMITTED, order=dataclasses.replace(ORDER, lost=[1]),
                                   portions=[RECORD.portions[0]])
     assert assess(VMS[::2], healing).reconciling == ("Healing", "re-placing 1 lost VM")
