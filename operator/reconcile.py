@@ -208,7 +208,7 @@ class Reconciler:
             await self._remove_strays(strays, seen.nodes)
         lost = await self._lost(record, seen.vms) if record.stage == Stage.SETTLED else []
         changed = record.order.generation != self.generation or record.order.replicas != self.replicas
-        if changed or lost or self._retry_due(record, seen.version):
+        if changed or lost or self.retry_due(record, seen.version):
             await self._hand(self.order(lost, seen.version), seen)
 
     # -- acting
@@ -254,7 +254,7 @@ class Reconciler:
             self._handed = None
             await self._hand(self.order(), seen)
 
-    def _retry_due(self, record: RequestRecord, version: int) -> bool:
+    def retry_due(self, record: RequestRecord, version: int) -> bool:
         """A waiting round is retried when its backoff runs out, or soon after the world changes."""
         if record.stage != Stage.WAITING:
             return False
