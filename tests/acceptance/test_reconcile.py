@@ -8,8 +8,8 @@ Case matrix:
   no ownerReference is left alone and not counted
 - a node deleted, or tainted out-of-service: its VMs come back elsewhere under the same names
 - a node NotReady: its VMs stay where they are, the status says why (Argo CD: Progressing)
-- waiting requests are placed once the world changes: a node is added (labelled compute), an image copy
-  appears (a storage node holding it joins), the instancetype is created
+- waiting requests are placed once the world changes: a node is added (labelled compute), another request
+  is scaled in, an image copy appears (a storage node holding it joins), the instancetype is created
 """
 
 import json
@@ -217,3 +217,18 @@ def test_a_waiting_request_is_placed_once_its_instancetype_is_created(cluster: C
     finally:
         cluster.delete_request(request_name)
         cluster.kubectl("delete", "virtualmachineclusterinstancetype", instancetype, "--ignore-not-found")
+
+
+def test_a_waiting_request_is_placed_once_another_request_is_scaled_in(cluster: Cluster, request_name: str):
+    hog = f"{request_name}-hog"
+    room = cluster.capacity_for("u1.large")
+    cluster.apply(make_request(hog).replicas(room).instancetype("u1.large").obj())
+    try:
+        cluster.converged(hog, room)
+        cluster.apply(make_request(request_name).replicas(2).instancetype("u1.large").obj())
+        cluster.stalled(request_name, "InsufficientCapacity")
+        cluster.kubectl("scale", f"dr/{hog}", f"--replicas={room - 2}")
+        cluster.converged(request_name, 2)
+        cluster.converged(hog, room - 2)
+    finally:
+        cluster.delete_request(hog)
