@@ -52,6 +52,8 @@ RECORD_REREAD_SECONDS = 1.0
 BACKOFF_FIRST_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 300.0
 NUDGE_SPACING_SECONDS = 1.0
+# After no compute leader took an order (none elected yet, all unreachable), try again this much later.
+HANDOFF_RETRY_SECONDS = 1.0
 # Asking an agent (or the API) to delete a VM again, if it is still there.
 DELETE_AGAIN_SECONDS = 5.0
 BUSY_INTERVAL_SECONDS = 0.05
@@ -87,6 +89,7 @@ class Reconciler:
         self._record_read_at = 0.0
         self._coordinator_checked_at = 0.0
         self._handed: tuple[Order, float] | None = None
+        self._handoff_failed_at = -HANDOFF_RETRY_SECONDS
         self._waiting_seen: tuple[int, int] | None = None  # (WAITING record's version, world version then)
         self._blocked = False
         self._deleting: dict[str, float] = {}  # VM uid -> when its deletion was asked
@@ -161,7 +164,7 @@ class Reconciler:
             return verdict
         self._deploy_told = since
         assert record is not None
-        written = sum(len(p.indices) for p in record.portions if p.indices)
+        written = len(record.indices())
         return dataclasses.replace(verdict, phase=Phase.DEPLOYING, reconciling=(
             "Deploying", f"{written} VMs written"))
 
@@ -219,9 +222,12 @@ class Reconciler:
             handed, at = self._handed
             if handed == order and time.monotonic() - at < RECORD_GRACE_SECONDS:
                 return
+        if time.monotonic() - self._handoff_failed_at < HANDOFF_RETRY_SECONDS:
+            return
         try:
             handoff = await hand_over(self.services, order, avoid)
         except HandoffFailed as failure:
+            self._handoff_failed_at = time.monotonic()
             logger.warning("no coordinator took the order", extra={"request": order.request.uid,
                                                                    "reason": failure.reason,
                                                                    "error": failure.message})
