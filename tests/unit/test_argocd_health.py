@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from lupa.lua51 import LuaError
 
 from tests.support import argocd
@@ -264,41 +266,35 @@ def test_kustomize_builds_argocd_cm_holding_exactly_health_lua():
 
 # --- property: never an error, always one of three statuses ------------------------------------------------
 
-try:
-    from hypothesis import given, settings
-    from hypothesis import strategies as st
-except ImportError:  # not a declared dependency: the property test runs where it is installed
-    st = None
+json_scalars = st.none() | st.booleans() | st.integers(-3, 5) | st.floats(allow_nan=True) | st.text(max_size=8)
+json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=3)
+                           | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=8)
+condition_types = st.sampled_from(["Ready", "Reconciling", "Stalled", "Other"])
+conditions = st.fixed_dictionaries({}, optional={
+    "type": condition_types | json_values,
+    "status": st.sampled_from(["True", "False", "Unknown"]) | json_values,
+    "reason": st.sampled_from(["InsufficientCapacity", "InvalidName", "Placing", ""]) | json_values,
+    "message": st.text(max_size=20) | json_values,
+    "observedGeneration": st.integers(0, 4) | json_values,
+})
+statuses = st.fixed_dictionaries({}, optional={
+    "observedGeneration": st.integers(0, 4) | st.sampled_from(["2", "x"]) | json_values,
+    "phase": st.sampled_from(["Pending", "Placing", "Deploying", "Ready", "Failed"]) | json_values,
+    "replicas": st.integers(0, 60) | json_values,
+    "readyReplicas": st.integers(0, 60) | json_values,
+    "conditions": st.lists(conditions, max_size=4) | json_values,
+})
+objects = st.fixed_dictionaries({}, optional={
+    "metadata": st.fixed_dictionaries({}, optional={"generation": st.integers(1, 4) | json_values}) | json_values,
+    "spec": st.fixed_dictionaries({}, optional={"replicas": st.integers(1, 60) | json_values}) | json_values,
+    "status": statuses | json_values,
+})
 
-if st is not None:
-    json_scalars = st.none() | st.booleans() | st.integers(-3, 5) | st.floats(allow_nan=True) | st.text(max_size=8)
-    json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=3)
-                               | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=8)
-    condition_types = st.sampled_from(["Ready", "Reconciling", "Stalled", "Other"])
-    conditions = st.fixed_dictionaries({}, optional={
-        "type": condition_types | json_values,
-        "status": st.sampled_from(["True", "False", "Unknown"]) | json_values,
-        "reason": st.sampled_from(["InsufficientCapacity", "InvalidName", "Placing", ""]) | json_values,
-        "message": st.text(max_size=20) | json_values,
-        "observedGeneration": st.integers(0, 4) | json_values,
-    })
-    statuses = st.fixed_dictionaries({}, optional={
-        "observedGeneration": st.integers(0, 4) | st.sampled_from(["2", "x"]) | json_values,
-        "phase": st.sampled_from(["Pending", "Placing", "Deploying", "Ready", "Failed"]) | json_values,
-        "replicas": st.integers(0, 60) | json_values,
-        "readyReplicas": st.integers(0, 60) | json_values,
-        "conditions": st.lists(conditions, max_size=4) | json_values,
-    })
-    objects = st.fixed_dictionaries({}, optional={
-        "metadata": st.fixed_dictionaries({}, optional={"generation": st.integers(1, 4) | json_values}) | json_values,
-        "spec": st.fixed_dictionaries({}, optional={"replicas": st.integers(1, 60) | json_values}) | json_values,
-        "status": statuses | json_values,
-    })
 
-    @settings(max_examples=300, deadline=None)
-    @given(objects)
-    def test_any_partial_status_gets_a_health(obj: dict[str, Any]):
-        health, message = argocd_health(obj)
-        assert health in {"Healthy", "Progressing", "Degraded"}
-        assert isinstance(message, str)
-        assert message != ""
+@settings(max_examples=300, deadline=None)
+@given(objects)
+def test_any_partial_status_gets_a_health(obj: dict[str, Any]):
+    health, message = argocd_health(obj)
+    assert health in {"Healthy", "Progressing", "Degraded"}
+    assert isinstance(message, str)
+    assert message != ""
