@@ -4,6 +4,7 @@ Indexes keep what the reconcile loop reads in memory, fed by watches: the reques
 the instancetypes. Events on them that could let a waiting request fit bump the ``World``.
 """
 
+import asyncio
 import logging
 from typing import Any
 
@@ -15,6 +16,7 @@ from rackmesh.logs import flow_step
 from rackmesh.nodes import NodeState, could_add_room, node_state
 from rackmesh_operator.progress import VmState, vm_state
 from rackmesh_operator.reconcile import Reconciler
+from rackmesh_operator.record_sweep import sweep_orphan_records
 from rackmesh_operator.services import Services
 from rackmesh_operator.status import READY_CONDITION, RECONCILING_CONDITION, STALLED_CONDITION, Phase, condition
 from rackmesh_operator.world import StorageMembers, World
@@ -34,10 +36,13 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.nodes_seen = {}
     await StorageMembers(memo.services.zk, memo.services.layout, lambda rack, node: memo.world.changed(
         "a storage agent joined", rack=rack, node=node)).start()
+    memo.sweep = asyncio.create_task(sweep_orphan_records(memo.services))
 
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
+    memo.sweep.cancel()
+    await asyncio.gather(memo.sweep, return_exceptions=True)
     await memo.services.close()
 
 

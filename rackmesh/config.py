@@ -36,6 +36,9 @@ class Settings:
     image_redundancy: int = 2
     # Size of each VM's root disk (the DataVolume's storage request).
     vm_disk_size: str = "10Gi"
+    # How often the operator looks for request records whose DeploymentRequest is gone (it deletes a record
+    # found orphaned twice in a row: a coordinator may write one after the request's finalizer ran).
+    record_sweep_interval: float = 30.0
     # kopf peering keeps one operator replica active; empty runs standalone (the sandbox's single process).
     operator_peering: str = "rackmesh"
     # kopf's liveness probe URL, e.g. http://0.0.0.0:8080/healthz; empty disables it.

@@ -97,6 +97,14 @@ async def write(client: KazooClient, layout: ZkLayout, record: RequestRecord, ve
     return int(stat.version)
 
 
+async def uids(client: KazooClient, layout: ZkLayout) -> set[str]:
+    """The uids of every request that has a record."""
+    try:
+        return set(await zk_async.wait(client.get_children_async(layout.requests())))
+    except NoNodeError:
+        return set()
+
+
 async def delete(client: KazooClient, layout: ZkLayout, uid: str) -> None:
     with contextlib.suppress(NoNodeError):
         await zk_async.wait(client.delete_async(layout.request(uid)))

@@ -36,6 +36,9 @@ class ZkLayout:
     def leader(self, role: Role, rack: str) -> str:
         return _join(self.root, "leaders", role, rack)
 
+    def requests(self) -> str:
+        return _join(self.root, "requests")
+
     def request(self, uid: str) -> str:
         return _join(self.root, "requests", uid)
 

@@ -33,7 +33,7 @@ CRD_DIR = Path(__file__).resolve().parents[1] / "crds"
 STATE_FILE = "sandbox.json"
 READY_TIMEOUT = 60.0
 # Short sessions so a killed agent's entries vanish quickly; a real cluster keeps the default.
-SANDBOX_SETTINGS = {"zk_session_timeout": 4.0, "operator_peering": ""}
+SANDBOX_SETTINGS = {"zk_session_timeout": 4.0, "operator_peering": "", "record_sweep_interval": 2.0}
 
 
 class SandboxError(RuntimeError):

@@ -28,6 +28,7 @@ from rackmesh.protocol import (
 from rackmesh.quantities import Resources
 from rackmesh.vm_fields import controller_uid
 from rackmesh.vm_names import vm_name
+from rackmesh_node_agent.capacity.request_watch import RequestWatch
 from rackmesh_node_agent.http_api import Refusal
 from rackmesh_node_agent.images.locate import ImageLookupFailed, find_image
 from rackmesh_node_agent.vms.writer import write_vms
@@ -45,6 +46,7 @@ class NodeSide:
     def __init__(self, agent: "Agent") -> None:
         self.agent = agent
         self._writers: dict[tuple[str, frozenset[int]], asyncio.Task[int]] = {}
+        self._requests = RequestWatch(lambda: agent.zk, agent.layout, lambda uid: self.release(RequestKey(uid)))
 
     async def offer(self, ask: OfferAsk) -> NodeOffer:
         """Reserve room for as many more VMs of the order as fit (at most ``wanted``) for ``ttl_seconds``,
@@ -58,6 +60,7 @@ class NodeSide:
             free += size * (earlier.offered if earlier is not None else 0)
             count = min(ask.wanted, free.fits_times(size))
             capacity.reservations.offer(order.request, order.instancetype, size, count, ask.ttl_seconds)
+        self._requests.follow(order.request.uid)
         flow_step(logger, 5, "offered capacity", order.request.uid, node=agent.node.name, count=count,
                   instancetype=order.instancetype, ttlSeconds=ask.ttl_seconds)
         return NodeOffer(node=agent.node.name, rack=agent.node.rack, endpoint=agent.endpoint, count=count)
@@ -81,6 +84,7 @@ class NodeSide:
         capacity = self.agent.require_capacity()
         async with capacity.lock:
             released = capacity.reservations.release(key.uid)
+        self._requests.forget(key.uid)
         if released is not None:
             logger.info("released reservation", extra={"request": key.uid, "offered": released.offered,
                                                         "committed": sorted(released.committed)})
@@ -165,6 +169,7 @@ class NodeSide:
                                   "the offer's reservation expired and the VMs no longer fit on this node")
             capacity.reservations.commit(order.request, order.instancetype, size, indices,
                                          self.agent.settings.commit_ttl)
+        self._requests.follow(order.request.uid)
 
     async def _write(self, deployment: Deployment) -> int:
         """Write until every VM of the deployment exists (409 from our own VM counts as written), then free

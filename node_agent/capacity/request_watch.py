@@ -1,0 +1,55 @@
+"""Reservations go with their request: an agent watches the ZooKeeper record of every request it holds
+room for, and frees that room as soon as the record is deleted (the operator's finalizer deletes it when
+the DeploymentRequest goes), instead of waiting for the reservation's time limit.
+
+One exists-watch per request held (no data is read), re-armed after each change of the record.
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from kazoo.client import KazooClient
+from kazoo.protocol.states import EventType, WatchedEvent
+
+from rackmesh.zk_layout import ZkLayout
+
+logger = logging.getLogger(__name__)
+
+
+class RequestWatch:
+    def __init__(self, client: Callable[[], KazooClient], layout: ZkLayout,
+                 on_gone: Callable[[str], Awaitable[None]]) -> None:
+        self._client = client
+        self._layout = layout
+        self._on_gone = on_gone
+        self._watched: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def follow(self, uid: str) -> None:
+        """Free ``uid``'s room when its record is deleted (idempotent)."""
+        if uid not in self._watched:
+            self._watched.add(uid)
+            self._arm(uid, asyncio.get_running_loop())
+
+    def forget(self, uid: str) -> None:
+        """Nothing is held for ``uid`` any more; a watch still armed fires into nothing."""
+        self._watched.discard(uid)
+
+    def _arm(self, uid: str, loop: asyncio.AbstractEventLoop) -> None:
+        def fired(event: WatchedEvent) -> None:  # kazoo's thread
+            loop.call_soon_threadsafe(self._fired, uid, event.type, loop)
+
+        self._client().exists_async(self._layout.request(uid), watch=fired)
+
+    def _fired(self, uid: str, kind: str, loop: asyncio.AbstractEventLoop) -> None:
+        if uid not in self._watched:
+            return
+        if kind != EventType.DELETED:
+            self._arm(uid, loop)  # created or changed: keep watching
+            return
+        self._watched.discard(uid)
+        logger.info("the request's record was deleted; freeing its room", extra={"request": uid})
+        task = loop.create_task(self._on_gone(uid))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,42 @@
+"""Deleting a request frees its room at once, whatever stage it is in.
+
+Case matrix (real agents, real ZooKeeper): offers held on every compute node and a commitment on one;
+the request's record is deleted (as the operator's finalizer does) -> every agent drops the request's
+reservations within 2 s, long before their time limits; another request's reservation stays.
+"""
+
+import pytest
+
+from rackmesh import request_record
+from rackmesh.protocol import NODE_COMMITS, NODE_OFFERS, Commit, CommitAnswer, NodeOffer, OfferAsk
+from rackmesh.request_record import RequestRecord, Stage
+from tests.agent.test_handshake import order, topology
+from tests.support.waiting import async_eventually
+
+pytestmark = pytest.mark.zookeeper
+
+
+async def test_deleting_the_record_frees_offers_and_commitments_within_2_seconds(mesh):
+    mesh = await mesh(topology())
+    gone, kept = order("u-gone", 4), order("u-kept", 1)
+    for placed in (gone, kept):
+        await request_record.write(mesh.zk, mesh.layout, RequestRecord(placed, "c-0-0", Stage.PLACING), None)
+    compute = [name for name in mesh.agents if name.startswith("c-")]
+    for node in compute:
+        offered = await mesh.peers.post(mesh.endpoint(node), NODE_OFFERS, OfferAsk(gone, 2, 300), NodeOffer)
+        assert offered.count > 0
+    await mesh.peers.post(mesh.endpoint(compute[0]), NODE_COMMITS, Commit(gone, [0, 1]), CommitAnswer)
+    await mesh.peers.post(mesh.endpoint(compute[1]), NODE_OFFERS, OfferAsk(kept, 1, 300), NodeOffer)
+
+    def held(uid: str) -> list[str]:
+        return [name for name in compute
+                if mesh.agent(name).capacity.reservations.get(uid) is not None]
+
+    assert held("u-gone") == compute
+    await request_record.delete(mesh.zk, mesh.layout, "u-gone")
+
+    async def freed() -> bool:
+        return held("u-gone") == []
+
+    await async_eventually(freed, timeout=2.0, what="every reservation of the deleted request freed")
+    assert held("u-kept") == [compute[1]]
