@@ -1,6 +1,7 @@
 """Reservations go with their request: an agent watches the ZooKeeper record of every request it holds
 room for, and frees that room as soon as the record is deleted (the operator's finalizer deletes it when
-the DeploymentRequest goes), instead of waiting for the reservation's time limit.
+the DeploymentRequest goes), or at once if there is none (the coordinator writes it before it asks for
+offers, so a request without one is gone), instead of waiting for the reservation's time limit.
 
 One exists-watch per request held (no data is read), re-armed after each change of the record.
 """
@@ -10,6 +11,8 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from kazoo.client import KazooClient
+from kazoo.exceptions import KazooException
+from kazoo.interfaces import IAsyncResult
 from kazoo.protocol.states import EventType, WatchedEvent
 
 from rackmesh.zk_layout import ZkLayout
@@ -40,13 +43,21 @@ class RequestWatch:
         def fired(event: WatchedEvent) -> None:  # kazoo's thread
             loop.call_soon_threadsafe(self._fired, uid, event.type, loop)
 
-        self._client().exists_async(self._layout.request(uid), watch=fired)
+        def answered(result: IAsyncResult) -> None:  # kazoo's thread
+            try:
+                exists = result.get_nowait() is not None
+            except KazooException:  # a connection problem: the reservation's time limit still frees the room
+                return
+            if not exists:
+                loop.call_soon_threadsafe(self._fired, uid, EventType.DELETED, loop)
+
+        self._client().exists_async(self._layout.request(uid), watch=fired).rawlink(answered)
 
     def _fired(self, uid: str, kind: str, loop: asyncio.AbstractEventLoop) -> None:
         if uid not in self._watched:
             return
         if kind != EventType.DELETED:
-            self._arm(uid, loop)  # created or changed: keep watching
+            self._arm(uid, loop)  # changed: keep watching
             return
         self._watched.discard(uid)
         logger.info("the request's record was deleted; freeing its room", extra={"request": uid})

@@ -2,7 +2,8 @@
 
 Case matrix (real agents, real ZooKeeper): offers held on every compute node and a commitment on one;
 the request's record is deleted (as the operator's finalizer does) -> every agent drops the request's
-reservations within 2 s, long before their time limits; another request's reservation stays.
+reservations within 2 s, long before their time limits; another request's reservation stays. An offer
+for a request that has no record (it is gone, or never was) is freed at once.
 """
 
 import pytest
@@ -40,3 +41,15 @@ async def test_deleting_the_record_frees_offers_and_commitments_within_2_seconds
 
     await async_eventually(freed, timeout=2.0, what="every reservation of the deleted request freed")
     assert held("u-kept") == [compute[1]]
+
+
+async def test_room_offered_to_a_request_without_a_record_is_freed_at_once(mesh):
+    mesh = await mesh(topology())
+    offered = await mesh.peers.post(mesh.endpoint("c-0-0"), NODE_OFFERS, OfferAsk(order("u-none", 2), 2, 300),
+                                    NodeOffer)
+    assert offered.count == 2
+
+    async def freed() -> bool:
+        return mesh.agent("c-0-0").capacity.reservations.get("u-none") is None
+
+    await async_eventually(freed, timeout=2.0, what="the offer to a request without a record freed")

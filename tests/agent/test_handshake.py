@@ -33,7 +33,7 @@ from rackmesh.protocol import (
     RequestKey,
     RequestRef,
 )
-from rackmesh.request_record import Stage
+from rackmesh.request_record import RequestRecord, Stage
 from rackmesh_node_agent.placement import spread
 from tests.support.builders import make_request, make_topology
 from tests.support.waiting import async_eventually
@@ -186,6 +186,8 @@ async def test_orders_to_a_non_leader_or_malformed_are_refused(mesh):
 async def test_an_offer_holds_capacity_until_released_or_expired(mesh):
     mesh = await mesh(topology())
     node = mesh.endpoint("c-0-0")
+    for uid in ("u-4", "u-5", "u-6", "u-7"):  # an agent holds room only for requests that have a record
+        await request_record.write(mesh.zk, mesh.layout, RequestRecord(order(uid, 4), "c-0-0", Stage.PLACING), None)
     first = await mesh.peers.post(node, NODE_OFFERS, OfferAsk(order("u-4", 3), 3, 30), NodeOffer)
     second = await mesh.peers.post(node, NODE_OFFERS, OfferAsk(order("u-5", 3), 3, 0.5), NodeOffer)
     assert (first.count, second.count) == (3, 1)  # 4 fit; the first offer holds 3 of them
