@@ -91,10 +91,14 @@ class OrderAccepted:
 
 @dataclasses.dataclass(frozen=True)
 class NodeOffer:
+    """``count`` VMs reserved for the asker; ``held`` more would fit but are held by other requests' offers
+    (in flight: they are released or committed within moments), so a shortage there is worth a retry."""
+
     node: str
     rack: str
     endpoint: str
     count: int
+    held: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
