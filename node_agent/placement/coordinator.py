@@ -14,7 +14,9 @@ the recorded round from its stage. Every step it repeats is idempotent on the ag
 import asyncio
 import dataclasses
 import logging
+import random
 import time
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from rackmesh import registry, request_record
@@ -52,6 +54,11 @@ RACK_CALL_DEPTH = 2
 COMMIT_CALL_DEPTH = 4
 HANDSHAKE_ATTEMPTS = 3
 RETRY_PAUSE_SECONDS = 0.5
+# Offers short only because other requests' offers in flight hold the room: those are released or
+# committed within moments, so the handshake is tried again soon, up to this many times.
+CONTENTION = "CapacityHeld"
+CONTENTION_ATTEMPTS = 10
+CONTENTION_PAUSE_SECONDS = 0.05
 # How long the coordinator keeps asking agents to finish writing a round's VMs. Past it the round settles
 # anyway: a VM still missing then is one the operator sees missing, and it comes back through another round.
 DEPLOY_PATIENCE_CALLS = 12
@@ -151,7 +158,8 @@ class Coordinator:
     async def _finish(self, record: RequestRecord, version: int) -> tuple[RequestRecord, int]:
         """Take an in-flight round to SETTLED, or to WAITING when it cannot be met now."""
         uid = record.order.request.uid
-        for attempt in range(1, HANDSHAKE_ATTEMPTS + 1):
+        failures: Counter[str] = Counter()
+        while True:
             try:
                 if record.stage == Stage.PLACING:
                     record, version = await self._place(record, version)
@@ -159,15 +167,19 @@ class Coordinator:
                     record, version = await self._commit(record, version)
                 return await self._deploy(record, version)
             except PlacementFailed as failure:
-                if failure.reason in WORLD_REASONS or attempt == HANDSHAKE_ATTEMPTS:
-                    return await self._wait(record, version, failure)
+                contended = failure.reason == CONTENTION
+                failures[failure.reason] += 1
+                attempts = CONTENTION_ATTEMPTS if contended else HANDSHAKE_ATTEMPTS
+                if failure.reason in WORLD_REASONS or failures[failure.reason] >= attempts:
+                    reason = "InsufficientCapacity" if contended else failure.reason
+                    return await self._wait(record, version, PlacementFailed(reason, failure.message))
                 logger.warning("placement attempt failed; handshaking again",
-                               extra={"request": uid, "attempt": attempt, "reason": failure.reason,
+                               extra={"request": uid, "attempt": failures[failure.reason], "reason": failure.reason,
                                       "error": failure.message})
-                record = dataclasses.replace(record, stage=Stage.PLACING, placing=[], changed_at=time.time())
-                version = await request_record.write(self.agent.zk, self.agent.layout, record, version)
-                await asyncio.sleep(RETRY_PAUSE_SECONDS * attempt)
-        raise AssertionError("unreachable: the last attempt waits or returns")
+                if record.stage != Stage.PLACING:
+                    record = dataclasses.replace(record, stage=Stage.PLACING, placing=[], changed_at=time.time())
+                    version = await request_record.write(self.agent.zk, self.agent.layout, record, version)
+                await asyncio.sleep(_pause(contended, failures[failure.reason]))
 
     async def _place(self, record: RequestRecord, version: int) -> tuple[RequestRecord, int]:
         """Offers, decision, record of the decision; the offers not used are released."""
@@ -179,7 +191,10 @@ class Coordinator:
         counts = spread.decide(offers, wanted, record.portions)
         if counts is None:
             await self._release([offer.endpoint for offer in offers if offer.count], order)
-            raise PlacementFailed("InsufficientCapacity", _capacity_message(order, wanted, offers, unanswered))
+            message = _capacity_message(order, wanted, offers, unanswered)
+            if sum(offer.count + offer.held for offer in offers) >= wanted:
+                raise PlacementFailed(CONTENTION, message)
+            raise PlacementFailed("InsufficientCapacity", message)
         placing = spread.portions(offers, counts, spread.new_indices(taken, order.lost, wanted))
         flow_step(logger, 5, "decided portions", order.request.uid,
                   portions={p.node: len(p.indices) for p in placing}, offered={o.node: o.count for o in offers})
@@ -270,6 +285,13 @@ class Coordinator:
         return waiting, await request_record.write(self.agent.zk, self.agent.layout, waiting, version)
 
 
+def _pause(contended: bool, attempt: int) -> float:
+    """Contending coordinators retry at random moments, so one of them finds the room free."""
+    if contended:
+        return random.uniform(CONTENTION_PAUSE_SECONDS, CONTENTION_PAUSE_SECONDS * (1 + attempt))
+    return RETRY_PAUSE_SECONDS * attempt
+
+
 def _needs_round(record: RequestRecord, version: int, order: Order) -> bool:
     """A new round is due when the spec changed, a wait is retried, or a VM the record places was lost."""
     return (record.stage == Stage.WAITING or record.order.replicas != order.replicas
@@ -291,11 +313,14 @@ def _capacity_message(order: Order, wanted: int, offers: list[NodeOffer], unansw
     for offer in offers:
         by_rack[offer.rack] = by_rack.get(offer.rack, 0) + offer.count
     total = sum(by_rack.values())
+    held = sum(offer.held for offer in offers)
     racks = ", ".join(f"{rack}: {count}" for rack, count in sorted(by_rack.items())) or "no offers"
     asked = (f"{wanted} x {order.instancetype} requested" if wanted == order.replicas else
              f"{wanted} more x {order.instancetype} requested ({order.replicas - wanted} placed already)")
     message = (f"{asked}, but the {len(offers)} compute nodes that answered can host only {total} ({racks}); "
                f"nothing was created")
+    if held:
+        message += f"; room for {held} more is held by other requests being placed"
     if unanswered:
         message += f"; no answer from {', '.join(unanswered)}"
     return message

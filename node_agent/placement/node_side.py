@@ -59,11 +59,15 @@ class NodeSide:
             free, _ = await capacity.look()
             free += size * (earlier.offered if earlier is not None else 0)
             count = min(ask.wanted, free.fits_times(size))
+            others = sum((r.size * r.offered for r in capacity.reservations.live()
+                          if r.request.uid != order.request.uid), Resources())
+            held = min(ask.wanted, (free + others).fits_times(size)) - count
             capacity.reservations.offer(order.request, order.instancetype, size, count, ask.ttl_seconds)
         self._requests.follow(order.request.uid)
-        flow_step(logger, 5, "offered capacity", order.request.uid, node=agent.node.name, count=count,
+        flow_step(logger, 5, "offered capacity", order.request.uid, node=agent.node.name, count=count, held=held,
                   instancetype=order.instancetype, ttlSeconds=ask.ttl_seconds)
-        return NodeOffer(node=agent.node.name, rack=agent.node.rack, endpoint=agent.endpoint, count=count)
+        return NodeOffer(node=agent.node.name, rack=agent.node.rack, endpoint=agent.endpoint, count=count,
+                         held=held)
 
     async def commit(self, commit: Commit) -> CommitAnswer:
         """Turn the offer into VMs ``indices``, then find the image's holders."""
