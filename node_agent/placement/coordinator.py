@@ -20,6 +20,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from rackmesh import registry, request_record
+from rackmesh.config import Settings
 from rackmesh.labels import Role
 from rackmesh.logs import flow_step
 from rackmesh.protocol import (
@@ -40,7 +41,7 @@ from rackmesh.protocol import (
     Removal,
     RequestKey,
 )
-from rackmesh.request_record import IN_FLIGHT, RecordChanged, RequestRecord, Stage
+from rackmesh.request_record import IN_FLIGHT, Portion, RecordChanged, RequestRecord, Stage
 from rackmesh_node_agent.membership.fan_out import Failure, describe, gather
 from rackmesh_node_agent.placement import spread
 from rackmesh_node_agent.placement.rack_leader import rack_offers
@@ -52,16 +53,18 @@ logger = logging.getLogger(__name__)
 # A commit fans out twice more (storage leader, storage rack leaders); an offer ask once more.
 RACK_CALL_DEPTH = 2
 COMMIT_CALL_DEPTH = 4
-HANDSHAKE_ATTEMPTS = 3
-RETRY_PAUSE_SECONDS = 0.5
 # Offers short only because other requests' offers in flight hold the room: those are released or
-# committed within moments, so the handshake is tried again soon, up to this many times.
+# committed within moments, so the handshake is tried again soon, at random moments, up to this many times.
 CONTENTION = "CapacityHeld"
 CONTENTION_ATTEMPTS = 10
 CONTENTION_PAUSE_SECONDS = 0.05
-# How long the coordinator keeps asking agents to finish writing a round's VMs. Past it the round settles
-# anyway: a VM still missing then is one the operator sees missing, and it comes back through another round.
-DEPLOY_PATIENCE_CALLS = 12
+# Offers short while some rack or agent did not answer: the room may be there once it is replaced.
+UNANSWERED = "RacksUnanswered"
+TRANSIENT_SHORTAGES = frozenset({CONTENTION, UNANSWERED})
+# Any other failure (a leader or agent gone, a storage leader being replaced) is retried with capped
+# exponential backoff for as long as ZooKeeper takes to replace a dead member, and a little more.
+RETRY_FIRST_SECONDS = 0.25
+RETRY_MAX_SECONDS = 2.0
 # What only a change in the world can cure: the round waits at once instead of trying the handshake again.
 WORLD_REASONS = frozenset({"InsufficientCapacity", "InsufficientImageReplicas", "UnknownInstancetype",
                            "NoStorageLeaders"})
@@ -158,7 +161,7 @@ class Coordinator:
     async def _finish(self, record: RequestRecord, version: int) -> tuple[RequestRecord, int]:
         """Take an in-flight round to SETTLED, or to WAITING when it cannot be met now."""
         uid = record.order.request.uid
-        failures: Counter[str] = Counter()
+        retry = Retry(self.agent.settings)
         while True:
             try:
                 if record.stage == Stage.PLACING:
@@ -167,19 +170,16 @@ class Coordinator:
                     record, version = await self._commit(record, version)
                 return await self._deploy(record, version)
             except PlacementFailed as failure:
-                contended = failure.reason == CONTENTION
-                failures[failure.reason] += 1
-                attempts = CONTENTION_ATTEMPTS if contended else HANDSHAKE_ATTEMPTS
-                if failure.reason in WORLD_REASONS or failures[failure.reason] >= attempts:
-                    reason = "InsufficientCapacity" if contended else failure.reason
+                pause = retry.pause(failure.reason)
+                if pause is None:
+                    reason = "InsufficientCapacity" if failure.reason in TRANSIENT_SHORTAGES else failure.reason
                     return await self._wait(record, version, PlacementFailed(reason, failure.message))
-                logger.warning("placement attempt failed; handshaking again",
-                               extra={"request": uid, "attempt": failures[failure.reason], "reason": failure.reason,
-                                      "error": failure.message})
+                logger.warning("placement attempt failed; handshaking again", extra={
+                    "request": uid, "reason": failure.reason, "error": failure.message, "pause": round(pause, 3)})
                 if record.stage != Stage.PLACING:
                     record = dataclasses.replace(record, stage=Stage.PLACING, placing=[], changed_at=time.time())
                     version = await request_record.write(self.agent.zk, self.agent.layout, record, version)
-                await asyncio.sleep(_pause(contended, failures[failure.reason]))
+                await asyncio.sleep(pause)
 
     async def _place(self, record: RequestRecord, version: int) -> tuple[RequestRecord, int]:
         """Offers, decision, record of the decision; the offers not used are released."""
@@ -194,6 +194,8 @@ class Coordinator:
             message = _capacity_message(order, wanted, offers, unanswered)
             if sum(offer.count + offer.held for offer in offers) >= wanted:
                 raise PlacementFailed(CONTENTION, message)
+            if unanswered:  # the missing room may be there: its leader or agents are being replaced
+                raise PlacementFailed(UNANSWERED, message)
             raise PlacementFailed("InsufficientCapacity", message)
         placing = spread.portions(offers, counts, spread.new_indices(taken, order.lost, wanted))
         flow_step(logger, 5, "decided portions", order.request.uid,
@@ -241,27 +243,42 @@ class Coordinator:
         return record, await request_record.write(agent.zk, agent.layout, record, version)
 
     async def _deploy(self, record: RequestRecord, version: int) -> tuple[RequestRecord, int]:
-        """Have every agent write its new VMs, then settle: the round's portions join the request's."""
+        """Have every agent write its new VMs, then settle: the round's portions join the request's.
+
+        An agent that is gone (no longer a member in ZooKeeper) is not waited for, nor is one that has not
+        confirmed its VMs within the retry budget: the round settles, the operator sees those VMs missing,
+        and another round places them again under their names.
+        """
         agent, uid = self.agent, record.order.request.uid
         pending = {p.node: p for p in record.placing}
-        for call in range(DEPLOY_PATIENCE_CALLS):
+        retry = Retry(agent.settings)
+        while pending:
             answers, failures = await gather({
                 node: agent.peers.post(p.endpoint, NODE_DEPLOYMENTS, Deployment(record.order, p.indices, p.holders),
                                        Deployed, agent.settings.call_timeout * COMMIT_CALL_DEPTH)
                 for node, p in pending.items()})
-            pending = {node: p for node, p in pending.items() if node not in answers or not answers[node].done}
             flow_step(logger, 9, "deployments answered", uid, written=sorted(n for n in answers if answers[n].done),
-                      writing=sorted(pending), failed=describe(failures))
-            if not pending:
+                      failed=describe(failures))
+            gone = [node for node in failures if await self._gone(pending[node])]
+            pending = {node: p for node, p in pending.items()
+                       if node not in gone and not (node in answers and answers[node].done)}
+            if gone:
+                logger.warning("agents with a portion are gone; their VMs will be placed again", extra={
+                    "request": uid, "nodes": gone})
+            pause = retry.pause("DeploymentPending") if pending else None
+            if pending and pause is None:
+                logger.warning("agents did not confirm their VMs; settling the round, the operator heals what is "
+                               "missing", extra={"request": uid, "nodes": sorted(pending)})
                 break
-            await asyncio.sleep(min(RETRY_PAUSE_SECONDS * (call + 1), agent.settings.call_timeout))
-        else:
-            logger.warning("agents did not confirm their VMs; settling the round, the operator heals what is missing",
-                           extra={"request": uid, "nodes": sorted(pending)})
+            if pause is not None:
+                await asyncio.sleep(pause)
         settled = dataclasses.replace(record, stage=Stage.SETTLED, portions=spread.merged(record.portions,
                                                                                           record.placing),
                                       placing=[], reason="", message="", waits=0, changed_at=time.time())
         return settled, await request_record.write(agent.zk, agent.layout, settled, version)
+
+    async def _gone(self, portion: Portion) -> bool:
+        return await registry.member(self.agent.zk, self.agent.layout, Role.COMPUTE, portion.rack, portion.node) is None
 
     async def _remove(self, order: Order, before: RequestRecord | None, surplus: dict[str, list[int]]) -> None:
         """Best effort: a VM whose agent does not delete it is left over, and the operator sees it as surplus."""
@@ -285,11 +302,26 @@ class Coordinator:
         return waiting, await request_record.write(self.agent.zk, self.agent.layout, waiting, version)
 
 
-def _pause(contended: bool, attempt: int) -> float:
-    """Contending coordinators retry at random moments, so one of them finds the room free."""
-    if contended:
-        return random.uniform(CONTENTION_PAUSE_SECONDS, CONTENTION_PAUSE_SECONDS * (1 + attempt))
-    return RETRY_PAUSE_SECONDS * attempt
+class Retry:
+    """How long to wait before the next attempt of a round, or None when it should wait for the world."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._budget = 2 * settings.zk_session_timeout + settings.call_timeout
+        self._started = time.monotonic()
+        self._attempts: Counter[str] = Counter()
+
+    def pause(self, reason: str) -> float | None:
+        if reason in WORLD_REASONS:
+            return None
+        self._attempts[reason] += 1
+        attempt = self._attempts[reason]
+        if reason == CONTENTION:
+            if attempt >= CONTENTION_ATTEMPTS:
+                return None
+            return random.uniform(CONTENTION_PAUSE_SECONDS, CONTENTION_PAUSE_SECONDS * (1 + attempt))
+        if time.monotonic() - self._started > self._budget:
+            return None
+        return min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** (attempt - 1))
 
 
 def _needs_round(record: RequestRecord, version: int, order: Order) -> bool:
