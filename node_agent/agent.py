@@ -20,7 +20,7 @@ from rackmesh.nodes import NodeState
 from rackmesh.peer_client import PeerClient
 from rackmesh.zk_layout import MemberRecord, ZkLayout
 from rackmesh_node_agent.capacity.view import CapacityView
-from rackmesh_node_agent.http_api import Refusal, build_app
+from rackmesh_node_agent.http_api import Refusal, app_runner, build_app
 from rackmesh_node_agent.images import routes as image_routes
 from rackmesh_node_agent.images.store import ImageStore
 from rackmesh_node_agent.membership.presence import Presence
@@ -126,7 +126,7 @@ class Agent:
 
     async def _serve_http(self) -> None:
         routes = [*placement_routes.routes(), *image_routes.routes()]
-        self._runner = web.AppRunner(build_app(self, self.settings.agent_token, routes), access_log=None)
+        self._runner = app_runner(build_app(self, self.settings.agent_token, routes))
         await self._runner.setup()
         await web.TCPSite(self._runner, self.settings.agent_bind, self.settings.agent_port).start()
 

@@ -1,9 +1,11 @@
-"""The agent's HTTP API: the shared plumbing (auth, errors, message decoding) and the app.
+"""The agent's HTTP API: the shared plumbing (auth, errors, message decoding, server limits) and the app.
 
 Each concern (placement, images) contributes its own routes; this module only assembles them.
 Every route but ``/healthz`` and the image files requires the shared agent token when one is set.
 """
 
+import asyncio
+import dataclasses
 import hmac
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -18,12 +20,31 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+IMAGE_FILE_ROUTE = IMAGE_FILES + "/{file}"
+# Image files are read by CDI importers, which carry no agent token; they are read-only.
+OPEN_ROUTES = frozenset({"/healthz", IMAGE_FILE_ROUTE})
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerLimits:
+    """How long one client may keep the agent waiting for its request (bodies are also bounded in size,
+    by ``messages.MAX_MESSAGE_BYTES``)."""
+
+    # From connecting (or the last answer) until the request's headers are complete; the connection is then
+    # closed without an answer. It also closes idle connections, so it is longer than the 15 s aiohttp's
+    # client pools keep an idle connection (peers' PeerClient): the client always gives one up first.
+    header_timeout: float = 20.0
+    # Reading the body; callers give up after call_timeout (5 s) and a maximal body is 1 MiB, so a body
+    # still arriving after this is someone holding the connection open: 408.
+    body_timeout: float = 10.0
+    # After an answer that left the body unread (401, 408, 413), how long the rest is read and dropped before
+    # the connection closes (aiohttp's default is 10 s).
+    lingering_time: float = 2.0
+
+
+DEFAULT_LIMITS = ServerLimits()
 AGENT_KEY = web.AppKey("agent", "Agent")
-
-
-def is_open(path: str) -> bool:
-    # Image files are read by CDI importers, which carry no agent token; they are read-only.
-    return path == "/healthz" or path.startswith(IMAGE_FILES + "/")
+LIMITS_KEY = web.AppKey("limits", ServerLimits)
 
 
 class Refusal(Exception):
@@ -44,9 +65,20 @@ def answer(message: Any, status: int = 200) -> web.Response:
 
 
 async def read_message(request: web.Request, kind: type[T]) -> T:
-    """The request body as ``kind``; a malformed body is a 400 ``BadMessage`` naming the field."""
+    """The request body as ``kind``; a malformed body is a 400 ``BadMessage`` naming the field, a body too
+    large a 413, a body too slow a 408."""
+    limit = request.app[LIMITS_KEY].body_timeout
+    if (request.content_length or 0) > request.client_max_size:  # refused without reading it
+        raise web.HTTPRequestEntityTooLarge(max_size=request.client_max_size, actual_size=request.content_length)
     try:
-        return messages.decode_bytes(kind, await request.read())
+        async with asyncio.timeout(limit):
+            raw = await request.read()  # raises HTTPRequestEntityTooLarge past client_max_size (chunked bodies)
+    except TimeoutError:
+        raise Refusal(408, "RequestTimeout", f"the body did not arrive within {limit} s") from None
+    except web.RequestPayloadError as exc:  # broken chunked encoding or compression
+        raise Refusal(400, "BadMessage", f"the body could not be read: {exc}") from None
+    try:
+        return messages.decode_bytes(kind, raw)
     except messages.MessageError as exc:
         raise Refusal(400, "BadMessage", str(exc)) from None
 
@@ -55,17 +87,31 @@ def agent_of(request: web.Request) -> "Agent":
     return request.app[AGENT_KEY]
 
 
+def is_open(request: web.Request) -> bool:
+    # By the route that matched, not by a path prefix, so no spelling of a path can borrow an open route.
+    resource = request.match_info.route.resource
+    return resource is not None and resource.canonical in OPEN_ROUTES
+
+
+def has_token(request: web.Request, token: str) -> bool:
+    """``Authorization: Bearer <token>``, exactly that scheme; compared in constant time."""
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return scheme == "Bearer" and given.isascii() and hmac.compare_digest(given.encode(), token.encode())
+
+
 def token_auth(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if token and not is_open(request.path):
-            given = request.headers.get("Authorization", "").removeprefix("Bearer ")
-            if not hmac.compare_digest(given.encode(), token.encode()):
-                return error(401, "Unauthorized", "missing or wrong agent token (Authorization: Bearer ...)")
+        if token and not is_open(request) and not has_token(request, token):
+            return error(401, "Unauthorized", "missing or wrong agent token (Authorization: Bearer ...)")
         try:
             return await handler(request)
         except Refusal as refusal:
             return error(refusal.status, refusal.reason, refusal.message)
+        except web.HTTPException as exc:  # aiohttp's own: unknown route, wrong method, body too large
+            if exc.status < 400:
+                raise
+            return error(exc.status, type(exc).__name__.removeprefix("HTTP"), exc.text or exc.reason)
 
     return middleware
 
@@ -81,10 +127,19 @@ async def view(request: web.Request) -> web.Response:
     return web.json_response(await agent_of(request).view())
 
 
-def build_app(agent: "Agent", token: str, routes: Iterable[web.RouteDef]) -> web.Application:
-    app = web.Application(middlewares=[token_auth(token)])
+def build_app(agent: "Agent", token: str, routes: Iterable[web.RouteDef],
+              limits: ServerLimits = DEFAULT_LIMITS) -> web.Application:
+    app = web.Application(middlewares=[token_auth(token)], client_max_size=messages.MAX_MESSAGE_BYTES)
     app[AGENT_KEY] = agent
+    app[LIMITS_KEY] = limits
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/v1/view", view)
     app.router.add_routes(list(routes))
     return app
+
+
+def app_runner(app: web.Application) -> web.AppRunner:
+    """A runner that serves ``app`` within its ``ServerLimits`` (aiohttp's own waits for headers for an hour)."""
+    limits = app[LIMITS_KEY]
+    return web.AppRunner(app, access_log=None, keepalive_timeout=limits.header_timeout,
+                         lingering_time=limits.lingering_time)

@@ -10,7 +10,7 @@ import json
 import os
 import ssl
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import aiohttp
 import yaml
 
 from rackmesh.http_session import SessionClient
+from rackmesh.labels import is_dns_label, is_dns_subdomain
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
@@ -32,6 +33,17 @@ class KubeApiError(Exception):
         self.message = message
 
 
+class InvalidName(ValueError):
+    """A namespace, name or subresource that the API's name rules refuse: it is not sent, as it could
+    otherwise address another path of the API (``..``, ``/``) or add query parameters (``?``)."""
+
+
+def _segment(kind: str, value: str, valid: Callable[[str], bool]) -> str:
+    if not valid(value):
+        raise InvalidName(f"refusing to send {kind} {value!r} as a path segment: not a valid {kind}")
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class ResourceRef:
     """Where a resource lives in the REST API."""
@@ -42,14 +54,16 @@ class ResourceRef:
     namespaced: bool = True
 
     def path(self, namespace: str | None = None, name: str | None = None, subresource: str = "") -> str:
+        """The REST path; ``None`` leaves a part out (all namespaces, the collection), anything else must be a
+        valid name (``InvalidName``: an empty name would turn a GET of one object into a list)."""
         base = f"/api/{self.version}" if not self.group else f"/apis/{self.group}/{self.version}"
-        if self.namespaced and namespace:
-            base += f"/namespaces/{namespace}"
+        if self.namespaced and namespace is not None:
+            base += "/namespaces/" + _segment("namespace", namespace, is_dns_label)
         base += f"/{self.plural}"
-        if name:
-            base += f"/{name}"
+        if name is not None:
+            base += "/" + _segment("name", name, is_dns_subdomain)
         if subresource:
-            base += f"/{subresource}"
+            base += "/" + _segment("subresource", subresource, is_dns_label)
         return base
 
 

@@ -7,11 +7,21 @@ so a malformed message is refused with a clear reason instead of failing deep in
 import dataclasses
 import functools
 import json
+import math
+import re
 import types
 import typing
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+# The largest real message (an order or deployment naming all 10,000 VM indices, a request record) is about
+# 60 KB and nests 5 levels; these bounds leave room for that and refuse anything built to exhaust the decoder.
+MAX_MESSAGE_BYTES = 1024 * 1024
+MAX_DEPTH = 32
+SHOWN = 80  # characters of a refused value quoted back in an error message
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
 
 
 class MessageError(ValueError):
@@ -38,17 +48,41 @@ def encode_bytes(message: Any) -> bytes:
     return json.dumps(encode(message), sort_keys=True).encode()
 
 
+def shown(value: Any) -> str:
+    """``repr(value)``, cut to a length fit for an error message (a refused value may be a megabyte)."""
+    text = repr(value)
+    return text if len(text) <= SHOWN else text[:SHOWN] + f"... ({len(text)} characters)"
+
+
 def decode(kind: type[T], data: Any, where: str = "") -> T:
     """Build ``kind`` from JSON data, checking every field's type; raises ``MessageError``."""
     return typing.cast(T, _decode(kind, data, where or kind.__name__))
 
 
 def decode_bytes(kind: type[T], raw: bytes) -> T:
+    """Parse and decode ``raw``; too large or too deeply nested is refused before the JSON parser sees it."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise MessageError(f"{kind.__name__}: {len(raw)} bytes, more than {MAX_MESSAGE_BYTES}")
+    if _nesting(raw) > MAX_DEPTH:
+        # json.loads recurses once per level: nested deep enough, it raises RecursionError instead of an answer.
+        raise MessageError(f"{kind.__name__}: nested more than {MAX_DEPTH} levels deep")
     try:
         data = json.loads(raw)
     except ValueError as exc:
         raise MessageError(f"{kind.__name__}: not JSON ({exc})") from None
     return decode(kind, data)
+
+
+def _nesting(raw: bytes) -> int:
+    """How deep the arrays and objects of a JSON text nest (brackets inside strings do not count); scanning
+    stops once past ``MAX_DEPTH``. Malformed text may count deeper than it is: the parser refuses it anyway."""
+    depth = deepest = 0
+    for bracket in _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS):
+        depth += 1 if bracket in b"[{" else -1
+        deepest = max(deepest, depth)
+        if deepest > MAX_DEPTH:
+            break
+    return deepest
 
 
 @functools.cache
@@ -86,7 +120,8 @@ def _decode_dataclass(kind: type, data: Any, where: str) -> Any:
     fields = {camel(field.name): field for field in dataclasses.fields(kind)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise MessageError(f"{where}: unknown fields {unknown}")
+        raise MessageError(f"{where}: unknown fields {shown(unknown[:5])}"
+                           + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""))
     values = {}
     for wire_name, field in fields.items():
         if wire_name in data:
@@ -101,14 +136,20 @@ def _decode_dataclass(kind: type, data: Any, where: str) -> Any:
 
 def _decode_scalar(kind: Any, data: Any, where: str) -> Any:
     if kind is float and isinstance(data, int | float) and not isinstance(data, bool):
-        return float(data)
+        try:
+            number = float(data)
+        except OverflowError:  # an integer with hundreds of digits
+            number = math.inf
+        if not math.isfinite(number):  # Python's json accepts NaN and Infinity
+            raise MessageError(f"{where}: expected a finite number, got {shown(data)}")
+        return number
     if kind is int and isinstance(data, bool):
         raise MessageError(f"{where}: expected an integer, got a boolean")
     if isinstance(kind, type) and issubclass(kind, str) and kind is not str:  # StrEnum
         try:
             return kind(data)
         except ValueError:
-            raise MessageError(f"{where}: {data!r} is not one of {[str(v) for v in kind]}") from None
+            raise MessageError(f"{where}: {shown(data)} is not one of {[str(v) for v in kind]}") from None
     if not isinstance(data, kind):
         raise MessageError(f"{where}: expected {kind.__name__}, got {type(data).__name__}")
     return data

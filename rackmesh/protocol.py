@@ -13,10 +13,17 @@
     CDI / anyone                        storage agent          GET  /images/<image>.img  the image, with Range
 
 Errors are JSON ``{reason, message}`` with a 4xx/5xx status (see ``node_agent/http_api.py``).
+
+Every name a message carries is checked here, by the Kubernetes API's own rules, before any agent uses it:
+names end up in API paths, ZooKeeper paths and file names.
 """
 
 import dataclasses
 import re
+import urllib.parse
+
+from rackmesh.labels import MAX_UID, is_dns_label, is_dns_subdomain, is_label_value, is_uid
+from rackmesh.messages import shown
 
 ORDERS = "/v1/orders"
 RACK_OFFERS = "/v1/rack/offers"
@@ -30,12 +37,39 @@ RACK_IMAGES = "/v1/rack/images"
 NODE_IMAGES = "/v1/node/images"
 IMAGE_FILES = "/images"
 
-IMAGE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+IMAGE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?\Z")  # the CRD's pattern for spec.image
+MAX_IMAGE_NAME = 63  # the CRD's maxLength for spec.image
 MAX_REPLICAS = 10000
+MAX_REDUNDANCY = 100  # copies of one image a request may ask for
+MAX_URL = 2048  # the CRD's maxLength for a holder's URL in status.imageCopies
+MAX_GENERATION = 2**63 - 1  # metadata.generation is an int64
+MAX_ZNODE_VERSION = 2**31 - 1  # a znode's version is an int32
 
 
 def image_file_name(image: str) -> str:
     return f"{image}.img"
+
+
+def is_image_name(value: str) -> bool:
+    """An image name as the CRD allows it in ``spec.image``."""
+    return len(value) <= MAX_IMAGE_NAME and IMAGE_NAME.match(value) is not None
+
+
+def is_http_url(value: str) -> bool:
+    """An absolute http(s) URL of printable ASCII with a host, as a VM's disk source needs."""
+    if len(value) > MAX_URL or not value.isascii() or not value.isprintable() or " " in value:
+        return False
+    try:
+        parts = urllib.parse.urlsplit(value)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def require(valid: bool, field: str, value: str, rule: str) -> None:
+    """Raise the ``ValueError`` a message's ``__post_init__`` uses to refuse ``value`` of ``field``."""
+    if not valid:
+        raise ValueError(f"{field} {shown(value)} is not {rule}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,8 +81,10 @@ class RequestRef:
     name: str
 
     def __post_init__(self) -> None:
-        if not (self.uid and self.namespace and self.name):
-            raise ValueError("uid, namespace and name must not be empty")
+        require(is_uid(self.uid), "uid", self.uid, f"a uid (at most {MAX_UID} of A-Za-z0-9-_., alphanumeric at both "
+                                                   "ends)")
+        require(is_dns_label(self.namespace), "namespace", self.namespace, "a namespace name (a DNS-1123 label)")
+        require(is_dns_subdomain(self.name), "name", self.name, "an object name (a DNS-1123 subdomain)")
 
 
 def check_indices(indices: list[int]) -> None:
@@ -77,10 +113,14 @@ class Order:
     def __post_init__(self) -> None:
         if not 0 <= self.replicas <= MAX_REPLICAS:
             raise ValueError(f"replicas must be within 0..{MAX_REPLICAS}")
-        if not self.instancetype:
-            raise ValueError("instancetype must not be empty")
-        if not IMAGE_NAME.match(self.image):
-            raise ValueError(f"image {self.image!r} is not an image name")
+        require(is_dns_subdomain(self.instancetype), "instancetype", self.instancetype,
+                "an instancetype name (a DNS-1123 subdomain)")
+        require(is_image_name(self.image), "image", self.image, f"an image name (the CRD's pattern, at most "
+                                                                f"{MAX_IMAGE_NAME} characters)")
+        if not 0 <= self.generation <= MAX_GENERATION:
+            raise ValueError(f"generation must be within 0..{MAX_GENERATION}")
+        if not -1 <= self.basis <= MAX_ZNODE_VERSION:
+            raise ValueError(f"basis must be -1 or a znode version within 0..{MAX_ZNODE_VERSION}")
         check_indices(self.lost)
 
 
@@ -143,6 +183,11 @@ class ImageHolder:
     rack: str
     url: str
 
+    def __post_init__(self) -> None:
+        require(is_dns_subdomain(self.node), "node", self.node, "a node name (a DNS-1123 subdomain)")
+        require(is_label_value(self.rack), "rack", self.rack, "a rack (a label value)")
+        require(is_http_url(self.url), "url", self.url, f"an http(s) URL of at most {MAX_URL} characters")
+
 
 @dataclasses.dataclass(frozen=True)
 class CommitAnswer:
@@ -154,6 +199,9 @@ class CommitAnswer:
 @dataclasses.dataclass(frozen=True)
 class RequestKey:
     uid: str
+
+    def __post_init__(self) -> None:
+        require(is_uid(self.uid), "uid", self.uid, "a uid")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,10 +251,12 @@ class LocateAsk:
     request_uid: str = ""  # only to follow one request across the logs
 
     def __post_init__(self) -> None:
-        if not IMAGE_NAME.match(self.image):
-            raise ValueError(f"image {self.image!r} is not an image name")
-        if self.redundancy < 1:
-            raise ValueError("redundancy must be at least 1")
+        require(is_image_name(self.image), "image", self.image, f"an image name (the CRD's pattern, at most "
+                                                                f"{MAX_IMAGE_NAME} characters)")
+        if not 1 <= self.redundancy <= MAX_REDUNDANCY:
+            raise ValueError(f"redundancy must be within 1..{MAX_REDUNDANCY}")
+        if self.request_uid:
+            require(is_uid(self.request_uid), "requestUid", self.request_uid, "a uid")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,8 +5,17 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from rackmesh.labels import Role
-from rackmesh.protocol import IMAGE_FILES, IMAGE_LOCATIONS, NODE_IMAGES, RACK_IMAGES, LocateAsk, image_file_name
-from rackmesh_node_agent.http_api import Refusal, agent_of, answer, error, read_message
+from rackmesh.messages import shown
+from rackmesh.protocol import (
+    IMAGE_LOCATIONS,
+    MAX_IMAGE_NAME,
+    NODE_IMAGES,
+    RACK_IMAGES,
+    LocateAsk,
+    image_file_name,
+    is_image_name,
+)
+from rackmesh_node_agent.http_api import IMAGE_FILE_ROUTE, Refusal, agent_of, answer, error, read_message
 from rackmesh_node_agent.images.locate import locate, node_holders, rack_holders
 
 if TYPE_CHECKING:
@@ -42,8 +51,11 @@ async def image_file(request: web.Request) -> web.StreamResponse:
     """The image's bytes; ``web.FileResponse`` answers Range requests with 206 (CDI importers resume with them)."""
     agent, name = agent_of(request), request.match_info["file"]
     image = name.removesuffix(IMAGE_SUFFIX)
-    # The store only matches image names, so no other file of the directory (or outside it) can be named.
-    path = agent.images.path(image) if image_file_name(image) == name and agent.has_role(Role.STORAGE) else None
+    # Refused before the filesystem is touched: no other file of the directory (or outside it) can be named.
+    if image_file_name(image) != name or not is_image_name(image):
+        return error(404, "ImageNotFound", f"{shown(name)} is not an image file (<image>{IMAGE_SUFFIX}, with an "
+                                           f"image name of at most {MAX_IMAGE_NAME} of a-z0-9-.)")
+    path = agent.images.path(image) if agent.has_role(Role.STORAGE) else None
     if path is None:
         return error(404, "ImageNotFound", f"{agent.node_name} does not hold {name}")
     return web.FileResponse(path)
@@ -54,5 +66,5 @@ def routes() -> list[web.RouteDef]:
         web.post(NODE_IMAGES, node_images),
         web.post(RACK_IMAGES, rack_images),
         web.post(IMAGE_LOCATIONS, image_locations),
-        web.get(IMAGE_FILES + "/{file}", image_file),
+        web.get(IMAGE_FILE_ROUTE, image_file),
     ]

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from rackmesh.protocol import IMAGE_NAME, image_file_name
+from rackmesh.protocol import image_file_name, is_image_name
 
 
 class ImageStore:
@@ -10,8 +10,9 @@ class ImageStore:
         self.directory = directory
 
     def path(self, image: str) -> Path | None:
-        """The file of ``image`` if this node holds it (a name that is not an image name never matches)."""
-        if not IMAGE_NAME.match(image):
+        """The file of ``image`` if this node holds it. A name that is not an image name never reaches the
+        filesystem: it could name another file, or be longer than a file name may be (ENAMETOOLONG)."""
+        if not is_image_name(image):
             return None
         path = self.directory / image_file_name(image)
         return path if path.is_file() else None
@@ -20,4 +21,4 @@ class ImageStore:
         if not self.directory.is_dir():
             return []
         return sorted(path.name.removesuffix(".img") for path in self.directory.glob("*.img")
-                      if IMAGE_NAME.match(path.name.removesuffix(".img")))
+                      if is_image_name(path.name.removesuffix(".img")))

@@ -4,7 +4,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from rackmesh.labels import Role
+from rackmesh.labels import MAX_LABEL_VALUE, REQUEST_LABEL, Role
 from rackmesh.protocol import (
     NODE_COMMITS,
     NODE_DEPLOYMENTS,
@@ -34,21 +34,40 @@ def _compute_agent(request: web.Request) -> "Agent":
     return agent
 
 
+def _writable(order: Order) -> Order:
+    """Refuse (422 InvalidName) an order whose VMs could not carry the request's name in their label: the
+    API would refuse each VM, and the agent would go on retrying the writes until ``commit_ttl``."""
+    if len(order.request.name) > MAX_LABEL_VALUE:
+        raise Refusal(422, "InvalidName", f"the request's name is {len(order.request.name)} characters long; "
+                                          f"its VMs carry it in the label {REQUEST_LABEL}, which allows "
+                                          f"{MAX_LABEL_VALUE}")
+    return order
+
+
 async def order(request: web.Request) -> web.Response:
-    accepted = _compute_agent(request).coordinator.accept(await read_message(request, Order))
+    accepted = _compute_agent(request).coordinator.accept(_writable(await read_message(request, Order)))
     return answer(accepted, status=202)
 
 
 async def rack_offer(request: web.Request) -> web.Response:
-    return answer(await rack_offers(_compute_agent(request), await read_message(request, OfferAsk)))
+    agent = _compute_agent(request)
+    ask = await read_message(request, OfferAsk)
+    _writable(ask.order)
+    return answer(await rack_offers(agent, ask))
 
 
 async def node_offer(request: web.Request) -> web.Response:
-    return answer(await _compute_agent(request).node_side.offer(await read_message(request, OfferAsk)))
+    agent = _compute_agent(request)
+    ask = await read_message(request, OfferAsk)
+    _writable(ask.order)
+    return answer(await agent.node_side.offer(ask))
 
 
 async def node_commit(request: web.Request) -> web.Response:
-    return answer(await _compute_agent(request).node_side.commit(await read_message(request, Commit)))
+    agent = _compute_agent(request)
+    commit = await read_message(request, Commit)
+    _writable(commit.order)
+    return answer(await agent.node_side.commit(commit))
 
 
 async def node_release(request: web.Request) -> web.Response:
@@ -57,7 +76,10 @@ async def node_release(request: web.Request) -> web.Response:
 
 
 async def node_deployment(request: web.Request) -> web.Response:
-    deployed = await _compute_agent(request).node_side.deploy(await read_message(request, Deployment))
+    agent = _compute_agent(request)
+    deployment = await read_message(request, Deployment)
+    _writable(deployment.order)
+    deployed = await agent.node_side.deploy(deployment)
     return answer(deployed, status=200 if deployed.done else 202)
 
 
