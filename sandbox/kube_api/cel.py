@@ -10,7 +10,8 @@ CRD is written, transition rules, ratcheting, and the exact field errors of a re
 
 Followed: apiextensions-apiserver v0.32 ``pkg/apiserver/schema/cel/{validation,compilation}.go``,
 ``pkg/apis/apiextensions/validation/validation.go``; apiserver ``pkg/cel/common/values.go`` (how
-values are typed) and ``pkg/cel/escaping.go`` (property names in CEL).
+values are typed) and ``pkg/cel/escaping.go`` (property names in CEL). ``matches()`` is Go's regexp
+(:mod:`.goregexp`), and a constant pattern it refuses fails compilation (cel-go's ValidateRegexLiterals).
 Docs: https://kubernetes.io/docs/tasks/extend-kubernetes/custom-resources/custom-resource-definitions/#validation-rules
 
 Not emulated: cost budgets; the Kubernetes CEL libraries (strings extensions such as ``lowerAscii``,
@@ -34,8 +35,9 @@ from typing import Any
 import celpy
 import lark
 from celpy import celtypes
-from celpy.evaluation import base_functions
+from celpy.evaluation import CELEvalError, base_functions, celstr
 
+from rackmesh_sandbox.kube_api import goregexp
 from rackmesh_sandbox.kube_api.fielderrors import FieldError, GoValue, invalid, required
 
 Schema = dict[str, Any]
@@ -201,10 +203,21 @@ class _Checker:
         self.text = text
         self.self_schema = self_schema
         self.issues: list[str] = []
+        self.literal_issues: list[str] = []  # cel.ValidateRegexLiterals
         self.uses_old_self = False
 
     def _report(self, token: lark.Token, message: str, column: int | None = None) -> None:
         self.issues.append(_issue(self.text, token.line or 1, column or token.column or 1, message))
+
+    def _check_regex_literal(self, arg: Any) -> None:
+        """A constant that Go's regexp refuses is a compile error.
+
+        cel-go checks the call's first argument: the pattern of ``s.matches(p)``, the text of ``matches(s, p)``.
+        """
+        literal = _string_literal(arg)
+        if literal is not None and goregexp.compile_error(celstr(literal)) is not None:
+            issue = _issue(self.text, literal.line or 1, literal.column or 1, "invalid matches argument")
+            self.literal_issues.append(issue)
 
     def schema_of(self, node: Any, scope: dict[str, Schema | None]) -> Schema | None:
         """Check a subtree; return the schema of its value when it is known (a path from self)."""
@@ -261,6 +274,8 @@ class _Checker:
         args = rest[0].children if rest and isinstance(rest[0], lark.Tree) else []
         if name not in _FUNCTIONS and name not in _MACROS:
             self._report(token, _undeclared(name))
+        if name == "matches" and args:
+            self._check_regex_literal(args[0])
         if name in _ITERATING and args:
             variable = _ident_name(args[0])
             element = None
@@ -283,6 +298,15 @@ def _undeclared(name: str) -> str:
     return f"undeclared reference to '{name}' (in container '')"
 
 
+def _string_literal(node: Any) -> lark.Token | None:
+    """The token of an expression that is a bare string literal."""
+    while isinstance(node, lark.Tree) and len(node.children) == 1:
+        node = node.children[0]
+    if isinstance(node, lark.Token) and node.type in ("STRING_LIT", "MLSTRING_LIT"):
+        return node
+    return None
+
+
 def _ident_name(node: Any) -> str | None:
     """The name of an expression that is a bare identifier (a macro's variable)."""
     while isinstance(node, lark.Tree) and len(node.children) == 1:
@@ -290,6 +314,18 @@ def _ident_name(node: Any) -> str | None:
             return str(node.children[0])
         node = node.children[0]
     return None
+
+
+def _matches(text: str, pattern: str) -> celtypes.BoolType | CELEvalError:
+    """CEL's ``matches()`` as cel-go runs it: Go's regexp, and its error when the pattern does not compile."""
+    try:
+        return celtypes.BoolType(goregexp.match_string(pattern, text))
+    except goregexp.RegexpError as e:
+        return CELEvalError(str(e), goregexp.RegexpError, ())
+
+
+# Functions bound into every program, in place of cel-python's.
+_GO_FUNCTIONS = {"matches": _matches}
 
 
 @functools.lru_cache(maxsize=4096)
@@ -318,9 +354,11 @@ def _program(text: str, self_schema: Schema) -> tuple[celpy.Runner, bool]:
     tree = _parse(text)
     checker = _Checker(text, self_schema)
     checker.schema_of(tree, {})
-    if checker.issues:
-        raise CompileError("\n".join(checker.issues))
-    return _ENV.program(tree), checker.uses_old_self
+    # cel-go runs its AST validators (regex literals) only on expressions that type-check.
+    issues = checker.issues or checker.literal_issues
+    if issues:
+        raise CompileError("\n".join(issues))
+    return _ENV.program(tree, functions=_GO_FUNCTIONS), checker.uses_old_self
 
 
 def normalize_field_path(path: str, schema: Schema) -> str | None:
@@ -414,6 +452,14 @@ def _go_rule(spec: dict[str, Any]) -> GoValue:
 
 
 @dataclasses.dataclass
+class _Problems:
+    """CRD-time refusals of rules, apart as the server keeps them (SchemaErrors, then CELErrors)."""
+
+    spec: list[FieldError] = dataclasses.field(default_factory=list)
+    compiled: list[FieldError] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
 class _Node:
     """The rules at one schema node and the nodes below it that have rules."""
 
@@ -439,7 +485,7 @@ def _build(
     validation: Schema,
     node: Schema,
     root: bool,
-    problems: list[FieldError] | None,
+    problems: _Problems | None,
     path: str,
     uncorrelatable: str | None,
 ) -> _Node | None:
@@ -454,7 +500,9 @@ def _build(
         if problems is not None:
             rule_path = f"{path}.x-kubernetes-validations[{index}]"
             found = _spec_problems(spec, node, rule_path)
-            problems.extend(found or (_compile_problems(rule, rule_path, uncorrelatable) if rule else []))
+            problems.spec += found
+            if rule is not None and not found:
+                problems.compiled += _compile_problems(rule, rule_path, uncorrelatable)
         if rule is not None:
             rules.append(rule)
     properties = {}
@@ -554,11 +602,15 @@ def _compile_problems(rule: Rule, path: str, uncorrelatable: str | None) -> list
     return []
 
 
-def rule_errors(openapi: Schema, path: str) -> list[FieldError]:
-    """Why the server refuses the rules of a CRD version's schema (``path`` names its openAPIV3Schema)."""
-    problems: list[FieldError] = []
+def rule_errors(openapi: Schema, path: str, *, compile_rules: bool = True) -> list[FieldError]:
+    """Why the server refuses the rules of a CRD version's schema (``path`` names its openAPIV3Schema).
+
+    Without ``compile_rules`` (the server's choice for a schema with structural errors) only the
+    rules' fields are checked, not whether they compile.
+    """
+    problems = _Problems()
     _build(openapi, openapi, True, problems, path, None)
-    return problems
+    return problems.spec + (problems.compiled if compile_rules else [])
 
 
 # -- validating objects -------------------------------------------------------------------------

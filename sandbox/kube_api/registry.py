@@ -15,7 +15,7 @@ import kmock
 
 from rackmesh_sandbox.kube_api import cel, selectors
 from rackmesh_sandbox.kube_api.fielderrors import FieldError, invalid, required
-from rackmesh_sandbox.kube_api.schema import CrdSchema
+from rackmesh_sandbox.kube_api.schema import CrdSchema, pattern_errors
 
 STANDARD_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 CRD_RESOURCE = ("apiextensions.k8s.io", "customresourcedefinitions")
@@ -102,7 +102,7 @@ def _per_version(spec: dict[str, Any], field: str, index: int, top: str) -> str:
 
 
 def crd_errors(crd: dict[str, Any]) -> list[FieldError]:
-    """The CRD rules the server checks that matter here: names, storage, scale paths, CEL rules."""
+    """The CRD rules the server checks that matter here: names, storage, scale paths, patterns, CEL rules."""
     spec = crd.get("spec") or {}
     names = spec.get("names") or {}
     found = [required(f"spec.{field}") for field in ("group", "scope", "versions") if not spec.get(field)]
@@ -125,8 +125,11 @@ def crd_errors(crd: dict[str, Any]) -> list[FieldError]:
             found += [e for e in _scale_errors(scale, f"{path}.scale") if e not in found]  # reported once
         openapi = (version.get("schema") or {}).get("openAPIV3Schema")
         if isinstance(openapi, dict):
-            path = _per_version(spec, "schema", index, "validation")
-            found += [e for e in cel.rule_errors(openapi, f"{path}.openAPIV3Schema") if e not in found]
+            path = f"{_per_version(spec, 'schema', index, 'validation')}.openAPIV3Schema"
+            refused = pattern_errors(openapi, path)
+            # The server compiles CEL rules only in schemas without such (structural) errors.
+            refused += cel.rule_errors(openapi, path, compile_rules=not refused)
+            found += [e for e in refused if e not in found]
     return found
 
 

@@ -17,34 +17,44 @@ run after these checks, as on the server (see :mod:`.cel`).
 
 from __future__ import annotations
 
-import base64
-import binascii
+import calendar
 import copy
 import functools
 import ipaddress
 import json
-import re
-import uuid
 from collections.abc import Callable
 from typing import Any
 
-from rackmesh_sandbox.kube_api import cel
+from rackmesh_sandbox.kube_api import cel, goregexp
 from rackmesh_sandbox.kube_api.fielderrors import FieldError, invalid, number, required
 from rackmesh_sandbox.kube_api.kubevirt import kubevirt_crds
 from rackmesh_sandbox.kube_api.meta import OBJECT_META_FIELDS, validate_object_meta
 
 Schema = dict[str, Any]
 
-_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# The patterns of kube-openapi's formats (strfmt, govalidator), matched as Go matches them.
+_DATE = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+_TIME = "^([0-9]{2}):([0-9]{2}):([0-9]{2})(.[0-9]+)?(z|([+-][0-9]{2}:[0-9]{2}))$"  # upstream's "." is any character
+_UUID = "(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$"
+_BASE64 = "^(?:[A-Za-z0-9+\\/]{4})*(?:[A-Za-z0-9+\\/]{2}==|[A-Za-z0-9+\\/]{3}=|[A-Za-z0-9+\\/]{4})$"
 
 
-def _is_base64(text: str) -> bool:
-    try:
-        base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
+def _is_date(text: str) -> bool:
+    """strfmt.IsDate: Go's time.Parse("2006-01-02"), so ASCII digits and a day the month has."""
+    if not goregexp.match_string(_DATE, text):
         return False
-    return True
+    year, month, day = (int(part) for part in text.split("-"))
+    return 1 <= month <= 12 and 1 <= day <= calendar.monthrange(year, month)[1]
+
+
+def _is_date_time(text: str) -> bool:
+    """strfmt.IsDateTime: a date, "t", then a time checked by pattern (in lower case) and by range."""
+    # Upstream lower-cases the whole text; only the "T" it splits at and a "Z" zone can matter.
+    parts = text.replace("T", "t").replace("Z", "z").split("t")
+    if len(parts) < 2 or not _is_date(parts[0]):
+        return False
+    time = goregexp.search(_TIME, parts[1])
+    return time is not None and time[1] <= "23" and time[2] <= "59" and time[3] <= "59"
 
 
 def _parses(parser: Callable[[str], object]) -> Callable[[str], bool]:
@@ -60,11 +70,11 @@ def _parses(parser: Callable[[str], object]) -> Callable[[str], bool]:
 
 # String formats the API server checks (others, like "password", are accepted as is).
 _FORMATS: dict[str, Callable[[str], bool]] = {
-    "date-time": lambda text: _DATE_TIME.fullmatch(text) is not None,
-    "datetime": lambda text: _DATE_TIME.fullmatch(text) is not None,
-    "date": lambda text: _DATE.fullmatch(text) is not None,
-    "uuid": _parses(uuid.UUID),
-    "byte": _is_base64,
+    "date-time": _is_date_time,
+    "datetime": _is_date_time,
+    "date": _is_date,
+    "uuid": lambda text: goregexp.match_string(_UUID, text),
+    "byte": lambda text: goregexp.match_string(_BASE64, text),
     "ipv4": _parses(ipaddress.IPv4Address),
     "ipv6": _parses(ipaddress.IPv6Address),
     "cidr": _parses(lambda text: ipaddress.ip_network(text, strict=False)),
@@ -307,8 +317,14 @@ def _validate_string(value: str, schema: Schema, path: str, errors: list[FieldEr
         errors.append(
             invalid(path, value, f"{path} in body should be at least {schema['minLength']} chars long")
         )
-    if "pattern" in schema and not re.search(schema["pattern"], value):
-        errors.append(invalid(path, value, f"{path} in body should match '{schema['pattern']}'"))
+    pattern = schema.get("pattern")
+    if pattern:
+        try:
+            matched = goregexp.match_string(pattern, value)
+        except goregexp.RegexpError as e:  # schemas not checked as CRDs are (validate.Pattern words it so)
+            pattern, matched = f"{pattern}, but pattern is invalid: {e}", False
+        if not matched:
+            errors.append(invalid(path, value, f"{path} in body should match '{pattern}'"))
     check = _FORMATS.get(schema.get("format", ""))
     if check is not None and not check(value):
         errors.append(
@@ -380,6 +396,34 @@ def _validate_object(value: dict[str, Any], schema: Schema, path: str, errors: l
     for key in schema.get("required") or []:
         if key not in value:
             errors.append(required(_join(path, key)))
+
+
+def pattern_errors(openapi: Schema, path: str) -> list[FieldError]:
+    """Why the server refuses a CRD for its ``pattern``s: those Go's regexp does not compile.
+
+    ``path`` names the version's openAPIV3Schema. As ValidateStructural reports them: at every
+    node, junctors included, sorted by message.
+    """
+    found: list[FieldError] = []
+    _bad_patterns(openapi, path, found)
+    return sorted(found, key=str)
+
+
+def _bad_patterns(schema: Any, path: str, found: list[FieldError]) -> None:
+    if not isinstance(schema, dict):
+        return
+    pattern = schema.get("pattern")
+    error = goregexp.compile_error(pattern) if isinstance(pattern, str) and pattern else None
+    if error is not None:
+        detail = f"must be a valid regular expression, but isn't: {error}"
+        found.append(invalid(f"{path}.pattern", pattern, detail))
+    for key, sub in (schema.get("properties") or {}).items():
+        _bad_patterns(sub, f"{path}.properties[{key}]", found)
+    for key in ("items", "additionalProperties", "not"):
+        _bad_patterns(schema.get(key), f"{path}.{key}", found)
+    for key in ("allOf", "anyOf", "oneOf"):
+        for index, sub in enumerate(schema.get(key) or []):
+            _bad_patterns(sub, f"{path}.{key}[{index}]", found)
 
 
 def load_kubevirt_schemas() -> dict[str, CrdSchema]:

@@ -7,7 +7,8 @@ Case matrix:
 - ``apply -f examples/lob123.yaml`` creates; a second apply is "unchanged".
 - ``get dr`` prints NAME and the CRD's printer columns of priority 0; ``-o wide`` adds the others.
 - ``apply`` of ``replicas`` above the maximum or of a spec without ``image`` fails with the schema's
-  message on stderr and stores nothing; an unknown field fails too (kubectl asks for strict validation).
+  message on stderr and stores nothing; an unknown field fails too (kubectl asks for strict validation);
+  so does an instancetype with a trailing newline (the pattern's ``$``, as Go's regexp reads it).
 - ``describe dr`` prints the object and its Events.
 - ``delete dr`` removes it, and waits while a finalizer holds it (watching by field selector).
 - ``get nodes --show-labels`` and ``-l`` list Nodes; ``get vm`` lists VirtualMachines.
@@ -94,6 +95,21 @@ def test_apply_refuses_what_the_schema_refuses(cluster: Cluster, spec: str, mess
     assert message in done.stderr
     assert (
         cluster.request("GET", "/apis/rackmesh.io/v1alpha1/namespaces/default/deploymentrequests/refused")[0]
+        == 404
+    )
+
+
+def test_apply_refuses_a_trailing_newline_before_a_patterns_dollar(cluster: Cluster) -> None:
+    # Go's regexp (RE2) matches "$" only at the very end of the text; Python's re also before a final newline.
+    spec = '{replicas: 2, instancetype: "u1.large\\n", image: lob123-rhel-6.0}'
+    done = cluster.kubectl("apply", "-f", cluster.manifest("newline.yaml", dr_manifest("newline", spec)), check=False)
+    assert done.returncode == 1
+    assert done.stderr == (
+        'The DeploymentRequest "newline" is invalid: spec.instancetype: Invalid value: "u1.large\\n": '
+        "spec.instancetype in body should match '^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$'\n"
+    )
+    assert (
+        cluster.request("GET", "/apis/rackmesh.io/v1alpha1/namespaces/default/deploymentrequests/newline")[0]
         == 404
     )
 
