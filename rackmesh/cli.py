@@ -47,7 +47,14 @@ def _parser() -> argparse.ArgumentParser:
     sandbox_up = sandbox_commands.add_parser("up", help="start in the background; return when ready")
     sandbox_up.add_argument("--topology", type=Path, required=True, help="YAML file listing the nodes")
     sandbox_up.add_argument("--state-dir", type=Path, required=True, help="where state, logs and kubeconfig go")
+    sandbox_up.add_argument("--zookeeper-servers", type=int, default=1, choices=[1, 3, 5],
+                            help="ZooKeeper servers (3 or 5: a quorum on loopback)")
     sandbox_up.set_defaults(command=_sandbox_up)
+    sandbox_restart = sandbox_commands.add_parser(
+        "restart", help="start again a process of the sandbox that died (e.g. agent-c-a-1, operator)")
+    sandbox_restart.add_argument("--state-dir", type=Path, required=True)
+    sandbox_restart.add_argument("name", help="the process's name, as in DIR/sandbox.json and DIR/logs/")
+    sandbox_restart.set_defaults(command=_sandbox_restart)
     sandbox_down = sandbox_commands.add_parser("down", help="stop exactly what `up` started")
     sandbox_down.add_argument("--state-dir", type=Path, required=True)
     sandbox_down.set_defaults(command=_sandbox_down)
@@ -117,8 +124,17 @@ def _sandbox_up(args: argparse.Namespace) -> None:
     from rackmesh_sandbox.topology import TopologyError
 
     try:
-        up(args.topology, args.state_dir)
+        up(args.topology, args.state_dir, zookeeper_servers=args.zookeeper_servers)
     except (SandboxError, TopologyError) as exc:
+        sys.exit(f"rackmesh: {exc}")
+
+
+def _sandbox_restart(args: argparse.Namespace) -> None:
+    from rackmesh_sandbox.lifecycle import SandboxError, restart
+
+    try:
+        restart(args.state_dir, args.name)
+    except SandboxError as exc:
         sys.exit(f"rackmesh: {exc}")
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from rackmesh.config import Settings
+from rackmesh.config import ENV_PREFIX, Settings
 from rackmesh.kube_client import Credentials, KubeClient
 from rackmesh_sandbox import processes
 from rackmesh_sandbox.cluster_seed import seed
@@ -31,6 +31,8 @@ from rackmesh_sandbox.zookeeper import ZooKeeperEnsemble, stop_from_state
 
 CRD_DIR = Path(__file__).resolve().parents[1] / "crds"
 STATE_FILE = "sandbox.json"
+TOKEN_FILE = "agent-token"
+TOKEN_VARIABLE = ENV_PREFIX + "AGENT_TOKEN"
 READY_TIMEOUT = 60.0
 # Short sessions so a killed agent's entries vanish quickly; a real cluster keeps the default.
 SANDBOX_SETTINGS = {"zk_session_timeout": 4.0, "operator_peering": "", "record_sweep_interval": 2.0}
@@ -78,7 +80,7 @@ def agent_address(index: int) -> str:
     return f"127.0.{1 + index // 254}.{1 + index % 254}"
 
 
-def up(topology_path: Path, state_dir: Path, progress: TextIO = sys.stderr) -> SandboxState:
+def up(topology_path: Path, state_dir: Path, progress: TextIO = sys.stderr, zookeeper_servers: int = 1) -> SandboxState:
     topology = Topology.load(topology_path)  # a bad file stops us before anything starts
     state_dir = state_dir.absolute()
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -88,7 +90,7 @@ def up(topology_path: Path, state_dir: Path, progress: TextIO = sys.stderr) -> S
     state = SandboxState(state_dir)
     say = _reporter(progress)
     try:
-        _start_zookeeper(state, say)
+        _start_zookeeper(state, say, zookeeper_servers)
         _start_api(state, say)
         addresses = [agent_address(index) for index in range(len(topology.nodes))]
         settings = Settings.from_env(zk_hosts=state.zk_hosts, agent_token=secrets.token_urlsafe(24),
@@ -133,14 +135,14 @@ def _reporter(progress: TextIO) -> Callable[[str], None]:
     return say
 
 
-def _start_zookeeper(state: SandboxState, say: Callable[[str], None]) -> None:
-    ensemble = ZooKeeperEnsemble(state.state_dir / "zookeeper", size=1, detached=True)
+def _start_zookeeper(state: SandboxState, say: Callable[[str], None], servers: int) -> None:
+    ensemble = ZooKeeperEnsemble(state.state_dir / "zookeeper", size=servers, detached=True)
     try:
         ensemble.start()
     finally:
         state.zookeeper = ensemble.state()
         state.save()
-    say(f"zookeeper ready at {state.zk_hosts}")
+    say(f"zookeeper ready at {state.zk_hosts} ({servers} server{'s' * (servers > 1)})")
 
 
 def _start_api(state: SandboxState, say: Callable[[str], None]) -> None:
@@ -165,7 +167,7 @@ async def _seed(state: SandboxState, topology: Topology, settings: Settings) -> 
 
 def _start_agents(state: SandboxState, topology: Topology, settings: Settings,
                   say: Callable[[str], None]) -> None:
-    token_file = state.state_dir / "agent-token"
+    token_file = state.state_dir / TOKEN_FILE
     token_file.write_text(settings.agent_token)
     token_file.chmod(0o600)
     env = {**settings.to_env(), "KUBECONFIG": str(state.kubeconfig)}
@@ -207,9 +209,39 @@ def _start_operator(state: SandboxState, settings: Settings, say: Callable[[str]
 
 
 def _spawn(state: SandboxState, name: str, argv: list[str], env: dict[str, str]) -> ProcessRecord:
-    record = processes.spawn(name, argv, env, state.state_dir / "logs")
+    record = processes.spawn(name, argv, _public(env), state.state_dir / "logs", _secrets(state, env))
     state.processes.append(record)
     state.save()
+    return record
+
+
+def _public(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with the token's value left out (its name stays: it says the process needs it)."""
+    return {key: "" if key == TOKEN_VARIABLE else value for key, value in env.items()}
+
+
+def _secrets(state: SandboxState, env: dict[str, str]) -> dict[str, str]:
+    """The agent token, from its own file (0600), for the processes that use it; never in sandbox.json."""
+    token_file = state.state_dir / TOKEN_FILE
+    return {TOKEN_VARIABLE: token_file.read_text()} if TOKEN_VARIABLE in env and token_file.exists() else {}
+
+
+def restart(state_dir: Path, name: str, progress: TextIO = sys.stderr) -> ProcessRecord:
+    """Start again a process of the sandbox that has died (a fault test killed it): same command, same
+    environment, same log. Refuses one that is still running."""
+    state = SandboxState.load(state_dir.absolute())
+    if state is None:
+        raise SandboxError(f"no sandbox state in {state_dir}")
+    known = {record.name: index for index, record in enumerate(state.processes)}
+    if name not in known:
+        raise SandboxError(f"no process {name!r} in this sandbox; it has: {', '.join(sorted(known))}")
+    old = state.processes[known[name]]
+    if old.alive():
+        raise SandboxError(f"{name} (pid {old.pid}) is still running")
+    record = processes.spawn(name, old.argv, old.env, state.state_dir / "logs", _secrets(state, old.env))
+    state.processes[known[name]] = record
+    state.save()
+    progress.write(f"{name} restarted (pid {record.pid})\n")
     return record
 
 

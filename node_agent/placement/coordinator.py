@@ -19,6 +19,8 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from kazoo.exceptions import KazooException
+
 from rackmesh import registry, request_record
 from rackmesh.config import Settings
 from rackmesh.labels import Role
@@ -42,6 +44,7 @@ from rackmesh.protocol import (
     RequestKey,
 )
 from rackmesh.request_record import IN_FLIGHT, Portion, RecordChanged, RequestRecord, Stage
+from rackmesh_node_agent.http_api import Refusal
 from rackmesh_node_agent.membership.fan_out import Failure, describe, gather
 from rackmesh_node_agent.placement import spread
 from rackmesh_node_agent.placement.rack_leader import rack_offers
@@ -109,7 +112,15 @@ class Coordinator:
         try:
             while True:
                 order = self._latest[uid]
-                await self._converge(order)
+                try:
+                    await self._converge(order)
+                except KazooException as exc:
+                    # The connection to one ZooKeeper server broke: the session lives on through another,
+                    # and every step repeats safely, so go on from the record once reconnected.
+                    logger.warning("zookeeper connection lost mid-round; resuming once reconnected",
+                                   extra={"request": uid, "error": repr(exc)})
+                    await self._reconnected()
+                    continue
                 if self._latest[uid] is order:
                     return
         except RecordChanged as exc:
@@ -120,6 +131,15 @@ class Coordinator:
                              extra={"request": uid})
         finally:
             self._latest.pop(uid, None)
+
+    async def _reconnected(self) -> None:
+        """Wait until this agent leads its compute rack on a live connection again (else raise NotLeader,
+        and the operator hands the request to whoever leads then)."""
+        deadline = time.monotonic() + self.agent.settings.zk_session_timeout + self.agent.settings.call_timeout
+        while not (self.agent.zk.connected and self.agent.leads(Role.COMPUTE)):
+            if time.monotonic() > deadline:
+                raise Refusal(409, "NotLeader", f"{self.agent.node_name} did not lead again on a live connection")
+            await asyncio.sleep(RETRY_FIRST_SECONDS)
 
     async def _converge(self, order: Order) -> None:
         agent, uid = self.agent, order.request.uid

@@ -2,12 +2,14 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from rackmesh_sandbox.lifecycle import SandboxState
+from rackmesh_sandbox.lifecycle import TOKEN_FILE, SandboxState
 
 
 class Sandbox:
@@ -29,8 +31,26 @@ class Sandbox:
     def status(self) -> list[dict[str, Any]]:
         return json.loads(self.rackmesh("status", "--state-dir", str(self.state_dir), "-o", "json").stdout)
 
+    def pid(self, name: str) -> int:
+        """The pid of the sandbox's process ``name`` (agent-<node>, operator, kube-api, ...)."""
+        return next(record.pid for record in self.state.processes if record.name == name)
+
+    def kill(self, name: str) -> int:
+        """kill -9 the sandbox's process ``name``; returns its pid."""
+        pid = self.pid(name)
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def restart(self, name: str) -> None:
+        """Start a killed process again, as `rackmesh sandbox restart` does (waits until it is gone first)."""
+        record = next(record for record in self.state.processes if record.name == name)
+        deadline = time.monotonic() + 10
+        while record.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.rackmesh("sandbox", "restart", "--state-dir", str(self.state_dir), name)
+
     def token(self) -> str:
-        return (self.state_dir / "agent-token").read_text()
+        return (self.state_dir / TOKEN_FILE).read_text()
 
 
 def run(argv: list[str], stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -40,9 +60,10 @@ def run(argv: list[str], stdin: str | None = None, check: bool = True) -> subpro
     return result
 
 
-def start(tmp_path: Path, topology: dict[str, Any]) -> Sandbox:
+def start(tmp_path: Path, topology: dict[str, Any], zookeeper_servers: int = 1) -> Sandbox:
     topology_file = tmp_path / "topology.yaml"
     topology_file.write_text(json.dumps(topology))
     sandbox = Sandbox(tmp_path / "state")
-    sandbox.rackmesh("sandbox", "up", "--topology", str(topology_file), "--state-dir", str(sandbox.state_dir))
+    sandbox.rackmesh("sandbox", "up", "--topology", str(topology_file), "--state-dir", str(sandbox.state_dir),
+                     "--zookeeper-servers", str(zookeeper_servers))
     return sandbox
