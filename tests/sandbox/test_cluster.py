@@ -92,3 +92,6 @@ def test_killing_a_leader_elects_another_member_within_the_session_timeout(sandb
     assert members(after, "compute")[rack] == [n for n in COMPUTE_RACKS[rack] if n != old_leader]
     view = agent_view(sandbox, leaders(after, "compute")[rack], sandbox.token())
     assert [role["leader"] for role in view["roles"]] == [True]
+
+    sandbox.restart(f"agent-{old_leader}")  # the session's other tests expect every agent
+    eventually(lambda: old_leader in members(sandbox.status(), "compute")[rack], what=f"{old_leader} back")

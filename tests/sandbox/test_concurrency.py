@@ -1,5 +1,5 @@
-"""Many requests at once through one `kubectl apply`, against the session sandbox (9 compute nodes with
-room for 16 x u1.large each: 144).
+"""Many requests at once through one `kubectl apply`, against the session sandbox (compute nodes with room
+for 16 x u1.large each; the room is counted over the compute agents alive, as another test kills one).
 
 Case matrix:
 - 20 requests asking together for 90% of the room: all Ready; no node oversubscribed; no VM twice
@@ -16,7 +16,20 @@ from rackmesh.quantities import Resources
 from tests.support.builders import make_request
 from tests.support.waiting import eventually
 
-ROOM = 144
+U1_LARGE = Resources.parse(2, "8Gi")
+
+
+def room(sandbox) -> int:
+    """u1.large that fit on the compute nodes whose agents are members (nothing else runs there)."""
+    alive = {node for entry in sandbox.status() if entry["role"] == "compute" for node in entry["members"]}
+    nodes = json.loads(sandbox.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+    return sum(Resources.parse(node["status"]["allocatable"]["cpu"], node["status"]["allocatable"]["memory"])
+               .fits_times(U1_LARGE) for node in nodes if node["metadata"]["name"] in alive)
+
+
+def sizes_for(total: int, count: int = 20) -> list[int]:
+    """``count`` request sizes, as even as can be, adding up to ``total``."""
+    return [total // count + (1 if index < total % count else 0) for index in range(count)]
 
 
 def apply_all(sandbox, sizes: list[int], prefix: str) -> list[str]:
@@ -48,8 +61,8 @@ def check_no_oversubscription_nor_duplicates(sandbox) -> Counter[str]:
     per_node = Counter(vm["spec"]["template"]["spec"]["nodeSelector"]["kubernetes.io/hostname"] for vm in vms)
     for node, count in per_node.items():
         allocatable = nodes[node]["status"]["allocatable"]
-        room = Resources.parse(allocatable["cpu"], allocatable["memory"]).fits_times(Resources.parse(2, "8Gi"))
-        assert count <= room, f"{node} holds {count} u1.large, room for {room}"
+        fits = Resources.parse(allocatable["cpu"], allocatable["memory"]).fits_times(U1_LARGE)
+        assert count <= fits, f"{node} holds {count} u1.large, room for {fits}"
     return per_node
 
 
@@ -60,7 +73,7 @@ def delete_all(sandbox, names: list[str]) -> None:
 
 
 def test_twenty_requests_for_90_percent_of_the_room_are_all_ready(sandbox):
-    sizes = [6] * 10 + [7] * 10  # 130 of 144
+    sizes = sizes_for(room(sandbox) * 90 // 100)
     names = apply_all(sandbox, sizes, "ninety")
     try:
         def all_ready() -> bool:
@@ -74,14 +87,15 @@ def test_twenty_requests_for_90_percent_of_the_room_are_all_ready(sandbox):
 
 
 def test_twenty_requests_for_130_percent_place_what_fits_and_the_rest_wait(sandbox):
-    sizes = [9] * 13 + [10] * 7  # 187 of 144
+    total = room(sandbox)
+    sizes = sizes_for(total * 130 // 100)
     names = apply_all(sandbox, sizes, "overbooked")
     try:
         def settled() -> dict[str, dict] | None:
             found = requests(sandbox, names)
             ready = [r for r in found.values() if r.get("status", {}).get("phase") == "Ready"]
             waiting = [r for r in found.values() if stalled_reason(r) == "InsufficientCapacity"]
-            idle = ROOM - sum(r["spec"]["replicas"] for r in ready)
+            idle = total - sum(r["spec"]["replicas"] for r in ready)
             smallest = min((r["spec"]["replicas"] for r in waiting), default=0)
             return found if len(ready) + len(waiting) == 20 and waiting and idle < smallest else None
 
