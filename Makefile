@@ -5,7 +5,10 @@ APT_GET ?= apt-get
 STATE_DIR ?= .sandbox
 TOPOLOGY ?= examples/topology.yaml
 
-.PHONY: test lint demo up down system-deps python-deps
+CHAOS_SECONDS ?= 120
+CHAOS_SEED ?= 1
+
+.PHONY: test lint demo chaos up down system-deps python-deps
 
 ## Debian packages the sandbox and the tests run for real: ZooKeeper (with Java) and kubectl.
 system-deps:
@@ -34,6 +37,9 @@ test: system-deps python-deps lint
 
 demo: system-deps python-deps
 	$(PYTHON) -m rackmesh_sandbox.demo --topology $(TOPOLOGY) --request examples/lob123.yaml
+
+chaos: system-deps python-deps
+	$(PYTHON) -m rackmesh_sandbox.chaos --topology $(TOPOLOGY) --duration $(CHAOS_SECONDS) --seed $(CHAOS_SEED)
 
 up: system-deps python-deps
 	rackmesh sandbox up --topology $(TOPOLOGY) --state-dir $(STATE_DIR)
