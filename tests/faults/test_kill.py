@@ -7,7 +7,7 @@ request's record reaches the stage):
 - a compute rack leader that is not the coordinator, during the handshake
 - a compute agent holding a committed portion (it does not come back before the request is Ready)
 - the storage leader of a rack, during the image lookup
-- the operator at Placing and at Deploying, then restarted
+- the operator at Placing, Committed and Deploying, then restarted
 - one of the three ZooKeeper servers, mid-request (last: the ensemble keeps two)
 Each killed agent or operator is started again afterwards, so the next case starts whole.
 """
@@ -119,7 +119,7 @@ def test_a_storage_leader_killed_during_the_image_lookup(faults, killer, restore
     run(faults, killer, "storage_leader_killed_during_image_lookup", "Committed", lambda *_: pids[leader])
 
 
-@pytest.mark.parametrize("stage", ["Placing", "Deploying"])
+@pytest.mark.parametrize("stage", ["Placing", "Committed", "Deploying"])
 def test_the_operator_killed_at_a_stage_then_restarted(faults, killer, stage):
     operator = faults.sandbox.pid("operator")
     name = f"operator-killed-at-{stage.lower()}"
