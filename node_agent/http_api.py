@@ -31,7 +31,8 @@ class ServerLimits:
     by ``messages.MAX_MESSAGE_BYTES``)."""
 
     # From connecting (or the last answer) until the request's headers are complete; the connection is then
-    # closed without an answer. It also closes idle connections, so it is longer than the 15 s aiohttp's
+    # closed without an answer. It is aiohttp's keep-alive timeout, which guards a connection's first request
+    # too from aiohttp 3.14.4 on. It also closes idle connections, so it is longer than the 15 s aiohttp's
     # client pools keep an idle connection (peers' PeerClient): the client always gives one up first.
     header_timeout: float = 20.0
     # Reading the body; callers give up after call_timeout (5 s) and a maximal body is 1 MiB, so a body
@@ -75,7 +76,7 @@ async def read_message(request: web.Request, kind: type[T]) -> T:
             raw = await request.read()  # raises HTTPRequestEntityTooLarge past client_max_size (chunked bodies)
     except TimeoutError:
         raise Refusal(408, "RequestTimeout", f"the body did not arrive within {limit} s") from None
-    except web.RequestPayloadError as exc:  # broken chunked encoding or compression
+    except web.RequestPayloadError as exc:  # e.g. broken chunked encoding
         raise Refusal(400, "BadMessage", f"the body could not be read: {exc}") from None
     try:
         return messages.decode_bytes(kind, raw)
@@ -139,7 +140,11 @@ def build_app(agent: "Agent", token: str, routes: Iterable[web.RouteDef],
 
 
 def app_runner(app: web.Application) -> web.AppRunner:
-    """A runner that serves ``app`` within its ``ServerLimits`` (aiohttp's own waits for headers for an hour)."""
+    """A runner that serves ``app`` within its ``ServerLimits`` (aiohttp's own waits for headers for an hour).
+
+    Bodies are taken as sent, never decompressed: peers send plain JSON, and a compressed body could inflate
+    far past the size limit (or name an encoding aiohttp refuses before any route can answer with a reason).
+    """
     limits = app[LIMITS_KEY]
     return web.AppRunner(app, access_log=None, keepalive_timeout=limits.header_timeout,
-                         lingering_time=limits.lingering_time)
+                         lingering_time=limits.lingering_time, auto_decompress=False)

@@ -16,12 +16,14 @@ Case matrix:
 - a client that sends its headers byte by byte is disconnected after the header timeout without an answer; a
   body that does not arrive within the body timeout is a 408 RequestTimeout (run with short ServerLimits on a
   second site serving the same agent, through the same ``build_app``/``app_runner`` the agent uses)
-- a body over 1 MiB, announced (Content-Length) or chunked: 413 RequestEntityTooLarge; an unknown route 404 and
-  a wrong method 405, both JSON
+- a body over 1 MiB, announced (Content-Length) or chunked: 413 RequestEntityTooLarge; a compressed body is taken
+  as sent (a gzip bomb is 8 KB of not-JSON: 400 BadMessage; an encoding aiohttp cannot decode is no parser
+  error); an unknown route 404 and a wrong method 405; all JSON
 """
 
 import asyncio
 import contextlib
+import gzip
 import json
 import time
 from collections.abc import AsyncIterator
@@ -255,7 +257,7 @@ async def test_a_body_slower_than_the_limit_is_a_408(mesh):
     assert SHORT.body_timeout <= elapsed < SHORT.body_timeout + 1.5
 
 
-async def test_oversize_bodies_unknown_routes_and_wrong_methods_answer_json(mesh):
+async def test_oversize_and_compressed_bodies_unknown_routes_and_wrong_methods_answer_json(mesh):
     mesh = await mesh(topology())
     url = mesh.endpoint("c-0-0") + NODE_RELEASES
     oversize = b'{"uid": "' + b"u" * messages.MAX_MESSAGE_BYTES + b'"}'
@@ -268,6 +270,13 @@ async def test_oversize_bodies_unknown_routes_and_wrong_methods_answer_json(mesh
 
     status, payload = await call(url, chunks())
     assert (status, payload["reason"]) == (413, "RequestEntityTooLarge")
+    # Bodies are taken as sent: a bomb stays its compressed 8 KB (not JSON), an encoding aiohttp cannot decode
+    # (Brotli is not installed) is no parser-level refusal.
+    bomb = gzip.compress(b'{"uid": "' + b"u" * (8 << 20) + b'"}')
+    status, payload = await call(url, bomb, headers={"Content-Encoding": "gzip"})
+    assert (status, payload["reason"]) == (400, "BadMessage")
+    status, payload = await call(url, b'{"uid": "uid-1"}', headers={"Content-Encoding": "br"})
+    assert (status, payload) == (200, {"status": "released"})
     status, payload = await call(mesh.endpoint("c-0-0") + "/v1/nothing-here", b"{}")
     assert (status, payload["reason"]) == (404, "NotFound")
     status, payload = await call(url, method="GET")
