@@ -269,6 +269,14 @@ class Probe:
     body: bytes | None
     raw: bool = False
 
+    @property
+    def route(self) -> str:
+        """The route this probe is for (a raw probe's is "raw")."""
+        if self.raw:
+            return "raw"
+        path = self.path.partition("?")[0]
+        return IMAGE_FILE_ROUTE if path.startswith(IMAGE_FILES + "/") else path
+
     def __str__(self) -> str:
         headers, body = repr(self.headers)[:300], repr(self.body)[:300]
         return f"{self.method} {self.path[:200]} to {self.node} headers={headers} body={body}"
@@ -311,7 +319,7 @@ def batches(mesh: Mesh) -> st.SearchStrategy[list[Probe]]:
                 f"Authorization: Bearer {TOKEN}".encode()])), max_size=4),
             st.binary(max_size=100))),
         st.just(True))
-    http = weighted((messages_to_routes, 14), (raw_bodies, 2), (gets, 2), (wrong_ways, 1))
+    http = weighted((messages_to_routes, 14), (raw_bodies, 2), (gets, 3), (wrong_ways, 1))
     # Raw bytes come in batches of their own: they may wait RAW_WAIT for an answer, the others need not.
     return weighted((st.lists(http, min_size=BATCH, max_size=BATCH), 29),
                     (st.lists(raw_bytes, min_size=BATCH, max_size=BATCH), 1))
@@ -335,7 +343,7 @@ class Fuzzer:
                 status, reason = await (self._raw(probe) if probe.raw else self._http(probe))
         except TimeoutError:
             raise AssertionError(f"no answer within {PER_REQUEST} s: {probe}") from None
-        self.answers[(probe.path.partition("?")[0][:40], status, reason)] += 1
+        self.answers[(probe.route, status, reason)] += 1
 
     async def _http(self, probe: Probe) -> tuple[int, str]:
         url = yarl.URL(self.mesh.endpoint(probe.node) + probe.path, encoded=True)
@@ -414,8 +422,12 @@ async def test_fuzzed_requests_to_every_route_get_a_2xx_or_a_4xx_with_a_reason(m
             assert not task.done(), f"agent {node} stopped"
             async with session.get(mesh.endpoint(node) + "/healthz") as response:
                 assert response.status == 200, node
-    by_status = collections.Counter()
-    for (_, status, reason), count in fuzzer.answers.items():
-        by_status[f"{status} {reason}"] += count
-    print(f"\nfuzzer: {fuzzer.sent} requests in {elapsed:.1f} s; answers: {dict(by_status.most_common())}")
+    by_status: collections.Counter[str] = collections.Counter()
+    by_route: collections.Counter[str] = collections.Counter()
+    for (route, status, reason), count in fuzzer.answers.items():
+        by_status[f"{status} {reason}".strip()] += count
+        by_route[route] += count
+    print(f"\nfuzzer: {fuzzer.sent} requests in {elapsed:.1f} s\n  answers: {dict(by_status.most_common())}\n"
+          f"  routes: {dict(by_route.most_common(len(fuzzed_routes()) + 1))}")
     assert fuzzer.sent >= BATCH * EXAMPLES
+    assert all(by_route[path] >= 50 for _, path in fuzzed_routes())  # every route had its share (about 150+)
