@@ -106,7 +106,7 @@ def test_apply_refuses_a_trailing_newline_before_a_patterns_dollar(cluster: Clus
     assert done.returncode == 1
     assert done.stderr == (
         'The DeploymentRequest "newline" is invalid: spec.instancetype: Invalid value: "u1.large\\n": '
-        "spec.instancetype in body should match '^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$'\n"
+        "spec.instancetype in body should match '^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$'\n"
     )
     assert (
         cluster.request("GET", "/apis/rackmesh.io/v1alpha1/namespaces/default/deploymentrequests/newline")[0]

@@ -35,7 +35,8 @@ from rackmesh_sandbox.kube_api.schema import CrdSchema
 from tests.kube_api.conftest import DRS, Client, dr, widget_crd
 
 CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-DR_NAME_PATTERN = "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"  # instancetype and image in crds/deploymentrequest.yaml
+DR_NAME_PATTERN = "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"  # image in crds/deploymentrequest.yaml
+INSTANCETYPE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"  # a DNS-1123 subdomain
 
 
 def python_search(pattern: str, text: str) -> bool:
@@ -216,7 +217,8 @@ async def test_a_trailing_newline_does_not_pass_a_pattern_ending_in_dollar(clien
     assert reply.body["details"]["causes"] == [
         {
             "reason": "FieldValueInvalid",
-            "message": f'Invalid value: "u1.large\\n": spec.instancetype in body should match \'{DR_NAME_PATTERN}\'',
+            "message": f'Invalid value: "u1.large\\n": spec.instancetype in body should match '
+                       f"'{INSTANCETYPE_PATTERN}'",
             "field": "spec.instancetype",
         }
     ]
