@@ -99,7 +99,8 @@ class Killer:
             self.done.set()
 
     def record(self) -> RequestRecord:
-        data, _ = self._client.get(self._layout.request(self.uid))
+        # retry: the killed process may be the ZooKeeper server this client was connected to
+        data, _ = self._client.retry(self._client.get, self._layout.request(self.uid))
         return messages.decode_bytes(RequestRecord, data)
 
     def wait(self, timeout: float = 30.0) -> None:
