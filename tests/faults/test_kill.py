@@ -84,8 +84,17 @@ def test_the_coordinator_killed_after_some_vms_exist(faults, killer, restore):
         restore.append(f"agent-{record.coordinator}")
         return pids[record.coordinator]
 
-    run(faults, killer, "coordinator_killed_after_some_vms", "Deploying", victim, replicas)
-    assert 0 < written_when_killed[0] < replicas
+    # The agents write 40 VMs in a few tens of milliseconds: a kill can land after the last one. Such a run
+    # still has to recover, but it is not this case, so it is tried again (with the cluster whole first).
+    for _ in range(3):
+        written_when_killed.clear()
+        run(faults, killer, "coordinator_killed_after_some_vms", "Deploying", victim, replicas)
+        if 0 < written_when_killed[0] < replicas:
+            return
+        for name in restore:
+            faults.heal(name)
+        restore.clear()
+    pytest.fail(f"the coordinator was never killed while VMs were being written: {written_when_killed}")
 
 
 def test_a_compute_rack_leader_killed_during_the_handshake(faults, killer, restore):
