@@ -200,7 +200,7 @@ class Reconciler:
             return
         record = seen.record
         if record is None:
-            await self._hand(self.order(), seen)
+            await self._hand(self.order(), record)
             return
         if record.stage in IN_FLIGHT:
             await self._watch_round(record)
@@ -212,12 +212,13 @@ class Reconciler:
         lost = await self._lost(record, seen.vms) if record.stage == Stage.SETTLED else []
         changed = record.order.generation != self.generation or record.order.replicas != self.replicas
         if changed or lost or self.retry_due(record, seen.version):
-            await self._hand(self.order(lost, seen.version), seen)
+            await self._hand(self.order(lost, seen.version), record)
 
     # -- acting
 
-    async def _hand(self, order: Order, seen: Observed, avoid: frozenset[str] = frozenset()) -> None:
-        """Hand ``order`` to a coordinator, unless the same order was handed moments ago and not recorded yet."""
+    async def _hand(self, order: Order, record: RequestRecord | None, avoid: frozenset[str] = frozenset()) -> None:
+        """Hand ``order`` to a coordinator, unless the same order was handed moments ago and not recorded yet;
+        ``record`` is what the order is compared with to tell of scaling and healing."""
         if self._handed is not None and not avoid:
             handed, at = self._handed
             if handed == order and time.monotonic() - at < RECORD_GRACE_SECONDS:
@@ -235,7 +236,6 @@ class Reconciler:
         self._handed = (order, time.monotonic())
         self._record_read_at = 0.0
         self.timings.setdefault("leaderLookup", handoff.leader_lookup_seconds)
-        record = seen.record
         if record is not None and order.lost:
             names = ", ".join(vm_name(order.request.name, index) for index in order.lost)
             self._event("Healing", f"re-placing {len(order.lost)} lost VM{'s' * (len(order.lost) > 1)} under "
@@ -248,17 +248,16 @@ class Reconciler:
         if time.monotonic() - self._coordinator_checked_at < COORDINATOR_CHECK_SECONDS:
             return
         self._coordinator_checked_at = time.monotonic()
-        seen = Observed(record, -1, [], {})
         leaders = {leader.node for leader in await compute_leaders(self.services)}
         if record.coordinator not in leaders:
             logger.warning("the coordinator no longer leads; handing the request to another",
                            extra={"request": self.request.uid, "coordinator": record.coordinator})
-            await self._hand(self.order(), seen, avoid=frozenset({record.coordinator}))
+            await self._hand(self.order(), record, avoid=frozenset({record.coordinator}))
         elif time.time() - record.changed_at > STALE_ROUND_SECONDS:
             logger.warning("the round has not moved for a while; handing it again",
                            extra={"request": self.request.uid, "stage": str(record.stage)})
             self._handed = None
-            await self._hand(self.order(), seen)
+            await self._hand(self.order(), record)
 
     def retry_due(self, record: RequestRecord, version: int) -> bool:
         """A waiting round is retried when its backoff runs out, or soon after the world changes."""
@@ -289,12 +288,10 @@ class Reconciler:
         """The operator may delete VMs of a node whose agent is gone: a node that is gone has none."""
         due = self._due_for_deletion(vms)
         for vm in due:
-            why = "was deleted" if vm.node not in nodes else "is out of service"
             await self._delete(vm)
             logger.warning("deleted a VM of a node that is gone", extra={
-                "request": self.request.uid, "vm": vm.name, "node": vm.node, "why": why})
-        for node in sorted({vm.node for vm in due}):
-            count = sum(vm.node == node for vm in due)
+                "request": self.request.uid, "vm": vm.name, "node": vm.node})
+        for node, count in sorted(Counter(vm.node for vm in due).items()):
             why = "was deleted" if node not in nodes else "is out of service"
             self._event("NodeGone", f"node {node} {why}: its {count} VM{'s' * (count > 1)} are re-placed "
                                     f"elsewhere under the same names", warning=True)
