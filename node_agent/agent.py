@@ -18,6 +18,7 @@ from rackmesh.kube_client import KubeClient
 from rackmesh.labels import Role
 from rackmesh.nodes import NodeState
 from rackmesh.peer_client import PeerClient
+from rackmesh.registry import Directory
 from rackmesh.zk_layout import MemberRecord, ZkLayout
 from rackmesh_node_agent.capacity.view import CapacityView
 from rackmesh_node_agent.http_api import Refusal, app_runner, build_app
@@ -28,6 +29,7 @@ from rackmesh_node_agent.own_node import OwnNode
 from rackmesh_node_agent.placement import routes as placement_routes
 from rackmesh_node_agent.placement.coordinator import Coordinator
 from rackmesh_node_agent.placement.node_side import NodeSide
+from rackmesh_node_agent.service_time import ServiceTimes
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +55,9 @@ class Agent:
         self.coordinator = Coordinator(self)
         self.node_side = NodeSide(self)
         self.peers = PeerClient(settings.agent_token, settings.call_timeout)
+        self.service_times = ServiceTimes()
         self._zk: KazooClient | None = None
+        self._directory: Directory | None = None
         self._runner: web.AppRunner | None = None
 
     @property
@@ -73,6 +77,12 @@ class Agent:
         if self._zk is None:
             raise NotJoined("no ZooKeeper session yet")
         return self._zk
+
+    @property
+    def directory(self) -> Directory:
+        if self._directory is None:
+            raise NotJoined("no ZooKeeper session yet")
+        return self._directory
 
     @property
     def node(self) -> NodeState:
@@ -112,6 +122,7 @@ class Agent:
             self.identity = await self.own_node.wait_for(lambda state: bool(state.roles))
             self.capacity = CapacityView(self.kube, self.identity.name, self.own_node)
             self._zk = await zk_async.start_client(self.settings.zk_hosts, self.settings.zk_session_timeout)
+            self._directory = Directory(self._zk, self.layout)
             records = [MemberRecord(self.identity.name, self.identity.rack, role, self.endpoint)
                        for role in self.identity.roles]
             self.presence = Presence(self._zk, self.layout, records)
@@ -133,6 +144,8 @@ class Agent:
     async def _shutdown(self) -> None:
         await self.coordinator.stop()
         await self.node_side.stop()
+        if self._directory is not None:
+            self._directory.close()
         if self._zk is not None:
             await zk_async.stop_client(self._zk)
         if self._runner is not None:

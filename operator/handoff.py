@@ -8,7 +8,6 @@ import dataclasses
 import logging
 import time
 
-from rackmesh import registry
 from rackmesh.labels import Role
 from rackmesh.logs import flow_step
 from rackmesh.peer_client import PeerError
@@ -33,7 +32,7 @@ class Handoff:
 
 
 async def compute_leaders(services: Services) -> list[MemberRecord]:
-    return await registry.leaders(services.zk, services.layout, Role.COMPUTE)
+    return await services.directory.leaders(Role.COMPUTE)
 
 
 async def hand_over(services: Services, order: Order, avoid: frozenset[str] = frozenset()) -> Handoff:

@@ -24,7 +24,7 @@ from typing import Any
 
 import kopf
 
-from rackmesh import registry, request_record
+from rackmesh import request_record
 from rackmesh.kube_client import DEPLOYMENT_REQUESTS, VIRTUAL_MACHINES, KubeApiError
 from rackmesh.labels import MAX_LABEL_VALUE, REQUEST_LABEL, Role
 from rackmesh.nodes import NodeState
@@ -302,8 +302,8 @@ class Reconciler:
         for vm in self._due_for_deletion(vms):
             by_node.setdefault(vm.node, []).append(vm)
         for node, strays in by_node.items():
-            member = await registry.member(self.services.zk, self.services.layout, Role.COMPUTE,
-                                           nodes[node].rack, node) if node in nodes else None
+            member = (await self.services.directory.member(Role.COMPUTE, nodes[node].rack, node)
+                      if node in nodes else None)
             if member is not None:
                 try:
                     await self.services.peers.post(member.endpoint, NODE_REMOVALS,

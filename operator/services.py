@@ -8,6 +8,7 @@ from rackmesh import zk_async
 from rackmesh.config import Settings
 from rackmesh.kube_client import Credentials, KubeClient
 from rackmesh.peer_client import PeerClient
+from rackmesh.registry import Directory
 from rackmesh.zk_layout import ZkLayout
 
 
@@ -18,14 +19,17 @@ class Services:
     kube: KubeClient
     peers: PeerClient
     layout: ZkLayout
+    directory: Directory
 
     @classmethod
     async def open(cls, settings: Settings) -> "Services":
         zk = await zk_async.start_client(settings.zk_hosts, settings.zk_session_timeout)
+        layout = ZkLayout(settings.zk_root)
         return cls(settings, zk, KubeClient(Credentials.discover()),
-                   PeerClient(settings.agent_token, settings.call_timeout), ZkLayout(settings.zk_root))
+                   PeerClient(settings.agent_token, settings.call_timeout), layout, Directory(zk, layout))
 
     async def close(self) -> None:
         await self.peers.close()
         await self.kube.close()
+        self.directory.close()
         await zk_async.stop_client(self.zk)

@@ -93,7 +93,8 @@ def _status(args: argparse.Namespace) -> None:
         client = await zk_async.start_client(settings.zk_hosts, settings.zk_session_timeout)
         try:
             layout = ZkLayout(settings.zk_root)
-            return [view for role in Role for view in await registry.racks(client, layout, role)]
+            directory = registry.Directory(client, layout, watch=False)
+            return [view for role in Role for view in await directory.racks(role)]
         finally:
             await zk_async.stop_client(client)
 

@@ -1,5 +1,7 @@
 """Calls to agents: one persistent HTTP session, a timeout on every call, typed answers."""
 
+from collections import Counter
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import aiohttp
@@ -26,15 +28,27 @@ class PeerError(Exception):
 
 
 class PeerClient(SessionClient):
+    """Pooled, keep-alive connections to every peer; counts what it sends (``sent``, by route) and the
+    connections it had to open (``connections_opened``), so reuse can be measured."""
+
     def __init__(self, token: str, timeout: float) -> None:
         self.timeout = timeout
+        self.sent: Counter[str] = Counter()
+        self.connections_opened = 0
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        super().__init__(aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(limit=256)))
+        tracing = aiohttp.TraceConfig()
+        tracing.on_connection_create_end.append(self._opened)
+        super().__init__(aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(limit=256),
+                                               trace_configs=[tracing]))
+
+    async def _opened(self, _session: aiohttp.ClientSession, _context: SimpleNamespace, _params: Any) -> None:
+        self.connections_opened += 1
 
     async def post(self, endpoint: str, route: str, message: Any, answer: type[T] | None = None,
                    timeout: float | None = None) -> T | None:
         """POST ``message`` to ``endpoint + route``; decode the answer as ``answer`` (None: ignore the body)."""
         limit = aiohttp.ClientTimeout(total=timeout or self.timeout)
+        self.sent[route] += 1
         try:
             async with self._session.post(endpoint + route, json=messages.encode(message), timeout=limit) as response:
                 body = await response.read()

@@ -7,10 +7,12 @@
     coordinator  --RequestKey--------> compute agent          POST /v1/node/releases    200 (reservation dropped)
     coordinator  --Deployment--------> compute agent          POST /v1/node/deployments 200|202 Deployed
     coordinator, operator --Removal--> compute agent          POST /v1/node/removals    200 Removed (its own VMs only)
-    compute agent --LocateAsk--------> storage leader         POST /v1/images/locate    200 Holders | 409
+    coordinator  --LocateAsk---------> storage leader         POST /v1/images/locate    200 Holders | 409
     storage leader --LocateAsk-------> storage rack leader    POST /v1/rack/images      200 Holders (its rack)
     storage rack leader --LocateAsk--> storage agent          POST /v1/node/images      200 Holders (0 or 1)
     CDI / anyone                        storage agent          GET  /images/<image>.img  the image, with Range
+    any agent    --Ping--------------> compute rack leader    POST /v1/rack/pings       200 RackPongs (reachability)
+    rack leader  --Ping--------------> compute agent          POST /v1/node/pings       200 Pong
 
 Errors are JSON ``{reason, message}`` with a 4xx/5xx status (see ``node_agent/http_api.py``).
 
@@ -35,6 +37,8 @@ NODE_REMOVALS = "/v1/node/removals"
 IMAGE_LOCATIONS = "/v1/images/locate"
 RACK_IMAGES = "/v1/rack/images"
 NODE_IMAGES = "/v1/node/images"
+RACK_PINGS = "/v1/rack/pings"
+NODE_PINGS = "/v1/node/pings"
 IMAGE_FILES = "/images"
 
 IMAGE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?\Z")  # the CRD's pattern for spec.image
@@ -192,8 +196,6 @@ class ImageHolder:
 @dataclasses.dataclass(frozen=True)
 class CommitAnswer:
     node: str
-    holders: list[ImageHolder]
-    image_lookup_seconds: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,3 +265,21 @@ class LocateAsk:
 class Holders:
     image: str
     holders: list[ImageHolder]
+
+
+@dataclasses.dataclass(frozen=True)
+class Ping:
+    """An empty round over the placement tree: who can be reached, and how fast."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Pong:
+    node: str
+
+
+@dataclasses.dataclass(frozen=True)
+class RackPongs:
+    rack: str
+    leader: str
+    answered: list[str]
+    unanswered: list[str]

@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
-from rackmesh import registry, rendezvous
+from rackmesh import rendezvous
 from rackmesh.labels import Role
 from rackmesh.logs import flow_step
 from rackmesh.peer_client import PeerError
@@ -62,7 +62,7 @@ async def rack_holders(agent: "Agent", ask: LocateAsk) -> Holders:
     """Every holder in this leader's rack; a member that does not answer in time is left out (and logged)."""
     agent.require_leadership(Role.STORAGE)
     rack = agent.node.rack
-    members = await registry.members(agent.zk, agent.layout, Role.STORAGE, rack)
+    members = await agent.directory.members(Role.STORAGE, rack)
     flow_step(logger, 8, "asking rack storage agents for the image", ask.request_uid, image=ask.image, rack=rack,
               agents=[member.node for member in members])
 
@@ -83,7 +83,7 @@ async def locate(agent: "Agent", ask: LocateAsk) -> Holders:
     """Ask this rack and every other storage rack leader in parallel, then choose (see ``choose_holders``)."""
     agent.require_leadership(Role.STORAGE)
     rack = agent.node.rack
-    others = [leader for leader in await registry.leaders(agent.zk, agent.layout, Role.STORAGE) if leader.rack != rack]
+    others = [leader for leader in await agent.directory.leaders(Role.STORAGE) if leader.rack != rack]
     flow_step(logger, 8, "asking storage rack leaders for the image", ask.request_uid, image=ask.image,
               racks=[rack, *(leader.rack for leader in others)])
     timeout = RACK_CALL_DEPTH * agent.settings.call_timeout
@@ -137,7 +137,7 @@ async def find_image(agent: "Agent", image: str, redundancy: int, request_uid: s
     """The image's holders, from a storage leader (ranked by this node's name, so compute agents spread
     over the storage leaders); raises ``ImageLookupFailed``."""
     me = agent.node.name
-    leaders = rendezvous.ranked(await registry.leaders(agent.zk, agent.layout, Role.STORAGE), me,
+    leaders = rendezvous.ranked(await agent.directory.leaders(Role.STORAGE), me,
                                 lambda leader: leader.node)
     flow_step(logger, 6, "storage leaders from ZooKeeper", request_uid, node=me,
               leaders=[leader.node for leader in leaders])

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from kazoo.exceptions import KazooException
 
-from rackmesh import registry, request_record
+from rackmesh import request_record
 from rackmesh.config import Settings
 from rackmesh.labels import Role
 from rackmesh.logs import flow_step
@@ -230,7 +230,7 @@ class Coordinator:
 
     async def _gather_offers(self, order: Order, wanted: int) -> tuple[list[NodeOffer], list[str]]:
         agent, uid = self.agent, order.request.uid
-        leaders = await registry.leaders(agent.zk, agent.layout, Role.COMPUTE)
+        leaders = await agent.directory.leaders(Role.COMPUTE)
         ask = OfferAsk(order=order, wanted=wanted, ttl_seconds=agent.settings.reservation_ttl)
         flow_step(logger, 4, "asking rack leaders for offers", uid, wanted=wanted,
                   rackLeaders={leader.rack: leader.node for leader in leaders})
@@ -298,7 +298,7 @@ class Coordinator:
         return settled, await request_record.write(agent.zk, agent.layout, settled, version)
 
     async def _gone(self, portion: Portion) -> bool:
-        return await registry.member(self.agent.zk, self.agent.layout, Role.COMPUTE, portion.rack, portion.node) is None
+        return await self.agent.directory.member(Role.COMPUTE, portion.rack, portion.node) is None
 
     async def _remove(self, order: Order, before: RequestRecord | None, surplus: dict[str, list[int]]) -> None:
         """Best effort: a VM whose agent does not delete it is left over, and the operator sees it as surplus."""

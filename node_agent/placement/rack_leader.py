@@ -3,7 +3,6 @@
 import logging
 from typing import TYPE_CHECKING
 
-from rackmesh import registry
 from rackmesh.labels import Role
 from rackmesh.logs import flow_step
 from rackmesh.protocol import NODE_OFFERS, NodeOffer, OfferAsk, RackOffers
@@ -19,7 +18,7 @@ async def rack_offers(agent: "Agent", ask: OfferAsk) -> RackOffers:
     """Every member's offer (a member that does not answer in time is listed as unanswered)."""
     agent.require_leadership(Role.COMPUTE)
     rack, uid = agent.node.rack, ask.order.request.uid
-    members = await registry.members(agent.zk, agent.layout, Role.COMPUTE, rack)
+    members = await agent.directory.members(Role.COMPUTE, rack)
     flow_step(logger, 5, "asking rack agents for offers", uid, rack=rack, agents=[m.node for m in members])
     calls = {member.node: (agent.node_side.offer(ask) if member.node == agent.node.name
                            else agent.peers.post(member.endpoint, NODE_OFFERS, ask, NodeOffer))

@@ -98,7 +98,8 @@ async def _all_joined(mesh: Mesh) -> None:
 
 async def _all_racks_led(mesh: Mesh) -> bool:
     racks = {(role, agent.node.rack) for agent in mesh.agents.values() for role in agent.node.roles}
-    led = {(role, leader.rack) for role in Role for leader in await registry.leaders(mesh.zk, mesh.layout, role)}
+    directory = registry.Directory(mesh.zk, mesh.layout, watch=False)
+    led = {(role, leader.rack) for role in Role for leader in await directory.leaders(role)}
     return racks <= led
 
 

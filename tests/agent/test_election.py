@@ -62,7 +62,8 @@ async def rack_view(zookeeper: ZooKeeperEnsemble, zk_root: str, role: Role = Rol
                     ) -> dict[str, registry.RackView]:
     client = await zk_async.start_client(zookeeper.connect_string, SESSION_TIMEOUT)
     try:
-        return {view.rack: view for view in await registry.racks(client, ZkLayout(zk_root), role)}
+        directory = registry.Directory(client, ZkLayout(zk_root), watch=False)
+        return {view.rack: view for view in await directory.racks(role)}
     finally:
         await zk_async.stop_client(client)
 

@@ -40,7 +40,8 @@ RARE = "rare-image"
 
 
 async def storage_leaders(mesh: Mesh) -> dict[str, MemberRecord]:
-    return {leader.rack: leader for leader in await registry.leaders(mesh.zk, mesh.layout, Role.STORAGE)}
+    directory = registry.Directory(mesh.zk, mesh.layout, watch=False)
+    return {leader.rack: leader for leader in await directory.leaders(Role.STORAGE)}
 
 
 async def storage_followers(mesh: Mesh) -> list[str]:
