@@ -9,19 +9,23 @@ from rackmesh.protocol import (
     NODE_COMMITS,
     NODE_DEPLOYMENTS,
     NODE_OFFERS,
+    NODE_PINGS,
     NODE_RELEASES,
     NODE_REMOVALS,
     ORDERS,
     RACK_OFFERS,
+    RACK_PINGS,
     Commit,
     Deployment,
     OfferAsk,
     Order,
+    Ping,
     Removal,
     RequestKey,
 )
 from rackmesh_node_agent.http_api import Refusal, agent_of, answer, read_message
 from rackmesh_node_agent.placement.rack_leader import rack_offers
+from rackmesh_node_agent.placement.reach import pong, rack_pings
 
 if TYPE_CHECKING:
     from rackmesh_node_agent.agent import Agent
@@ -87,6 +91,18 @@ async def node_removal(request: web.Request) -> web.Response:
     return answer(await _compute_agent(request).node_side.remove(await read_message(request, Removal)))
 
 
+async def rack_ping(request: web.Request) -> web.Response:
+    agent = _compute_agent(request)
+    await read_message(request, Ping)
+    return answer(await rack_pings(agent))
+
+
+async def node_ping(request: web.Request) -> web.Response:
+    agent = _compute_agent(request)
+    await read_message(request, Ping)
+    return answer(pong(agent))
+
+
 def routes() -> list[web.RouteDef]:
     return [
         web.post(ORDERS, order),
@@ -96,4 +112,6 @@ def routes() -> list[web.RouteDef]:
         web.post(NODE_RELEASES, node_release),
         web.post(NODE_DEPLOYMENTS, node_deployment),
         web.post(NODE_REMOVALS, node_removal),
+        web.post(RACK_PINGS, rack_ping),
+        web.post(NODE_PINGS, node_ping),
     ]
