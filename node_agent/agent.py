@@ -14,8 +14,9 @@ from kazoo.client import KazooClient
 
 from rackmesh import zk_async
 from rackmesh.config import Settings
-from rackmesh.kube_client import KubeClient
-from rackmesh.labels import Role
+from rackmesh.informer import Informer
+from rackmesh.kube_client import CLUSTER_INSTANCETYPES, VIRTUAL_MACHINES, KubeClient, Selector
+from rackmesh.labels import NODE_LABEL, Role
 from rackmesh.nodes import NodeState
 from rackmesh.peer_client import PeerClient
 from rackmesh.registry import Directory
@@ -47,7 +48,10 @@ class Agent:
         self.node_name = node_name
         self.kube = kube
         self.layout = ZkLayout(settings.zk_root)
+        # Watch-fed caches, as kubelet and virt-handler keep theirs: offers and commits never read the API.
         self.own_node = OwnNode(kube, node_name, settings.rack_label)
+        self.vms = Informer(kube, VIRTUAL_MACHINES, Selector(labels=f"{NODE_LABEL}={node_name}"))
+        self.instancetypes = Informer(kube, CLUSTER_INSTANCETYPES)
         self.identity: NodeState | None = None  # the Node as it was when the agent joined its racks
         self.presence: Presence | None = None
         self.capacity: CapacityView | None = None
@@ -115,12 +119,14 @@ class Agent:
         rackmesh) is taken in then, as a DaemonSet would start its pod then.
         """
         await self._serve_http()
-        watching = asyncio.create_task(self.own_node.run())
+        watching = [asyncio.create_task(cache.run()) for cache in (self.own_node, self.vms, self.instancetypes)]
         try:
             if not self.own_node.listed.is_set() or not (self.own_node.state and self.own_node.state.roles):
                 logger.info("waiting for the node to exist with a rackmesh role", extra={"node": self.node_name})
             self.identity = await self.own_node.wait_for(lambda state: bool(state.roles))
-            self.capacity = CapacityView(self.kube, self.identity.name, self.own_node)
+            await self.vms.synced.wait()
+            await self.instancetypes.synced.wait()
+            self.capacity = CapacityView(self.own_node, self.vms, self.instancetypes)
             self._zk = await zk_async.start_client(self.settings.zk_hosts, self.settings.zk_session_timeout)
             self._directory = Directory(self._zk, self.layout)
             records = [MemberRecord(self.identity.name, self.identity.rack, role, self.endpoint)
@@ -131,8 +137,9 @@ class Agent:
                                                  "endpoint": self.endpoint})
             await self.presence.run()
         finally:
-            watching.cancel()
-            await asyncio.gather(watching, return_exceptions=True)
+            for task in watching:
+                task.cancel()
+            await asyncio.gather(*watching, return_exceptions=True)
             await self._shutdown()
 
     async def _serve_http(self) -> None:
@@ -156,7 +163,7 @@ class Agent:
         """What this agent knows about itself: role, rack, leadership and free capacity."""
         if self.identity is None or self.presence is None or self.capacity is None:
             return {"node": self.node_name, "ready": False}
-        free = await self.capacity.free()
+        free = self.capacity.free()
         return {
             "node": self.identity.name,
             "rack": self.identity.rack,

@@ -6,21 +6,25 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from rackmesh.kube_client import NODES, KubeApiError, KubeClient
+from rackmesh.informer import Informer
+from rackmesh.kube_client import NODES, KubeClient, Selector
 from rackmesh.nodes import NodeState, node_state
 
 logger = logging.getLogger(__name__)
-RETRY_SECONDS = 1.0
 
 
 class OwnNode:
     def __init__(self, kube: KubeClient, name: str, rack_label: str) -> None:
-        self._kube = kube
         self._name = name
         self._rack_label = rack_label
         self.state: NodeState | None = None  # None while the Node does not exist
-        self.listed = asyncio.Event()  # the first listing is in
-        self.changed = asyncio.Condition()
+        self.informer = Informer(kube, NODES, Selector(fields=f"metadata.name={name}"), on_change=self._changed)
+        self._change = asyncio.Event()  # set, and replaced, on every change of ``state``
+
+    @property
+    def listed(self) -> asyncio.Event:
+        """Set once the first listing is in."""
+        return self.informer.synced
 
     @property
     def gone(self) -> bool:
@@ -29,31 +33,21 @@ class OwnNode:
 
     async def wait_for(self, predicate: Callable[[NodeState], bool]) -> NodeState:
         """Wait until the Node exists and ``predicate(state)`` holds."""
-        async with self.changed:
-            await self.changed.wait_for(lambda: self.state is not None and predicate(self.state))
-            assert self.state is not None
-            return self.state
+        while self.state is None or not predicate(self.state):
+            await self._change.wait()
+        return self.state
 
     async def run(self) -> None:
-        """List, then watch, for ever; a broken watch lists again."""
-        selector = f"metadata.name={self._name}"
-        while True:
-            try:
-                items, version = await self._kube.list_for_watch(NODES, selector)
-                await self._set(node_state(items[0], self._rack_label) if items else None)
-                self.listed.set()
-                async for kind, node in self._kube.watch(NODES, selector, version):
-                    await self._set(None if kind == "DELETED" else node_state(node, self._rack_label))
-            except (KubeApiError, OSError, ValueError) as exc:
-                logger.warning("watching the node failed; listing again", extra={"node": self._name,
-                                                                                 "error": str(exc)})
-                await asyncio.sleep(RETRY_SECONDS)
+        await self.informer.run()
 
-    async def _set(self, state: NodeState | None) -> None:
-        if state != self.state:
-            logger.info("node changed", extra={"node": self._name, "exists": state is not None,
-                                               "outOfService": state is not None and state.out_of_service,
-                                               "roles": [str(r) for r in state.roles] if state else []})
-        async with self.changed:
-            self.state = state
-            self.changed.notify_all()
+    def _changed(self) -> None:
+        found = self.informer.get("", self._name)
+        state = node_state(found, self._rack_label) if found is not None else None
+        if state == self.state:
+            return
+        logger.info("node changed", extra={"node": self._name, "exists": state is not None,
+                                           "outOfService": state is not None and state.out_of_service,
+                                           "roles": [str(r) for r in state.roles] if state else []})
+        self.state = state
+        self._change.set()
+        self._change = asyncio.Event()

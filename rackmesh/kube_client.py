@@ -139,6 +139,18 @@ def _load_client_cert(tls: ssl.SSLContext, cert_b64: str, key_b64: str) -> None:
 Objects = list[dict[str, Any]]
 
 
+@dataclasses.dataclass(frozen=True)
+class Selector:
+    """Which objects a list or watch picks: ``?labelSelector=`` and ``?fieldSelector=`` (empty: all)."""
+
+    labels: str = ""
+    fields: str = ""
+
+    def params(self) -> dict[str, str]:
+        chosen = {"labelSelector": self.labels, "fieldSelector": self.fields}
+        return {key: value for key, value in chosen.items() if value}
+
+
 class KubeClient(SessionClient):
     """One persistent HTTP session to the API server."""
 
@@ -171,18 +183,18 @@ class KubeClient(SessionClient):
         params = {"labelSelector": label_selector} if label_selector else None
         return (await self._call("GET", resource.path(namespace), params=params)).get("items", [])
 
-    async def list_for_watch(self, resource: ResourceRef, field_selector: str) -> tuple[Objects, str]:
-        """The objects that ``field_selector`` selects, and the list's resourceVersion to watch from."""
-        listed = await self._call("GET", resource.path(), params={"fieldSelector": field_selector})
+    async def list_for_watch(self, resource: ResourceRef, selector: Selector) -> tuple[Objects, str]:
+        """The objects ``selector`` picks (in every namespace), and the list's resourceVersion to watch from."""
+        listed = await self._call("GET", resource.path(), params=selector.params())
         return listed.get("items", []), str(listed.get("metadata", {}).get("resourceVersion", ""))
 
-    async def watch(self, resource: ResourceRef, field_selector: str, resource_version: str,
+    async def watch(self, resource: ResourceRef, selector: Selector, resource_version: str,
                     timeout_seconds: int = 300) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """(type, object) events after ``resource_version`` until the server ends the watch.
 
         A 410 Gone (the version is too old) raises ``KubeApiError``: list again, then watch from there.
         """
-        params = {"watch": "true", "fieldSelector": field_selector, "resourceVersion": resource_version,
+        params = {**selector.params(), "watch": "true", "resourceVersion": resource_version,
                   "timeoutSeconds": str(timeout_seconds)}
         limit = aiohttp.ClientTimeout(total=None, sock_read=timeout_seconds + 30)
         async with self._session.get(resource.path(), params=params, timeout=limit) as response:

@@ -22,7 +22,7 @@ class Stage(StrEnum):
     and places the missing VMs, all or nothing."""
 
     PLACING = "Placing"  # handshake under way; nothing of the round committed yet
-    COMMITTED = "Committed"  # the round's portions decided and committed; the agents look up the image
+    COMMITTED = "Committed"  # the round's portions decided; they are committed and the image looked up
     DEPLOYING = "Deploying"  # every new portion has its image holders; the agents write the VMs
     SETTLED = "Settled"  # the round is done: ``portions`` are the request's VMs, nothing is in flight
     WAITING = "Waiting"  # the round could not be met now (``reason``); nothing of it was created
@@ -54,8 +54,11 @@ class RequestRecord:
     reason: str = ""  # CamelCase, when WAITING
     message: str = ""
     waits: int = 0  # rounds in a row that ended WAITING: the operator's retry backoff grows with it
+    # Racks and agents that did not answer the latest decision's offers, even when asked again: the round
+    # was placed without them, so its spread may be narrower than the cluster.
+    unanswered: list[str] = dataclasses.field(default_factory=list)
     # Seconds per phase of the latest round, measured where it happens: handshake (coordinator),
-    # imageLookup (slowest agent).
+    # imageLookup (coordinator, once per round).
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     # Wall clock (epoch seconds) when the coordinator started the agents' deployments, and when the
     # round last changed stage: the operator measures "VM objects written" and its retry backoff from them.

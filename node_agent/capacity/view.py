@@ -1,18 +1,22 @@
 """Free capacity of this node: allocatable, minus what the VMs pinned to it use, minus live reservations.
 
-The agent is the single writer of its node's capacity; nothing about it is kept in ZooKeeper.
+The agent is the single writer of its node's capacity; nothing about it is kept in ZooKeeper. Everything
+here is read from the agent's watch-fed caches (its Node, the VMs pinned to it, the instancetypes), never
+from the API server, so an offer costs the API nothing.
 """
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
-from rackmesh.kube_client import CLUSTER_INSTANCETYPES, VIRTUAL_MACHINES, KubeClient
-from rackmesh.labels import NODE_LABEL
+from rackmesh.informer import Informer
 from rackmesh.quantities import Resources
 from rackmesh_node_agent.capacity.reservations import Pinned, Reservations
 
 if TYPE_CHECKING:
     from rackmesh_node_agent.own_node import OwnNode
+
+logger = logging.getLogger(__name__)
 
 
 def instancetype_size(instancetype: dict[str, Any]) -> Resources:
@@ -22,44 +26,49 @@ def instancetype_size(instancetype: dict[str, Any]) -> Resources:
 
 
 class CapacityView:
-    """Computes free capacity from the own Node's watch and the API; instancetype sizes are cached (they
-    are immutable in practice). A node that is gone (deleted, or out-of-service) has no room.
+    """Computes free capacity from the caches. A node that is gone (deleted, or out-of-service) has no room.
 
     Hold ``lock`` around reading free capacity and changing reservations, so two offers never
     promise the same room.
     """
 
-    def __init__(self, kube: KubeClient, node_name: str, own_node: "OwnNode") -> None:
-        self._kube = kube
-        self._node_name = node_name
+    def __init__(self, own_node: "OwnNode", vms: Informer, instancetypes: Informer) -> None:
         self._own_node = own_node
+        self._vms = vms
+        self._instancetypes = instancetypes
         self.reservations = Reservations()
         self.lock = asyncio.Lock()
+        # Sizes seen: a VM keeps the size it was created with (KubeVirt keeps a revision of its
+        # instancetype), even once the instancetype is deleted.
         self._sizes: dict[str, Resources] = {}
 
-    async def size_of(self, instancetype_name: str) -> Resources:
-        if instancetype_name not in self._sizes:
-            found = await self._kube.get(CLUSTER_INSTANCETYPES, instancetype_name)
+    def size_of(self, instancetype_name: str) -> Resources | None:
+        """One VM's size, or None when the instancetype does not exist (and never did, as far as we saw)."""
+        found = self._instancetypes.get("", instancetype_name)
+        if found is not None:
             self._sizes[instancetype_name] = instancetype_size(found)
-        return self._sizes[instancetype_name]
-
-    async def _pinned(self) -> list[dict[str, Any]]:
-        return await self._kube.list(VIRTUAL_MACHINES, label_selector=f"{NODE_LABEL}={self._node_name}")
+        return self._sizes.get(instancetype_name)
 
     @property
     def allocatable(self) -> Resources:
         state = self._own_node.state
         return Resources() if state is None or state.out_of_service else state.allocatable
 
-    async def free(self) -> Resources:
-        return (await self.look())[0]
+    def free(self) -> Resources:
+        return self.look()[0]
 
-    async def look(self) -> tuple[Resources, Pinned]:
-        """Free capacity, and the (namespace, name) of every VM pinned here, from one listing."""
-        pinned = await self._pinned()
+    def look(self) -> tuple[Resources, Pinned]:
+        """Free capacity, and the (namespace, name) of every VM pinned here."""
+        pinned = self._vms.objects()
         used = Resources()
         for vm in pinned:
-            used += await self.size_of(vm["spec"]["instancetype"]["name"])
+            name = vm["spec"]["instancetype"]["name"]
+            size = self.size_of(name)
+            if size is None:  # cannot tell what it uses: promise nothing rather than too much
+                logger.warning("a VM on this node has an instancetype never seen; offering no room",
+                               extra={"vm": vm["metadata"]["name"], "instancetype": name})
+                return Resources(), set()
+            used += size
         names = {(vm["metadata"]["namespace"], vm["metadata"]["name"]) for vm in pinned}
         for reservation in self.reservations.live():
             used += reservation.size * reservation.outstanding(names)

@@ -35,6 +35,7 @@ from rackmesh.protocol import (
     CommitAnswer,
     Deployed,
     Deployment,
+    ImageHolder,
     NodeOffer,
     OfferAsk,
     Order,
@@ -45,6 +46,7 @@ from rackmesh.protocol import (
 )
 from rackmesh.request_record import IN_FLIGHT, Portion, RecordChanged, RequestRecord, Stage
 from rackmesh_node_agent.http_api import Refusal
+from rackmesh_node_agent.images.locate import ImageLookupFailed, find_image
 from rackmesh_node_agent.membership.fan_out import Failure, describe, gather
 from rackmesh_node_agent.placement import spread
 from rackmesh_node_agent.placement.rack_leader import rack_offers
@@ -53,9 +55,12 @@ if TYPE_CHECKING:
     from rackmesh_node_agent.agent import Agent
 
 logger = logging.getLogger(__name__)
-# A commit fans out twice more (storage leader, storage rack leaders); an offer ask once more.
+# An offer ask fans out once more; a deployment waits for the agent's writes (it answers 202 after 3).
 RACK_CALL_DEPTH = 2
-COMMIT_CALL_DEPTH = 4
+DEPLOY_CALL_DEPTH = 4
+# Racks (or agents) that did not answer an offer ask are asked again this many times, after these pauses,
+# before the round is decided without them (and the record names them).
+UNANSWERED_PAUSES_SECONDS = (0.25, 0.5)
 # Offers short only because other requests' offers in flight hold the room: those are released or
 # committed within moments, so the handshake is tried again soon, at random moments, up to this many times.
 CONTENTION = "CapacityHeld"
@@ -208,10 +213,17 @@ class Coordinator:
         wanted = order.replicas - len(taken)
         started = time.monotonic()
         offers, unanswered = await self._gather_offers(order, wanted)
+        for pause in UNANSWERED_PAUSES_SECONDS:
+            if not unanswered:
+                break
+            logger.warning("racks or agents did not answer; asking them again", extra={
+                "request": order.request.uid, "unanswered": sorted(unanswered), "pause": pause})
+            await asyncio.sleep(pause)
+            offers, unanswered = await self._gather_offers(order, wanted, offers, unanswered)
         counts = spread.decide(offers, wanted, record.portions)
         if counts is None:
             await self._release([offer.endpoint for offer in offers if offer.count], order)
-            message = _capacity_message(order, wanted, offers, unanswered)
+            message = _capacity_message(order, wanted, offers, list(unanswered.values()))
             if sum(offer.count + offer.held for offer in offers) >= wanted:
                 raise PlacementFailed(CONTENTION, message)
             if unanswered:  # the missing room may be there: its leader or agents are being replaced
@@ -220,17 +232,25 @@ class Coordinator:
         placing = spread.portions(offers, counts, spread.new_indices(taken, order.lost, wanted))
         flow_step(logger, 5, "decided portions", order.request.uid,
                   portions={p.node: len(p.indices) for p in placing}, offered={o.node: o.count for o in offers})
+        if unanswered:
+            logger.warning("placed without racks or agents that did not answer", extra={
+                "request": order.request.uid, "unanswered": sorted(unanswered.values())})
         timings = {**record.timings, "handshake": round(time.monotonic() - started, 3)}
         record = dataclasses.replace(record, stage=Stage.COMMITTED, placing=placing, timings=timings,
-                                     changed_at=time.time())
+                                     unanswered=sorted(unanswered.values()), changed_at=time.time())
         version = await request_record.write(agent.zk, agent.layout, record, version)
         chosen = {portion.node for portion in placing}
         await self._release([o.endpoint for o in offers if o.count and o.node not in chosen], order)
         return record, version
 
-    async def _gather_offers(self, order: Order, wanted: int) -> tuple[list[NodeOffer], list[str]]:
+    async def _gather_offers(self, order: Order, wanted: int, offers: list[NodeOffer] | None = None,
+                             again: dict[str, str] | None = None) -> tuple[list[NodeOffer], dict[str, str]]:
+        """Every rack's offers (``again``: ask only those racks, keeping the other ``offers``), and what did
+        not answer: rack -> "rack R (why)" or "node N"."""
         agent, uid = self.agent, order.request.uid
         leaders = await agent.directory.leaders(Role.COMPUTE)
+        if again is not None:
+            leaders = [leader for leader in leaders if leader.rack in again]
         ask = OfferAsk(order=order, wanted=wanted, ttl_seconds=agent.settings.reservation_ttl)
         flow_step(logger, 4, "asking rack leaders for offers", uid, wanted=wanted,
                   rackLeaders={leader.rack: leader.node for leader in leaders})
@@ -240,27 +260,46 @@ class Coordinator:
                  for leader in leaders}
         answers, failures = await gather(calls)
         racks: list[RackOffers] = [answer for answer in answers.values() if answer is not None]
-        offers = [offer for rack in racks for offer in rack.offers]
-        unanswered = [f"rack {rack} ({why})" for rack, why in sorted(describe(failures).items())]
-        unanswered += [f"node {node}" for rack in racks for node in rack.unanswered]
-        flow_step(logger, 5, "received offers", uid, offers={o.node: o.count for o in offers}, unanswered=unanswered)
+        asked = {leader.rack for leader in leaders}
+        offers = [*(offer for offer in offers or [] if offer.rack not in asked),
+                  *(offer for rack in racks for offer in rack.offers)]
+        unanswered = {rack: f"rack {rack} ({why})" for rack, why in describe(failures).items()}
+        unanswered |= {rack.rack: ", ".join(f"node {node}" for node in rack.unanswered)
+                       for rack in racks if rack.unanswered}
+        if again is not None:  # a rack that had a leader before and has none now did not answer either
+            unanswered |= {rack: why for rack, why in again.items() if rack not in asked}
+        flow_step(logger, 5, "received offers", uid, offers={o.node: o.count for o in offers},
+                  unanswered=sorted(unanswered.values()))
         return offers, unanswered
 
     async def _commit(self, record: RequestRecord, version: int) -> tuple[RequestRecord, int]:
-        """Commit every new portion (each agent looks up the image); record the holders (stage Deploying)."""
+        """Commit every new portion and, meanwhile, look the image up once for all of them (steps 6-9);
+        record the holders (stage Deploying)."""
         agent, order = self.agent, record.order
-        timeout = agent.settings.call_timeout * COMMIT_CALL_DEPTH
-        calls = {p.node: agent.peers.post(p.endpoint, NODE_COMMITS, Commit(order, p.indices), CommitAnswer, timeout)
-                 for p in record.placing}
-        answers, failures = await gather(calls)
-        if failures:
+        lookup, committed = await asyncio.gather(self._locate(order), gather({
+            p.node: agent.peers.post(p.endpoint, NODE_COMMITS, Commit(order, p.indices), CommitAnswer)
+            for p in record.placing}), return_exceptions=True)
+        if isinstance(committed, BaseException):
+            raise committed
+        _, failures = committed
+        if isinstance(lookup, BaseException) and not isinstance(lookup, ImageLookupFailed):
+            raise lookup
+        if failures or isinstance(lookup, ImageLookupFailed):
             await self._release([p.endpoint for p in record.placing], order)
+            if isinstance(lookup, ImageLookupFailed) and (lookup.reason in WORLD_REASONS or not failures):
+                raise PlacementFailed(lookup.reason, lookup.message)
             raise PlacementFailed(*_first_failure(failures))
-        placing = [dataclasses.replace(p, holders=answers[p.node].holders) for p in record.placing]
-        lookup = max(answer.image_lookup_seconds for answer in answers.values())
+        holders, seconds = lookup
+        placing = [dataclasses.replace(p, holders=holders) for p in record.placing]
         record = dataclasses.replace(record, stage=Stage.DEPLOYING, placing=placing, deploying_since=time.time(),
-                                     timings={**record.timings, "imageLookup": lookup}, changed_at=time.time())
+                                     timings={**record.timings, "imageLookup": seconds}, changed_at=time.time())
         return record, await request_record.write(agent.zk, agent.layout, record, version)
+
+    async def _locate(self, order: Order) -> tuple[list[ImageHolder], float]:
+        """The image's holders, for every portion of the round, and how long finding them took."""
+        started = time.monotonic()
+        holders = await find_image(self.agent, order.image, self.agent.settings.image_redundancy, order.request.uid)
+        return holders, round(time.monotonic() - started, 3)
 
     async def _deploy(self, record: RequestRecord, version: int) -> tuple[RequestRecord, int]:
         """Have every agent write its new VMs, then settle: the round's portions join the request's.
@@ -275,7 +314,7 @@ class Coordinator:
         while pending:
             answers, failures = await gather({
                 node: agent.peers.post(p.endpoint, NODE_DEPLOYMENTS, Deployment(record.order, p.indices, p.holders),
-                                       Deployed, agent.settings.call_timeout * COMMIT_CALL_DEPTH)
+                                       Deployed, agent.settings.call_timeout * DEPLOY_CALL_DEPTH)
                 for node, p in pending.items()})
             flow_step(logger, 9, "deployments answered", uid, written=sorted(n for n in answers if answers[n].done),
                       failed=describe(failures))

@@ -1,5 +1,5 @@
-"""A compute agent's side of the handshake: offer from its own free capacity, commit VMs (and look up the
-image for them), release, write its VMs, and delete those of its VMs a round removes.
+"""A compute agent's side of the handshake: offer from its own free capacity, commit VMs, release, write
+its VMs (from the image holders the coordinator found), and delete those of its VMs a round removes.
 
 Each step is idempotent per request uid and VM index, so a retried or resumed coordinator never
 double-books and never writes a VM twice.
@@ -11,7 +11,6 @@ import time
 from typing import TYPE_CHECKING
 
 from rackmesh.kube_client import VIRTUAL_MACHINES, KubeApiError
-from rackmesh.labels import NODE_LABEL
 from rackmesh.logs import flow_step
 from rackmesh.protocol import (
     Commit,
@@ -30,7 +29,6 @@ from rackmesh.vm_fields import controller_uid
 from rackmesh.vm_names import vm_name
 from rackmesh_node_agent.capacity.request_watch import RequestWatch
 from rackmesh_node_agent.http_api import Refusal
-from rackmesh_node_agent.images.locate import ImageLookupFailed, find_image
 from rackmesh_node_agent.vms.writer import write_vms
 
 if TYPE_CHECKING:
@@ -53,10 +51,10 @@ class NodeSide:
         in place of this request's earlier offer."""
         agent, order = self.agent, ask.order
         capacity = agent.require_capacity()
-        size = await self._size_of(order.instancetype)
+        size = self._size_of(order.instancetype)
         async with capacity.lock:
             earlier = capacity.reservations.get(order.request.uid)
-            free, _ = await capacity.look()
+            free, _ = capacity.look()
             free += size * (earlier.offered if earlier is not None else 0)
             count = min(ask.wanted, free.fits_times(size))
             others = sum((r.size * r.offered for r in capacity.reservations.live()
@@ -70,19 +68,12 @@ class NodeSide:
                          held=held)
 
     async def commit(self, commit: Commit) -> CommitAnswer:
-        """Turn the offer into VMs ``indices``, then find the image's holders."""
-        agent, order = self.agent, commit.order
-        uid = order.request.uid
-        await self._hold(order, commit.indices)
-        flow_step(logger, 5, "committed portion", uid, node=agent.node.name, count=len(commit.indices),
-                  indices=commit.indices)
-        started = time.monotonic()
-        try:
-            holders = await find_image(agent, order.image, agent.settings.image_redundancy, uid)
-        except ImageLookupFailed as failure:
-            raise Refusal(409, failure.reason, failure.message) from None
-        return CommitAnswer(node=agent.node.name, holders=holders,
-                            image_lookup_seconds=round(time.monotonic() - started, 3))
+        """Turn the offer into VMs ``indices`` (held until they are written, at most ``commit_ttl``)."""
+        agent = self.agent
+        await self._hold(commit.order, commit.indices)
+        flow_step(logger, 5, "committed portion", commit.order.request.uid, node=agent.node.name,
+                  count=len(commit.indices), indices=commit.indices)
+        return CommitAnswer(node=agent.node.name)
 
     async def release(self, key: RequestKey) -> None:
         capacity = self.agent.require_capacity()
@@ -117,14 +108,8 @@ class NodeSide:
         deleted = []
         for index in removal.indices:
             name = vm_name(request.name, index)
-            try:
-                vm = await agent.kube.get(VIRTUAL_MACHINES, name, request.namespace)
-            except KubeApiError as exc:
-                if exc.status == 404:
-                    continue
-                raise
-            ours = (vm["metadata"].get("labels") or {}).get(NODE_LABEL) == agent.node.name
-            if not ours or controller_uid(vm) != request.uid:
+            vm = agent.vms.get(request.namespace, name)  # the cache holds only the VMs pinned to this node
+            if vm is None or controller_uid(vm) != request.uid:
                 continue
             try:
                 await agent.kube.delete(VIRTUAL_MACHINES, name, request.namespace, uid=vm["metadata"]["uid"])
@@ -145,20 +130,18 @@ class NodeSide:
             task.cancel()
         await asyncio.gather(*writers, return_exceptions=True)
 
-    async def _size_of(self, instancetype: str) -> Resources:
-        try:
-            return await self.agent.require_capacity().size_of(instancetype)
-        except KubeApiError as exc:
-            if exc.status == 404:
-                raise Refusal(422, "UnknownInstancetype",
-                              f"VirtualMachineClusterInstancetype {instancetype!r} does not exist") from None
-            raise
+    def _size_of(self, instancetype: str) -> Resources:
+        size = self.agent.require_capacity().size_of(instancetype)
+        if size is None:
+            raise Refusal(422, "UnknownInstancetype",
+                          f"VirtualMachineClusterInstancetype {instancetype!r} does not exist")
+        return size
 
     async def _hold(self, order: Order, indices: list[int]) -> None:
         """Commit room for VMs ``indices`` out of the offer; without one (expired, or a resumed request),
         reserve the VMs not yet written, if they still fit."""
         capacity = self.agent.require_capacity()
-        size = await self._size_of(order.instancetype)
+        size = self._size_of(order.instancetype)
         async with capacity.lock:
             held = capacity.reservations.get(order.request.uid)
             new = set(indices) - (held.committed if held is not None else set())
@@ -166,7 +149,7 @@ class NodeSide:
                 if len(new) > held.offered:
                     raise Refusal(409, "ExceedsOffer", f"commit of {len(new)} VMs exceeds the {held.offered} offered")
             elif new:
-                free, pinned = await capacity.look()
+                free, pinned = capacity.look()
                 unwritten = [i for i in new if (order.request.namespace, vm_name(order.request.name, i)) not in pinned]
                 if free.fits_times(size) < len(unwritten):
                     raise Refusal(409, "ReservationExpired",
@@ -186,7 +169,7 @@ class NodeSide:
             while True:
                 try:
                     written = await write_vms(agent.kube, order, agent.node.name, deployment.indices,
-                                              deployment.holders, agent.settings.vm_disk_size)
+                                              deployment.holders, agent.settings.vm_disk_size, agent.vms)
                     break
                 except (KubeApiError, OSError) as exc:
                     if time.monotonic() > deadline:

@@ -2,7 +2,9 @@
 
 import asyncio
 import logging
+from typing import Any
 
+from rackmesh.informer import Informer
 from rackmesh.kube_client import VIRTUAL_MACHINES, KubeApiError, KubeClient
 from rackmesh.labels import NODE_LABEL
 from rackmesh.protocol import ImageHolder, Order
@@ -15,8 +17,10 @@ WRITE_CONCURRENCY = 8
 
 
 async def write_vms(kube: KubeClient, order: Order, node: str, indices: list[int],
-                    holders: list[ImageHolder], disk_size: str) -> int:
+                    holders: list[ImageHolder], disk_size: str, cache: Informer | None = None) -> int:
     """Create VMs ``indices`` of ``order`` on ``node``; returns how many of them exist.
+
+    ``cache`` (the node's VMs) is told of each VM at once, so it counts before the watch event comes.
 
     Idempotent: a VM that already exists for this request (409 AlreadyExists, same owner uid) counts
     as written. Every write is attempted before the first error is raised, so a retry has less to do.
@@ -27,11 +31,13 @@ async def write_vms(kube: KubeClient, order: Order, node: str, indices: list[int
         body = virtual_machine(order, node, index, holders, disk_size)
         async with limit:
             try:
-                await kube.create(VIRTUAL_MACHINES, body, order.request.namespace)
+                written = await kube.create(VIRTUAL_MACHINES, body, order.request.namespace)
             except KubeApiError as exc:
                 if exc.status != 409 or exc.reason != "AlreadyExists":
                     raise
-                await _check_ours(kube, order, node, body["metadata"]["name"])
+                written = await _check_ours(kube, order, node, body["metadata"]["name"])
+            if cache is not None and _node_of(written) == node:
+                cache.wrote(written)
 
     results = await asyncio.gather(*(write(index) for index in indices), return_exceptions=True)
     for result in results:
@@ -40,7 +46,11 @@ async def write_vms(kube: KubeClient, order: Order, node: str, indices: list[int
     return len(indices)
 
 
-async def _check_ours(kube: KubeClient, order: Order, node: str, name: str) -> None:
+def _node_of(vm: dict[str, Any]) -> str | None:
+    return (vm["metadata"].get("labels") or {}).get(NODE_LABEL)
+
+
+async def _check_ours(kube: KubeClient, order: Order, node: str, name: str) -> dict[str, Any]:
     """A VM of the same name may still belong to a deleted request of the same name that the garbage
     collector has not removed yet; counting it would leave this request short once it goes."""
     existing = await kube.get(VIRTUAL_MACHINES, name, order.request.namespace)
@@ -48,8 +58,9 @@ async def _check_ours(kube: KubeClient, order: Order, node: str, name: str) -> N
         raise KubeApiError(409, "AlreadyExists",
                            f"VirtualMachine {order.request.namespace}/{name} belongs to another object; "
                            "waiting for it to be removed")
-    elsewhere = (existing["metadata"].get("labels") or {}).get(NODE_LABEL)
+    elsewhere = _node_of(existing)
     if elsewhere != node:
         # Only that node's agent may touch it; the request has it, so it is not written twice.
         logger.warning("VM of this request exists on another node", extra={
             "request": order.request.uid, "vm": name, "node": elsewhere})
+    return existing

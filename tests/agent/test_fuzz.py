@@ -45,16 +45,19 @@ from rackmesh.protocol import (
     NODE_DEPLOYMENTS,
     NODE_IMAGES,
     NODE_OFFERS,
+    NODE_PINGS,
     NODE_RELEASES,
     NODE_REMOVALS,
     ORDERS,
     RACK_IMAGES,
     RACK_OFFERS,
+    RACK_PINGS,
     Commit,
     Deployment,
     LocateAsk,
     OfferAsk,
     Order,
+    Ping,
     Removal,
     RequestKey,
     RequestRef,
@@ -76,7 +79,7 @@ PER_REQUEST = 15.0
 MESSAGES: dict[str, type] = {
     ORDERS: Order, RACK_OFFERS: OfferAsk, NODE_OFFERS: OfferAsk, NODE_COMMITS: Commit, NODE_RELEASES: RequestKey,
     NODE_DEPLOYMENTS: Deployment, NODE_REMOVALS: Removal, IMAGE_LOCATIONS: LocateAsk, RACK_IMAGES: LocateAsk,
-    NODE_IMAGES: LocateAsk,
+    NODE_IMAGES: LocateAsk, RACK_PINGS: Ping, NODE_PINGS: Ping,
 }
 KINDS = sorted(set(MESSAGES.values()), key=lambda kind: kind.__name__)
 STORAGE_ROUTES = {IMAGE_LOCATIONS, RACK_IMAGES, NODE_IMAGES}
