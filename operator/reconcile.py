@@ -350,6 +350,7 @@ class Reconciler:
             "coordinator": seen.record.coordinator if seen.record else current.get("coordinator", ""),
             "placements": progress.placements(seen.vms, racks),
             "imageCopies": progress.image_copies(seen.vms, seen.record),
+            "unanswered": seen.record.unanswered[:100] if seen.record else [],
             "timings": dict(self.timings),
             "conditions": progress.conditions(verdict, generation, current.get("conditions") or []),
         }
@@ -361,6 +362,9 @@ class Reconciler:
                                        namespace=meta["namespace"], subresource="status")
         self._last_status = desired
         self._announce(verdict, current)
+        if desired["unanswered"] and desired["unanswered"] != current.get("unanswered"):
+            self._event("PlacedWithout", "placed without racks or agents that did not answer, even when asked "
+                                         f"again: {'; '.join(desired['unanswered'])}", warning=True)
 
     def _announce(self, verdict: Verdict, before: dict[str, Any]) -> None:
         stalled_before = {c["type"]: c for c in before.get("conditions") or []}.get(STALLED_CONDITION) or {}
