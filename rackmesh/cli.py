@@ -72,7 +72,7 @@ def _agent(args: argparse.Namespace) -> None:
         async with KubeClient(Credentials.discover()) as kube:
             await Agent(settings, args.node_name, kube).run()
 
-    _run_until_signalled(run())
+    run_until_signalled(run())
 
 
 def _operator(_: argparse.Namespace) -> None:
@@ -145,7 +145,7 @@ def _sandbox_down(args: argparse.Namespace) -> None:
     down(args.state_dir)
 
 
-def _run_until_signalled(main_coroutine: Coroutine[Any, Any, None]) -> None:
+def run_until_signalled(main_coroutine: Coroutine[Any, Any, None]) -> None:
     """Run until SIGTERM/SIGINT, then cancel the work so it leaves ZooKeeper and closes its sockets."""
 
     async def supervised() -> None:

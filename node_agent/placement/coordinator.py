@@ -208,6 +208,10 @@ class Coordinator:
 
     async def _place(self, record: RequestRecord, version: int) -> tuple[RequestRecord, int]:
         """Offers, decision, record of the decision; the offers not used are released."""
+        with self.agent.service_times.measure("handshake", record.order.request.uid):
+            return await self._handshake(record, version)
+
+    async def _handshake(self, record: RequestRecord, version: int) -> tuple[RequestRecord, int]:
         agent, order = self.agent, record.order
         taken = record.indices()
         wanted = order.replicas - len(taken)

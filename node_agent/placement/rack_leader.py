@@ -17,6 +17,11 @@ logger = logging.getLogger(__name__)
 async def rack_offers(agent: "Agent", ask: OfferAsk) -> RackOffers:
     """Every member's offer (a member that does not answer in time is listed as unanswered)."""
     agent.require_leadership(Role.COMPUTE)
+    with agent.service_times.measure("rack-offers", ask.order.request.uid):
+        return await _rack_offers(agent, ask)
+
+
+async def _rack_offers(agent: "Agent", ask: OfferAsk) -> RackOffers:
     rack, uid = agent.node.rack, ask.order.request.uid
     members = await agent.directory.members(Role.COMPUTE, rack)
     flow_step(logger, 5, "asking rack agents for offers", uid, rack=rack, agents=[m.node for m in members])

@@ -15,8 +15,6 @@ from collections import Counter
 from collections.abc import AsyncIterator
 
 import pytest
-from rackmesh_bench.api_floor import write_floor
-from rackmesh_bench.central import CentralPlacementFailed, place_centrally
 
 from rackmesh.config import Settings
 from rackmesh.kube_client import DEPLOYMENT_REQUESTS, NODES, VIRTUAL_MACHINES, Credentials, KubeClient
@@ -24,6 +22,8 @@ from rackmesh.labels import NODE_LABEL, REQUEST_LABEL
 from rackmesh.nodes import OUT_OF_SERVICE_TAINT
 from rackmesh.protocol import ImageHolder, NodeOffer, Order, RequestRef
 from rackmesh.request_record import Portion
+from rackmesh_bench.api_floor import write_floor
+from rackmesh_bench.central import CentralPlacementFailed, place_centrally
 from rackmesh_node_agent.placement import spread
 from rackmesh_node_agent.vms.manifest import virtual_machine
 from rackmesh_node_agent.vms.writer import write_vms

@@ -9,6 +9,7 @@ Case matrix:
 import json
 
 import pytest
+
 from rackmesh_bench.plot import main, plot, series
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
