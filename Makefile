@@ -7,8 +7,10 @@ TOPOLOGY ?= examples/topology.yaml
 
 CHAOS_SECONDS ?= 120
 CHAOS_SEED ?= 1
+BENCH_NODES ?= 100,1000
+BENCH_REQUESTS ?= 20
 
-.PHONY: test lint demo chaos up down system-deps python-deps
+.PHONY: test lint demo chaos bench up down system-deps python-deps
 
 ## Debian packages the sandbox and the tests run for real: ZooKeeper (with Java) and kubectl.
 system-deps:
@@ -40,6 +42,9 @@ demo: system-deps python-deps
 
 chaos: system-deps python-deps
 	$(PYTHON) -m rackmesh_sandbox.chaos --topology $(TOPOLOGY) --duration $(CHAOS_SECONDS) --seed $(CHAOS_SEED)
+
+bench: system-deps python-deps
+	$(PYTHON) -m rackmesh_bench.run --nodes $(BENCH_NODES) --requests $(BENCH_REQUESTS) --out bench/results
 
 up: system-deps python-deps
 	rackmesh sandbox up --topology $(TOPOLOGY) --state-dir $(STATE_DIR)

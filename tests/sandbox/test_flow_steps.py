@@ -96,14 +96,15 @@ def test_the_nine_steps_of_the_seed(sandbox, tmp_path):
     assert {p.node: len(p.indices) for p in record.portions} == portions
     assert {p.rack for p in record.portions} == set(compute_leaders), "portions not spread over every rack"
 
-    # 6. Each agent with a portion reads the storage leaders from ZooKeeper.
+    # 6. The image is looked up once for every portion of the round: the coordinator reads the storage
+    # leaders from ZooKeeper ...
     looked_up = messages_of(steps[6], "storage leaders from ZooKeeper")
-    assert {e["process"].removeprefix("agent-") for e in looked_up} == set(portions)
+    assert [e["process"].removeprefix("agent-") for e in looked_up] == [coordinator]
     assert all(sorted(e["leaders"]) == sorted(storage_leaders.values()) for e in looked_up)
 
     # 7. ... and asks one storage leader where the image is.
     located = messages_of(steps[7], "image located")
-    assert {e["process"].removeprefix("agent-") for e in located} == set(portions)
+    assert [e["process"].removeprefix("agent-") for e in located] == [coordinator]
     assert {e["leader"] for e in located} <= set(storage_leaders.values())
 
     # 8. The storage leaders asked ask the other storage rack leaders, each of which asks its agents.
