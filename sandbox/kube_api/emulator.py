@@ -8,6 +8,7 @@ watches, tables, discovery and OpenAPI, with the object semantics of :mod:`.api`
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from typing import Any
@@ -18,6 +19,7 @@ import kmock
 from kmock._internal import apps, parsing, rendering
 
 from rackmesh_sandbox.kube_api import discovery, errors, openapi, scale, selectors, tables, watch
+from rackmesh_sandbox.kube_api import metrics as api_metrics
 from rackmesh_sandbox.kube_api.api import ObjectApi, WriteOptions
 from rackmesh_sandbox.kube_api.registry import CRD_RESOURCE, Registry, ResourceDef
 from rackmesh_sandbox.kube_api.store import ObjectStore
@@ -47,6 +49,7 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
     registry: Registry = attrs.field(factory=Registry, init=False)
     store: ObjectStore = attrs.field(init=False)
     api: ObjectApi = attrs.field(init=False)
+    metrics: api_metrics.ApiMetrics = attrs.field(factory=api_metrics.ApiMetrics, init=False)  # served at /metrics
 
     def __attrs_post_init__(self) -> None:
         # Deliberately not calling kmock's: its fallback reactions (lax list/create/patch) are replaced
@@ -71,6 +74,27 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
     # -- kmock integration -----------------------------------------------------------------------
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        """Answer a request and count it in the metrics (user reactions and errors included)."""
+        if raw_request.path == api_metrics.PATH:
+            return await self._dispatch(raw_request)
+        labels = api_metrics.request_labels(
+            raw_request.method, raw_request.path, raw_request.query, raw_request.headers.get("Content-Type", "")
+        )
+        try:
+            if labels.verb == "WATCH":
+                with self.metrics.running(labels):
+                    response = await self._dispatch(raw_request)
+            else:
+                response = await self._dispatch(raw_request)
+        except asyncio.CancelledError:
+            raise  # not answered (the server is stopping)
+        except Exception:
+            self.metrics.record(labels, 500)  # aiohttp answers an escaped exception with a 500
+            raise
+        self.metrics.record(labels, response.status)
+        return response
+
+    async def _dispatch(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         try:
             parsing.parse_path(raw_request.path)
         except ValueError:
@@ -121,10 +145,14 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
         match parts:
             case [] | ["healthz" | "livez" | "readyz"]:
                 if not parts:
-                    return _json({"paths": sorted(["/api", "/apis", "/version", "/openapi/v3", "/healthz"])})
+                    paths = ["/api", "/apis", "/version", "/openapi/v3", "/healthz", "/metrics"]
+                    return _json({"paths": sorted(paths)})
                 return aiohttp.web.Response(text="ok")
             case ["version"]:
                 return _json(discovery.VERSION_INFO)
+            case ["metrics"]:
+                body, content_type = self.metrics.exposition(request.headers.get("Accept", ""))
+                return aiohttp.web.Response(body=body, headers={"Content-Type": content_type})
             case ["api"]:
                 return _json(discovery.api_versions(raw.host))
             case ["apis"]:
@@ -289,10 +317,15 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
             raise errors.bad_request(f'propagationPolicy: Unsupported value: "{policy}"')
         return options
 
-    def _selectors(self, rd: ResourceDef, params: dict[str, str], name: str | None) -> selectors.Matcher:
+    @staticmethod
+    def _field_selector(params: dict[str, str], name: str | None) -> str:
         field_selector = params.get("fieldSelector", "")
         if name is not None:  # a watch on a single object's path
             field_selector = ",".join(filter(None, [field_selector, f"metadata.name={name}"]))
+        return field_selector
+
+    def _selectors(self, rd: ResourceDef, params: dict[str, str], name: str | None) -> selectors.Matcher:
+        field_selector = self._field_selector(params, name)
         try:
             by_label = selectors.label_matcher(params.get("labelSelector"))
             by_field = selectors.field_matcher(field_selector, rd.field_selectors, custom=rd.custom)
@@ -323,7 +356,9 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
                 if table
                 else (lambda o: o)
             )
-            return await watch.serve(raw, self.api, rd, namespace, matches, params, render)
+            # Selectors are valid by now (matches parsed them); the index needs their exact-match term.
+            term = selectors.index_term(params.get("labelSelector"), self._field_selector(params, name))
+            return await watch.serve(raw, self.api, rd, namespace, matches, params, render, term)
         # `limit`/`continue` are ignored: "the server may return all results" (API concepts, chunking).
         items = [obj for obj in self.api.list(rd, namespace) if matches(obj)]
         revision = str(self.store.revision)

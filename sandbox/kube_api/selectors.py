@@ -160,6 +160,38 @@ def field_matcher(text: str | None, supported: Iterable[str], *, custom: bool) -
     return matches
 
 
+@dataclasses.dataclass(frozen=True)
+class IndexTerm:
+    """One exact-match requirement every selected object meets, so watches can be indexed by it.
+
+    ``kind`` "name" is ``metadata.name=<value>``; "label" is the label ``<key>=<value>``. An object
+    the term does not admit cannot match the whole selector, so a watch need not be offered it.
+    """
+
+    kind: str  # "name" or "label"
+    value: str
+    key: str = ""
+
+    def admits(self, obj: dict[str, Any] | None) -> bool:
+        if obj is None:
+            return False
+        if self.kind == "name":
+            return field_value(obj, "metadata.name") == self.value
+        labels = (obj.get("metadata") or {}).get("labels")
+        return isinstance(labels, dict) and labels.get(self.key) == self.value
+
+
+def index_term(label_selector: str | None, field_selector: str | None) -> IndexTerm | None:
+    """The most selective exact-match term of (already validated) selectors: the name, else a label."""
+    for field, op, value in parse_field_selector(field_selector):
+        if field == "metadata.name" and op == "=":
+            return IndexTerm("name", value)
+    for requirement in parse_label_selector(label_selector):
+        if requirement.op in ("=", "in") and len(requirement.values) == 1:
+            return IndexTerm("label", requirement.values[0], requirement.key)
+    return None
+
+
 # Fields each built-in resource can be selected by (besides metadata.name and metadata.namespace).
 BUILTIN_FIELDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("", "events"): (

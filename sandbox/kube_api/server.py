@@ -22,6 +22,7 @@ import yaml
 from rackmesh_sandbox.kube_api.emulator import KubeApiEmulator
 from rackmesh_sandbox.kube_api.kubeconfig import write_kubeconfig
 from rackmesh_sandbox.kube_api.kubevirt import kubevirt_crds
+from rackmesh_sandbox.kube_api.metrics import ApiMetrics
 
 PathLike = str | os.PathLike[str]
 
@@ -53,6 +54,11 @@ class KubeApiServer:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def metrics(self) -> ApiMetrics:
+        """The request counts ``GET /metrics`` serves, for in-process assertions (``metrics.requests(...)``)."""
+        return self.emulator.metrics
 
     async def __aenter__(self) -> Self:
         if self.kubevirt:

@@ -9,6 +9,9 @@ and https://kubernetes.io/docs/reference/using-api/api-concepts/#semantics-for-w
   ``DELETED`` (with its previous content), one entering it as ``ADDED``.
 - ``timeoutSeconds`` ends the stream; ``sendInitialEvents=true`` ends the initial state with a
   ``BOOKMARK`` annotated ``k8s.io/initial-events-end``.
+
+Each stream is a :class:`.changes.Subscription` of its resource and namespace, indexed by its
+selector's exact-match term, so a write reaches only the streams that can see it.
 """
 
 from __future__ import annotations
@@ -17,16 +20,16 @@ import asyncio
 import contextlib
 import copy
 import json
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp.web
 
 from rackmesh_sandbox.kube_api import errors
 from rackmesh_sandbox.kube_api.api import ObjectApi
-from rackmesh_sandbox.kube_api.changes import Change
+from rackmesh_sandbox.kube_api.changes import Subscription
 from rackmesh_sandbox.kube_api.registry import ResourceDef
-from rackmesh_sandbox.kube_api.selectors import Matcher
+from rackmesh_sandbox.kube_api.selectors import IndexTerm, Matcher
 
 Render = Callable[[dict[str, Any]], dict[str, Any]]  # e.g. into a Table, for `kubectl get -w`
 _IDLE = 5.0  # how often an idle stream checks its deadline and whether the client is still there
@@ -53,7 +56,9 @@ async def serve(
     matches: Matcher,
     params: dict[str, str],
     render: Render,
+    term: IndexTerm | None = None,
 ) -> aiohttp.web.StreamResponse:
+    """Stream the watch; ``term`` is an exact-match requirement of ``matches`` to be indexed by."""
     requested = params.get("resourceVersion", "")
     if requested not in ("", "0") and not requested.isdigit():
         raise errors.bad_request(f"invalid resource version: {requested}")
@@ -70,8 +75,26 @@ async def serve(
         initial = [obj for obj in api.list(rd, namespace) if matches(obj)]
     else:
         since = int(requested)
-    changes = api.store.changes.follow(since, idle=_IDLE)
+    subscription = api.store.changes.subscribe(rd.storage, namespace if rd.namespaced else None, term, since)
 
+    try:
+        return await _respond(raw, api, rd, matches, params, render, initial, since, deadline, subscription)
+    finally:
+        subscription.close()  # also when the client is gone before the stream even started
+
+
+async def _respond(
+    raw: aiohttp.web.BaseRequest,
+    api: ObjectApi,
+    rd: ResourceDef,
+    matches: Matcher,
+    params: dict[str, str],
+    render: Render,
+    initial: list[dict[str, Any]],
+    since: int,
+    deadline: float | None,
+    subscription: Subscription,
+) -> aiohttp.web.StreamResponse:
     response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
     await response.prepare(raw)
     with contextlib.suppress(ConnectionError):
@@ -89,13 +112,11 @@ async def serve(
             await response.write(_event("BOOKMARK", bookmark))
         try:
             async with asyncio.timeout_at(deadline):
-                await _stream(response, raw, api, rd, namespace, matches, render, changes)
+                await _stream(response, raw, api, rd, matches, render, subscription)
         except TimeoutError:
             pass  # timeoutSeconds elapsed: the server ends the stream, the client re-watches
         except errors.ApiError as e:
             await response.write(_event("ERROR", e.status()))
-        finally:
-            await changes.aclose()
         await response.write_eof()
     return response
 
@@ -105,23 +126,20 @@ async def _stream(
     raw: aiohttp.web.BaseRequest,
     api: ObjectApi,
     rd: ResourceDef,
-    namespace: str | None,
     matches: Matcher,
     render: Render,
-    changes: AsyncGenerator[Change | None, None],
+    subscription: Subscription,
 ) -> None:
-    async for change in changes:
-        if change is None:
-            if raw.transport is None or raw.transport.is_closing():
-                return  # the client went away
-            continue
-        if change.key != rd.storage:
-            continue
-        if rd.namespaced and namespace is not None and change.obj["metadata"].get("namespace") != namespace:
-            continue
-        kind = transition(change.type, matches(change.obj), change.prev is not None and matches(change.prev))
-        if kind is None:
-            continue
-        obj = copy.deepcopy(change.prev if kind == "DELETED" and change.type == "MODIFIED" else change.obj)
-        obj["metadata"]["resourceVersion"] = str(change.revision)  # the event's version, even for old content
-        await response.write(_event(kind, render(api.present(rd, obj))))
+    # The subscription offers only this resource and namespace, and only what the index term admits.
+    async with contextlib.aclosing(subscription.follow(idle=_IDLE)) as changes:
+        async for change in changes:
+            if change is None:
+                if raw.transport is None or raw.transport.is_closing():
+                    return  # the client went away
+                continue
+            kind = transition(change.type, matches(change.obj), change.prev is not None and matches(change.prev))
+            if kind is None:
+                continue
+            obj = copy.deepcopy(change.prev if kind == "DELETED" and change.type == "MODIFIED" else change.obj)
+            obj["metadata"]["resourceVersion"] = str(change.revision)  # the event's version, even for old content
+            await response.write(_event(kind, render(api.present(rd, obj))))
