@@ -28,15 +28,36 @@ class MessageError(ValueError):
     """A message does not match its schema; the text says which field and why."""
 
 
+@functools.cache
 def camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part.title() for part in rest)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Field:
+    name: str
+    wire: str
+    required: bool
+
+
+@functools.cache
+def _fields(kind: type) -> tuple[_Field, ...]:
+    """A dataclass's fields with their wire names, worked out once per class (messages are decoded by the
+    thousand in a handshake)."""
+    return tuple(_Field(field.name, camel(field.name), field.default is dataclasses.MISSING
+                        and field.default_factory is dataclasses.MISSING) for field in dataclasses.fields(kind))
+
+
+@functools.cache
+def _wire_names(kind: type) -> frozenset[str]:
+    return frozenset(field.wire for field in _fields(kind))
+
+
 def encode(message: Any) -> Any:
     """A dataclass (possibly nested, in lists or dicts) as plain JSON-ready data with camelCase keys."""
     if dataclasses.is_dataclass(message) and not isinstance(message, type):
-        return {camel(field.name): encode(getattr(message, field.name)) for field in dataclasses.fields(message)}
+        return {field.wire: encode(getattr(message, field.name)) for field in _fields(type(message))}
     if isinstance(message, list | tuple):
         return [encode(item) for item in message]
     if isinstance(message, dict):
@@ -102,6 +123,8 @@ def _decode(kind: Any, data: Any, where: str) -> Any:
         (item,) = typing.get_args(kind)
         if not isinstance(data, list):
             raise MessageError(f"{where}: expected a list")
+        if item in (int, str) and all(type(value) is item for value in data):  # VM indices, names: the bulk
+            return list(data)
         return [_decode(item, value, f"{where}[{index}]") for index, value in enumerate(data)]
     if origin is dict:
         _, value_kind = typing.get_args(kind)
@@ -117,17 +140,17 @@ def _decode_dataclass(kind: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
         raise MessageError(f"{where}: expected an object")
     hints = _hints(kind)
-    fields = {camel(field.name): field for field in dataclasses.fields(kind)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
+    fields = _fields(kind)
+    if not data.keys() <= _wire_names(kind):
+        unknown = sorted(set(data) - _wire_names(kind))
         raise MessageError(f"{where}: unknown fields {shown(unknown[:5])}"
                            + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""))
     values = {}
-    for wire_name, field in fields.items():
-        if wire_name in data:
-            values[field.name] = _decode(hints[field.name], data[wire_name], f"{where}.{wire_name}")
-        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-            raise MessageError(f"{where}.{wire_name}: required")
+    for field in fields:
+        if field.wire in data:
+            values[field.name] = _decode(hints[field.name], data[field.wire], f"{where}.{field.wire}")
+        elif field.required:
+            raise MessageError(f"{where}.{field.wire}: required")
     try:
         return kind(**values)
     except ValueError as exc:  # a dataclass's own checks (__post_init__)

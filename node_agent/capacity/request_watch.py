@@ -3,7 +3,9 @@ room for, and frees that room as soon as the record is deleted (the operator's f
 the DeploymentRequest goes), or at once if there is none (the coordinator writes it before it asks for
 offers, so a request without one is gone), instead of waiting for the reservation's time limit.
 
-One exists-watch per request held (no data is read), re-armed after each change of the record.
+One watch per request held, set by listing the record's children (it has none): a child watch fires when
+the record is deleted, and not when the coordinator rewrites it, so following a request costs one
+ZooKeeper read however many times its record changes.
 """
 
 import asyncio
@@ -11,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import KazooException
+from kazoo.exceptions import KazooException, NoNodeError
 from kazoo.interfaces import IAsyncResult
 from kazoo.protocol.states import EventType, WatchedEvent
 
@@ -45,19 +47,19 @@ class RequestWatch:
 
         def answered(result: IAsyncResult) -> None:  # kazoo's thread
             try:
-                exists = result.get_nowait() is not None
+                result.get_nowait()
+            except NoNodeError:
+                loop.call_soon_threadsafe(self._fired, uid, EventType.DELETED, loop)
             except KazooException:  # a connection problem: the reservation's time limit still frees the room
                 return
-            if not exists:
-                loop.call_soon_threadsafe(self._fired, uid, EventType.DELETED, loop)
 
-        self._client().exists_async(self._layout.request(uid), watch=fired).rawlink(answered)
+        self._client().get_children_async(self._layout.request(uid), watch=fired).rawlink(answered)
 
     def _fired(self, uid: str, kind: str, loop: asyncio.AbstractEventLoop) -> None:
         if uid not in self._watched:
             return
         if kind != EventType.DELETED:
-            self._arm(uid, loop)  # changed: keep watching
+            self._arm(uid, loop)  # a child was added (never, by design): keep watching
             return
         self._watched.discard(uid)
         logger.info("the request's record was deleted; freeing its room", extra={"request": uid})

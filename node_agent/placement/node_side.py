@@ -124,6 +124,8 @@ class NodeSide:
         capacity = agent.require_capacity()
         async with capacity.lock:
             capacity.reservations.settle(request.uid, removal.indices)
+            if capacity.reservations.get(request.uid) is None:
+                self._requests.forget(request.uid)
         logger.info("deleted VirtualMachines", extra={"request": request.uid, "node": agent.node.name,
                                                       "indices": deleted})
         return Removed(node=agent.node.name, deleted=deleted)
@@ -185,6 +187,8 @@ class NodeSide:
             capacity = agent.require_capacity()
             async with capacity.lock:
                 capacity.reservations.settle(uid, deployment.indices)
+                if capacity.reservations.get(uid) is None:
+                    self._requests.forget(uid)  # nothing held for it any more
         flow_step(logger, 9, "wrote VirtualMachines", uid, node=agent.node.name, count=written,
                   indices=deployment.indices, seconds=round(time.monotonic() - started, 3))
         return written
