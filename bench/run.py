@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import platform
+import signal
 import statistics
 import sys
 import tempfile
@@ -323,6 +324,10 @@ def _workdir() -> Iterator[Path]:
         yield Path(tmp)
 
 
+def _interrupted(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", default="100,1000", help="compute node counts, comma-separated")
@@ -330,6 +335,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--background", type=int, default=BIG, help="VMs present below 1,000 nodes")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupted)  # stop the cluster as on Ctrl-C: nothing is left running
     say = reporter()
     results = asyncio.run(measure([int(n) for n in args.nodes.split(",")], args.requests, args.background, say))
     write_results(results, args.out, say)

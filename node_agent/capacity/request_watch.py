@@ -5,7 +5,9 @@ offers, so a request without one is gone), instead of waiting for the reservatio
 
 One watch per request held, set by listing the record's children (it has none): a child watch fires when
 the record is deleted, and not when the coordinator rewrites it, so following a request costs one
-ZooKeeper read however many times its record changes.
+ZooKeeper read however many times its record changes. The watch is set only for room still held
+``FOLLOW_AFTER_SECONDS`` after it was offered: most offers are committed or released within a handshake,
+and a ZooKeeper call per offer in the middle of one slows it down (the calls cross kazoo's threads).
 """
 
 import asyncio
@@ -20,26 +22,37 @@ from kazoo.protocol.states import EventType, WatchedEvent
 from rackmesh.zk_layout import ZkLayout
 
 logger = logging.getLogger(__name__)
+FOLLOW_AFTER_SECONDS = 0.5
 
 
 class RequestWatch:
-    def __init__(self, client: Callable[[], KazooClient], layout: ZkLayout,
+    def __init__(self, client: Callable[[], KazooClient], layout: ZkLayout, holds: Callable[[str], bool],
                  on_gone: Callable[[str], Awaitable[None]]) -> None:
         self._client = client
         self._layout = layout
+        self._holds = holds
         self._on_gone = on_gone
         self._watched: set[str] = set()
+        self._soon: set[str] = set()  # to be watched once FOLLOW_AFTER_SECONDS have passed, if still held
         self._tasks: set[asyncio.Task[None]] = set()
 
     def follow(self, uid: str) -> None:
-        """Free ``uid``'s room when its record is deleted (idempotent)."""
-        if uid not in self._watched:
-            self._watched.add(uid)
-            self._arm(uid, asyncio.get_running_loop())
+        """Free ``uid``'s room when its record is deleted, or within moments if it has none (idempotent)."""
+        if uid not in self._watched and uid not in self._soon:
+            self._soon.add(uid)
+            loop = asyncio.get_running_loop()
+            loop.call_later(FOLLOW_AFTER_SECONDS, self._arm_if_held, uid, loop)
 
     def forget(self, uid: str) -> None:
         """Nothing is held for ``uid`` any more; a watch still armed fires into nothing."""
         self._watched.discard(uid)
+        self._soon.discard(uid)
+
+    def _arm_if_held(self, uid: str, loop: asyncio.AbstractEventLoop) -> None:
+        self._soon.discard(uid)
+        if uid not in self._watched and self._holds(uid):
+            self._watched.add(uid)
+            self._arm(uid, loop)
 
     def _arm(self, uid: str, loop: asyncio.AbstractEventLoop) -> None:
         def fired(event: WatchedEvent) -> None:  # kazoo's thread

@@ -89,6 +89,7 @@ class Coordinator:
         self.agent = agent
         self._runs: dict[str, asyncio.Task[None]] = {}
         self._latest: dict[str, Order] = {}
+        self._releasing: set[asyncio.Task[None]] = set()
 
     def accept(self, order: Order) -> OrderAccepted:
         """Take the order and converge on it in the background; an order that comes while a round runs
@@ -109,9 +110,10 @@ class Coordinator:
         return run is not None and not run.done()
 
     async def stop(self) -> None:
-        for task in self._runs.values():
+        tasks = [*self._runs.values(), *self._releasing]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._runs.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run(self, uid: str) -> None:
         try:
@@ -244,7 +246,11 @@ class Coordinator:
                                      unanswered=sorted(unanswered.values()), changed_at=time.time())
         version = await request_record.write(agent.zk, agent.layout, record, version)
         chosen = {portion.node for portion in placing}
-        await self._release([o.endpoint for o in offers if o.count and o.node not in chosen], order)
+        # The offers not chosen are released beside the commits, not before them: releasing is best effort.
+        releasing = asyncio.create_task(self._release([o.endpoint for o in offers if o.count and o.node not in chosen],
+                                                      order))
+        self._releasing.add(releasing)
+        releasing.add_done_callback(self._releasing.discard)
         return record, version
 
     async def _gather_offers(self, order: Order, wanted: int, offers: list[NodeOffer] | None = None,

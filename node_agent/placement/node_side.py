@@ -44,7 +44,12 @@ class NodeSide:
     def __init__(self, agent: "Agent") -> None:
         self.agent = agent
         self._writers: dict[tuple[str, frozenset[int]], asyncio.Task[int]] = {}
-        self._requests = RequestWatch(lambda: agent.zk, agent.layout, lambda uid: self.release(RequestKey(uid)))
+        self._requests = RequestWatch(lambda: agent.zk, agent.layout, self._holds,
+                                      lambda uid: self.release(RequestKey(uid)))
+
+    def _holds(self, uid: str) -> bool:
+        capacity = self.agent.capacity
+        return capacity is not None and capacity.reservations.get(uid) is not None
 
     async def offer(self, ask: OfferAsk) -> NodeOffer:
         """Reserve room for as many more VMs of the order as fit (at most ``wanted``) for ``ttl_seconds``,
