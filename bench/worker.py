@@ -27,6 +27,8 @@ from rackmesh_node_agent.agent import Agent
 from rackmesh_node_agent.placement.reach import reach_compute_agents
 
 logger = logging.getLogger(__name__)
+START_BATCH = 25
+START_BATCH_SECONDS = 30.0
 
 
 class Worker:
@@ -36,13 +38,23 @@ class Worker:
         self.tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        for entry in self.spec["agents"]:
-            settings = Settings.from_env(self.spec["env"], agent_bind=entry["address"],
-                                         agent_advertise=entry["address"], image_dir=entry["imageDir"])
-            kube = KubeClient(Credentials(self.spec["apiUrl"], ssl_context=False))
-            agent = Agent(settings, entry["node"], kube)
-            self.agents[entry["node"]] = agent
-            self.tasks.append(asyncio.create_task(agent.run()))
+        """Start the agents a batch at a time, each once the one before has its caches listed (or after a
+        while), as a DaemonSet rolls out: a thousand agents listing at the same instant only time out."""
+        entries = self.spec["agents"]
+        for first in range(0, len(entries), START_BATCH):
+            batch = []
+            for entry in entries[first:first + START_BATCH]:
+                settings = Settings.from_env(self.spec["env"], agent_bind=entry["address"],
+                                             agent_advertise=entry["address"], image_dir=entry["imageDir"])
+                kube = KubeClient(Credentials(self.spec["apiUrl"], ssl_context=False))
+                agent = Agent(settings, entry["node"], kube)
+                self.agents[entry["node"]] = agent
+                self.tasks.append(asyncio.create_task(agent.run()))
+                batch.append(agent)
+            waits = [asyncio.create_task(_synced(agent)) for agent in batch]
+            _, late = await asyncio.wait(waits, timeout=START_BATCH_SECONDS)
+            for wait in late:
+                wait.cancel()
 
     async def stop(self) -> None:
         for task in self.tasks:
@@ -76,6 +88,11 @@ class Worker:
         reached = await reach_compute_agents(self.agents[node])
         return {"seconds": time.perf_counter() - started, "agents": reached.agents,
                 "unanswered": reached.unanswered}
+
+
+async def _synced(agent: Agent) -> None:
+    for listed in (agent.own_node.listed, agent.vms.synced, agent.instancetypes.synced):
+        await listed.wait()
 
 
 def control_app(worker: Worker) -> web.Application:

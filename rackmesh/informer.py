@@ -8,6 +8,7 @@ event), since a terminating object may still use what it holds.
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +16,10 @@ from typing import Any
 from rackmesh.kube_client import KubeApiError, KubeClient, ResourceRef, Selector
 
 logger = logging.getLogger(__name__)
+# A broken watch lists again after a pause that doubles up to a limit, with jitter, as client-go's
+# reflector backs off: many agents that lost the API server at once do not all list again at once.
 RETRY_SECONDS = 1.0
+RETRY_MAX_SECONDS = 30.0
 Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
 
 
@@ -56,19 +60,24 @@ class Informer:
 
     async def run(self) -> None:
         """List, then watch, for ever."""
+        failures = 0
         while True:
             try:
                 started = time.monotonic()
                 items, version = await self._kube.list_for_watch(self._resource, self._selector)
                 self._listed(items, started)
+                failures = 0
                 while True:  # a watch the server ends after its timeout is resumed where it stopped
                     async for kind, obj in self._kube.watch(self._resource, self._selector, version):
                         version = str(obj["metadata"].get("resourceVersion", version))
                         self._event(kind, obj)
             except (KubeApiError, OSError, ValueError, TimeoutError) as exc:
+                failures += 1
+                pause = min(RETRY_MAX_SECONDS, RETRY_SECONDS * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
                 logger.warning("watch failed; listing again", extra={
-                    "resource": self._resource.plural, "selector": self._selector.params(), "error": str(exc)})
-                await asyncio.sleep(RETRY_SECONDS)
+                    "resource": self._resource.plural, "selector": self._selector.params(), "error": repr(exc),
+                    "pause": round(pause, 2)})
+                await asyncio.sleep(pause)
 
     def _listed(self, items: list[dict[str, Any]], started: float) -> None:
         self.lists += 1

@@ -22,7 +22,7 @@ from kazoo.protocol.states import EventType, WatchedEvent
 from rackmesh.zk_layout import ZkLayout
 
 logger = logging.getLogger(__name__)
-FOLLOW_AFTER_SECONDS = 0.5
+FOLLOW_AFTER_SECONDS = 2.0
 
 
 class RequestWatch:

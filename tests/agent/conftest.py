@@ -31,8 +31,9 @@ SESSION_TIMEOUT = 2.0
 
 
 class Mesh:
-    def __init__(self, kube: KubeClient, zk: KazooClient, settings: Settings, peers: PeerClient) -> None:
-        self.kube, self.zk, self.settings, self.peers = kube, zk, settings, peers
+    def __init__(self, api: KubeApiServer, kube: KubeClient, zk: KazooClient, settings: Settings,
+                 peers: PeerClient) -> None:
+        self.api, self.kube, self.zk, self.settings, self.peers = api, kube, zk, settings, peers
         self.layout = ZkLayout(settings.zk_root)
         self.agents: dict[str, Agent] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
@@ -71,7 +72,7 @@ async def mesh(zookeeper: ZooKeeperEnsemble, zk_root: str, tmp_path: Path) -> As
         zk = await zk_async.start_client(zookeeper.connect_string, SESSION_TIMEOUT)
         stack.push_async_callback(zk_async.stop_client, zk)
         peers = await stack.enter_async_context(PeerClient(TOKEN, settings.call_timeout))
-        mesh = Mesh(kube, zk, settings, peers)
+        mesh = Mesh(api, kube, zk, settings, peers)
         for node, address in zip(parsed.nodes, addresses, strict=True):
             agent_settings = Settings.from_env(settings.to_env(), agent_bind=address, agent_advertise=address,
                                                image_dir=str(image_dirs[node.name]))
