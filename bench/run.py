@@ -32,6 +32,7 @@ from rackmesh_bench.api_floor import write_floor
 from rackmesh_bench.central import place_centrally
 from rackmesh_bench.cluster import BENCH_SETTINGS, IMAGE, RACK_SIZE, Cluster, Say
 from rackmesh_bench.plot import plot
+from rackmesh_bench.report import report
 from rackmesh_operator.handoff import hand_over
 
 SEED = (50, "u1.large")
@@ -219,7 +220,8 @@ def even_placement(nodes: list[str], count: int) -> dict[str, list[int]]:
     return placement
 
 
-async def measure_scale(nodes: int, requests: int, background: int, workdir: Path, say: Say) -> dict[str, Any]:
+async def measure_scale(nodes: int, requests: int, background: int, big_from: int, workdir: Path,
+                        say: Say) -> dict[str, Any]:
     cluster = Cluster(nodes, workdir, say)
     say(f"{nodes} compute nodes: starting ZooKeeper, the API and {cluster.workers} agent workers")
     started = time.monotonic()
@@ -234,7 +236,7 @@ async def measure_scale(nodes: int, requests: int, background: int, workdir: Pat
         result["seed"] = await bench.seed_requests(requests, "seed")
         say(f"{nodes} nodes: central baseline x {requests}")
         result["central"] = await bench.central(requests)
-        if nodes >= BIG_FROM_NODES:
+        if nodes >= big_from:
             say(f"{nodes} nodes: one {BIG}-VM request")
             big = await bench.rackmesh_request(BIG, keep=True)
             record: RequestRecord = big.pop("record")
@@ -249,10 +251,10 @@ async def measure_scale(nodes: int, requests: int, background: int, workdir: Pat
             say(f"{nodes} nodes: writing {background} VMs already present (API floor)")
             _, floor = await bench.api_floor(even_placement(cluster.compute, background))
             result["backgroundWrite"] = {"vms": background, "seconds": round(floor, 3)}
-        say(f"{nodes} nodes: seed request x {requests} with {background if nodes < BIG_FROM_NODES else BIG} VMs "
-            "present")
+        present = BIG if nodes >= big_from else background
+        say(f"{nodes} nodes: seed request x {requests} with {present} VMs present")
         result["seedWithVms"] = await bench.seed_requests(requests, "seed with VMs present")
-        result["seedWithVms"]["vmsPresent"] = background if nodes < BIG_FROM_NODES else BIG
+        result["seedWithVms"]["vmsPresent"] = present
         result["sessionsLost"] = await cluster.sessions_lost()
     finally:
         await cluster.stop()
@@ -291,7 +293,7 @@ def targets(scales: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return checks
 
 
-async def measure(nodes: list[int], requests: int, background: int, say: Say) -> dict[str, Any]:
+async def measure(nodes: list[int], requests: int, background: int, big_from: int, say: Say) -> dict[str, Any]:
     results: dict[str, Any] = {
         "machine": {"cores": os.cpu_count(), "loadAverageBefore": os.getloadavg(), "python": platform.python_version(),
                     "platform": platform.platform()},
@@ -301,7 +303,8 @@ async def measure(nodes: list[int], requests: int, background: int, say: Say) ->
     }
     with _workdir() as workdir:
         for count in nodes:
-            results["scales"].append(await measure_scale(count, requests, background, workdir / f"n{count}", say))
+            results["scales"].append(await measure_scale(count, requests, background, big_from, workdir / f"n{count}",
+                                                         say))
     results["machine"]["loadAverageAfter"] = os.getloadavg()
     results["targets"] = targets(results["scales"])
     return results
@@ -313,8 +316,7 @@ def write_results(results: dict[str, Any], out: Path, say: Say) -> Path:
     path.write_text(json.dumps(results, indent=2) + "\n")
     plot(results, path.with_suffix(".png"))
     say(f"results: {path} and {path.with_suffix('.png')}")
-    for row in results["targets"]:
-        say(f"  {'met    ' if row['met'] else 'NOT met'}  {row['target']}: {row['value']} (limit {row['limit']})")
+    print(report(results), flush=True)
     return path
 
 
@@ -333,11 +335,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nodes", default="100,1000", help="compute node counts, comma-separated")
     parser.add_argument("--requests", type=int, default=20, help="requests measured per case")
     parser.add_argument("--background", type=int, default=BIG, help="VMs present below 1,000 nodes")
+    parser.add_argument("--big-from", type=int, default=BIG_FROM_NODES,
+                        help=f"run the {BIG:,}-VM request from this many nodes on")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupted)  # stop the cluster as on Ctrl-C: nothing is left running
     say = reporter()
-    results = asyncio.run(measure([int(n) for n in args.nodes.split(",")], args.requests, args.background, say))
+    results = asyncio.run(measure([int(n) for n in args.nodes.split(",")], args.requests, args.background,
+                                  args.big_from, say))
     write_results(results, args.out, say)
 
 

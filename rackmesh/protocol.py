@@ -4,7 +4,8 @@
     coordinator  --OfferAsk----------> compute rack leader    POST /v1/rack/offers      200 RackOffers
     rack leader  --OfferAsk----------> compute agent          POST /v1/node/offers      200 NodeOffer (reserved)
     coordinator  --Commit------------> compute agent          POST /v1/node/commits     200 CommitAnswer
-    coordinator  --RequestKey--------> compute agent          POST /v1/node/releases    200 (reservation dropped)
+    coordinator  --RackRelease-------> compute rack leader    POST /v1/rack/releases    200 RackReleased (unused offers)
+    rack leader, coordinator --RequestKey--> compute agent    POST /v1/node/releases    200 (reservation dropped)
     coordinator  --Deployment--------> compute agent          POST /v1/node/deployments 200|202 Deployed
     coordinator, operator --Removal--> compute agent          POST /v1/node/removals    200 Removed (its own VMs only)
     coordinator  --LocateAsk---------> storage leader         POST /v1/images/locate    200 Holders | 409
@@ -38,6 +39,7 @@ IMAGE_LOCATIONS = "/v1/images/locate"
 RACK_IMAGES = "/v1/rack/images"
 NODE_IMAGES = "/v1/node/images"
 RACK_PINGS = "/v1/rack/pings"
+RACK_RELEASES = "/v1/rack/releases"
 NODE_PINGS = "/v1/node/pings"
 IMAGE_FILES = "/images"
 
@@ -151,6 +153,27 @@ class RackOffers:
     leader: str
     offers: list[NodeOffer]
     unanswered: list[str]  # members that did not answer in time (they reserved nothing we know of)
+
+
+@dataclasses.dataclass(frozen=True)
+class RackRelease:
+    """Release the request's offers on every member of the rack but ``keep`` (the nodes chosen): the rack
+    leader's connections to its members are pooled, a coordinator's to a thousand agents would be new."""
+
+    uid: str
+    keep: list[str]
+
+    def __post_init__(self) -> None:
+        require(is_uid(self.uid), "uid", self.uid, "a uid")
+        for node in self.keep:
+            require(is_dns_subdomain(node), "keep", node, "a node name (a DNS-1123 subdomain)")
+
+
+@dataclasses.dataclass(frozen=True)
+class RackReleased:
+    rack: str
+    released: list[str]
+    unanswered: list[str]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,6 +31,7 @@ from rackmesh.protocol import (
     NODE_RELEASES,
     NODE_REMOVALS,
     RACK_OFFERS,
+    RACK_RELEASES,
     Commit,
     CommitAnswer,
     Deployed,
@@ -41,6 +42,8 @@ from rackmesh.protocol import (
     Order,
     OrderAccepted,
     RackOffers,
+    RackRelease,
+    RackReleased,
     Removal,
     RequestKey,
 )
@@ -49,7 +52,7 @@ from rackmesh_node_agent.http_api import Refusal
 from rackmesh_node_agent.images.locate import ImageLookupFailed, find_image
 from rackmesh_node_agent.membership.fan_out import Failure, describe, gather
 from rackmesh_node_agent.placement import spread
-from rackmesh_node_agent.placement.rack_leader import rack_offers
+from rackmesh_node_agent.placement.rack_leader import rack_offers, rack_release
 
 if TYPE_CHECKING:
     from rackmesh_node_agent.agent import Agent
@@ -228,7 +231,7 @@ class Coordinator:
             offers, unanswered = await self._gather_offers(order, wanted, offers, unanswered)
         counts = spread.decide(offers, wanted, record.portions)
         if counts is None:
-            await self._release([offer.endpoint for offer in offers if offer.count], order)
+            await self._release_offers(offers, set(), order)
             message = _capacity_message(order, wanted, offers, list(unanswered.values()))
             if sum(offer.count + offer.held for offer in offers) >= wanted:
                 raise PlacementFailed(CONTENTION, message)
@@ -247,8 +250,7 @@ class Coordinator:
         version = await request_record.write(agent.zk, agent.layout, record, version)
         chosen = {portion.node for portion in placing}
         # The offers not chosen are released beside the commits, not before them: releasing is best effort.
-        releasing = asyncio.create_task(self._release([o.endpoint for o in offers if o.count and o.node not in chosen],
-                                                      order))
+        releasing = asyncio.create_task(self._release_offers(offers, chosen, order))
         self._releasing.add(releasing)
         releasing.add_done_callback(self._releasing.discard)
         return record, version
@@ -357,6 +359,27 @@ class Coordinator:
             for node, indices in surplus.items()})
         logger.info("removed surplus VMs", extra={"request": order.request.uid, "nodes": sorted(removed),
                                                   "failed": describe(failures)})
+
+    async def _release_offers(self, offers: list[NodeOffer], keep: set[str], order: Order) -> None:
+        """Release every offer but those of ``keep`` through its rack's leader (whose connections to its members
+        are pooled, where this coordinator's to a thousand agents would be new); directly to the agents of a
+        rack whose leader does not answer. Best effort, as ``_release``."""
+        agent = self.agent
+        unused = [offer for offer in offers if offer.count and offer.node not in keep]
+        racks = {offer.rack for offer in unused}
+        leaders = {leader.rack: leader for leader in await agent.directory.leaders(Role.COMPUTE)
+                   if leader.rack in racks}
+
+        def release(rack: str) -> RackRelease:
+            return RackRelease(order.request.uid, sorted(o.node for o in offers if o.rack == rack and o.node in keep))
+
+        _, failures = await gather({
+            rack: rack_release(agent, release(rack)) if leader.node == agent.node.name
+            else agent.peers.post(leader.endpoint, RACK_RELEASES, release(rack), RackReleased,
+                                  agent.settings.call_timeout * RACK_CALL_DEPTH)
+            for rack, leader in leaders.items()})
+        await self._release([offer.endpoint for offer in unused if offer.rack in failures or offer.rack not in leaders],
+                            order)
 
     async def _release(self, endpoints: list[str], order: Order) -> None:
         """Best effort: a release that is lost expires with the reservation's time limit."""

@@ -1,11 +1,21 @@
-"""A compute rack leader's side of the handshake: ask every agent of its rack for an offer, in parallel."""
+"""A compute rack leader's side of the handshake: ask every agent of its rack for an offer, in parallel; after
+the decision, release the offers of the members that were not chosen."""
 
 import logging
 from typing import TYPE_CHECKING
 
 from rackmesh.labels import Role
 from rackmesh.logs import flow_step
-from rackmesh.protocol import NODE_OFFERS, NodeOffer, OfferAsk, RackOffers
+from rackmesh.protocol import (
+    NODE_OFFERS,
+    NODE_RELEASES,
+    NodeOffer,
+    OfferAsk,
+    RackOffers,
+    RackRelease,
+    RackReleased,
+    RequestKey,
+)
 from rackmesh_node_agent.membership.fan_out import describe, gather
 
 if TYPE_CHECKING:
@@ -34,3 +44,15 @@ async def _rack_offers(agent: "Agent", ask: OfferAsk) -> RackOffers:
                        extra={"request": uid, "rack": rack, "failures": describe(failures)})
     return RackOffers(rack=rack, leader=agent.node.name, offers=[answers[node] for node in sorted(answers)],
                       unanswered=sorted(failures))
+
+
+async def rack_release(agent: "Agent", release: RackRelease) -> RackReleased:
+    """Release the request's offers on every member of this rack but ``keep``."""
+    agent.require_leadership(Role.COMPUTE)
+    rack, key = agent.node.rack, RequestKey(release.uid)
+    members = [m for m in await agent.directory.members(Role.COMPUTE, rack) if m.node not in release.keep]
+    calls = {member.node: (agent.node_side.release(key) if member.node == agent.node.name
+                           else agent.peers.post(member.endpoint, NODE_RELEASES, key))
+             for member in members}
+    answers, failures = await gather(calls)
+    return RackReleased(rack=rack, released=sorted(answers), unanswered=sorted(failures))

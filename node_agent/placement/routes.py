@@ -15,16 +15,18 @@ from rackmesh.protocol import (
     ORDERS,
     RACK_OFFERS,
     RACK_PINGS,
+    RACK_RELEASES,
     Commit,
     Deployment,
     OfferAsk,
     Order,
     Ping,
+    RackRelease,
     Removal,
     RequestKey,
 )
 from rackmesh_node_agent.http_api import Refusal, agent_of, answer, read_message
-from rackmesh_node_agent.placement.rack_leader import rack_offers
+from rackmesh_node_agent.placement.rack_leader import rack_offers, rack_release
 from rackmesh_node_agent.placement.reach import pong, rack_pings
 
 if TYPE_CHECKING:
@@ -58,6 +60,11 @@ async def rack_offer(request: web.Request) -> web.Response:
     ask = await read_message(request, OfferAsk)
     _writable(ask.order)
     return answer(await rack_offers(agent, ask))
+
+
+async def rack_releases(request: web.Request) -> web.Response:
+    agent = _compute_agent(request)
+    return answer(await rack_release(agent, await read_message(request, RackRelease)))
 
 
 async def node_offer(request: web.Request) -> web.Response:
@@ -109,6 +116,7 @@ def routes() -> list[web.RouteDef]:
         web.post(RACK_OFFERS, rack_offer),
         web.post(NODE_OFFERS, node_offer),
         web.post(NODE_COMMITS, node_commit),
+        web.post(RACK_RELEASES, rack_releases),
         web.post(NODE_RELEASES, node_release),
         web.post(NODE_DEPLOYMENTS, node_deployment),
         web.post(NODE_REMOVALS, node_removal),

@@ -52,12 +52,14 @@ from rackmesh.protocol import (
     RACK_IMAGES,
     RACK_OFFERS,
     RACK_PINGS,
+    RACK_RELEASES,
     Commit,
     Deployment,
     LocateAsk,
     OfferAsk,
     Order,
     Ping,
+    RackRelease,
     Removal,
     RequestKey,
     RequestRef,
@@ -80,6 +82,7 @@ MESSAGES: dict[str, type] = {
     ORDERS: Order, RACK_OFFERS: OfferAsk, NODE_OFFERS: OfferAsk, NODE_COMMITS: Commit, NODE_RELEASES: RequestKey,
     NODE_DEPLOYMENTS: Deployment, NODE_REMOVALS: Removal, IMAGE_LOCATIONS: LocateAsk, RACK_IMAGES: LocateAsk,
     NODE_IMAGES: LocateAsk, RACK_PINGS: Ping, NODE_PINGS: Ping,
+    RACK_RELEASES: RackRelease,
 }
 KINDS = sorted(set(MESSAGES.values()), key=lambda kind: kind.__name__)
 STORAGE_ROUTES = {IMAGE_LOCATIONS, RACK_IMAGES, NODE_IMAGES}
@@ -92,7 +95,7 @@ REQUESTS = [{"uid": uid, "namespace": "default", "name": uid.removeprefix("uid-"
 PLAUSIBLE_STRINGS: dict[str, list[str]] = {
     "uid": UIDS, "instancetype": ["u1.small", "u1.nope"],
     "image": [IMAGE, "missing-image"], "node": ["c-0-0", "s-0-0"], "rack": ["compute-0", "storage-0"],
-    "url": [f"http://127.0.1.3:1{IMAGE_FILES}/{IMAGE}.img"], "requestUid": ["", *UIDS],
+    "url": [f"http://127.0.1.3:1{IMAGE_FILES}/{IMAGE}.img"], "requestUid": ["", *UIDS], "keep": ["c-0-0", "c-0-1"],
 }
 PLAUSIBLE_INTS: dict[str, st.SearchStrategy[int]] = {
     "replicas": st.integers(0, 4), "wanted": st.integers(1, 4), "generation": st.integers(0, 3),

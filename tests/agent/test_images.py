@@ -111,10 +111,15 @@ async def test_an_image_with_too_few_holders_is_refused_with_a_clear_message(mes
 
     # A storage rack that does not answer may hold the missing copy: not final, and it is named.
     await publish_ghost_leader(mesh, "c-0-0", f"http://127.0.0.1:{free_port()}")
-    with pytest.raises(PeerError) as refused:
-        await mesh.peers.post(leader.endpoint, IMAGE_LOCATIONS, LocateAsk(RARE, 2), Holders)
-    assert (refused.value.status, refused.value.reason) == (503, "StorageUnreachable")
-    assert refused.value.message.endswith("storage racks that did not answer: storage-ghost")
+
+    async def unreachable() -> PeerError:  # once the leader's directory has seen the new rack (a watch event)
+        with pytest.raises(PeerError) as refused:
+            await mesh.peers.post(leader.endpoint, IMAGE_LOCATIONS, LocateAsk(RARE, 2), Holders)
+        assert (refused.value.status, refused.value.reason) == (503, "StorageUnreachable")
+        return refused.value
+
+    refusal = await async_eventually(unreachable, what="the ghost rack asked")
+    assert refusal.message.endswith("storage racks that did not answer: storage-ghost")
 
 
 async def test_lookups_are_refused_by_the_wrong_agents_and_bad_requests(mesh):
