@@ -286,6 +286,10 @@ def targets(scales: list[dict[str, Any]]) -> list[dict[str, Any]]:
               scale["seed"]["handshake"]["p50"] / scale["transportFloor"]["p50"], 2)
         check(f"API reads per request, {nodes} nodes", max(scale["seed"]["apiReads"],
                                                            scale["seedWithVms"]["apiReads"]), 10)
+        check(f"ZooKeeper sessions lost, {nodes} nodes", scale["sessionsLost"], 0)
+        left_out = {*scale["seed"]["unanswered"], *scale["seedWithVms"]["unanswered"],
+                    *scale.get("big", {}).get("unanswered", [])}
+        check(f"racks or agents a decision was made without, {nodes} nodes", len(left_out), 0)
         if "big" in scale:
             check(f"{BIG}-VM request decision at {nodes} nodes (s)", scale["big"]["handshake"], 1)
             check(f"{BIG}-VM request: all written / API floor, {nodes} nodes",
