@@ -20,6 +20,7 @@ from rackmesh_sandbox.kube_api import errors, meta, patches, scale
 from rackmesh_sandbox.kube_api.fielderrors import FieldError, invalid
 from rackmesh_sandbox.kube_api.gc import FOREGROUND, GarbageCollector
 from rackmesh_sandbox.kube_api.registry import CRD_RESOURCE, Registry, ResourceDef, crd_errors
+from rackmesh_sandbox.kube_api.selectors import IndexTerm
 from rackmesh_sandbox.kube_api.store import Key, ObjectStore
 from rackmesh_sandbox.kube_api.store import meta as meta_of
 
@@ -73,10 +74,10 @@ class ObjectApi:
             raise errors.not_found(rd.group, rd.plural, name)
         return self.present(rd, obj)
 
-    def list(self, rd: ResourceDef, namespace: str | None) -> list[dict[str, Any]]:
-        return [
-            self.present(rd, obj) for obj in self.store.list(rd.storage, namespace if rd.namespaced else None)
-        ]
+    def list(self, rd: ResourceDef, namespace: str | None, term: IndexTerm | None = None) -> list[dict[str, Any]]:
+        """The stored objects (only those ``term`` admits, read from its index, when given)."""
+        stored = self.store.list(rd.storage, namespace if rd.namespaced else None, term)
+        return [self.present(rd, obj) for obj in stored]
 
     # -- create --------------------------------------------------------------------------------
 

@@ -11,9 +11,12 @@ resource, its namespace and, when its selector has one, an exact-match :class:`I
 resource and namespace whose term admits the object's new or previous state. The watch still
 checks its whole selector on what it is offered (a term is necessary, not sufficient).
 
-A subscription's undelivered changes are the log's own: once compaction drops one the watch has
-not taken yet, the watch expires with 410, as one following the log from that version would, so
-a slow watcher never silently loses events and never holds more than the log.
+History is kept for a time window, as etcd keeps it until kube-apiserver compacts it (every 5
+minutes by default, ``--etcd-compaction-interval``), so a burst of writes does not force every
+watcher to relist; a count bound guards memory. A subscription's undelivered changes are the
+log's own: once compaction drops one the watch has not taken yet, the watch expires with 410, as
+one following the log from that version would, so a slow watcher never silently loses events and
+never holds more than the log.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import asyncio
 import bisect
 import collections
 import dataclasses
-from collections.abc import AsyncGenerator
+import time
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from rackmesh_sandbox.kube_api import errors
@@ -178,13 +182,23 @@ class _Watchers:
                     sub.offer(change)
 
 
-class ChangeLog:
-    """A bounded, in-memory list of changes, and the watches subscribed to new ones."""
+WINDOW = 300.0  # seconds of history kept: kube-apiserver's default etcd compaction interval
+CAPACITY = 200_000  # changes kept at most, whatever their age (a memory guard)
 
-    def __init__(self, capacity: int = 5_000) -> None:
+
+class ChangeLog:
+    """An in-memory list of the changes of the last ``window`` seconds (at most ``capacity`` of them),
+    and the watches subscribed to new ones."""
+
+    def __init__(
+        self, capacity: int = CAPACITY, window: float = WINDOW, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.capacity = capacity
+        self.window = window
+        self.clock = clock
         self.closed = False
         self._changes: list[Change] = []
+        self._times: list[float] = []  # when each change was appended (the clock's reading)
         self._compacted = 0  # the newest revision no longer in the log
         self._watchers: dict[tuple[Any, str | None], _Watchers] = {}
         self._subscriptions: set[Subscription] = set()
@@ -208,6 +222,7 @@ class ChangeLog:
         compacted ``since`` gives a subscription that only raises 410.
         """
         sub = Subscription(self, resource, namespace, term, since)
+        self._compact_old(self.clock())
         if since < self._compacted:
             sub.expire(errors.expired(since, self._compacted + 1))
             return sub
@@ -230,7 +245,9 @@ class ChangeLog:
                 del self._watchers[(sub.resource, sub.namespace)]
 
     def append(self, change: Change) -> None:
+        now = self.clock()
         self._changes.append(change)
+        self._times.append(now)
         everywhere = self._watchers.get((change.key, None))
         if everywhere is not None:
             everywhere.offer(change)
@@ -240,13 +257,25 @@ class ChangeLog:
             if here is not None:
                 here.offer(change)
         if len(self._changes) > self.capacity:
-            self._compact()
+            # Down to 90%, so this runs once per tenth of the capacity in writes, not on each.
+            self._compact(len(self._changes) - self.capacity * 9 // 10)
+        else:
+            self._compact_old(now)
 
-    def _compact(self) -> None:
-        dropped = len(self._changes) - self.capacity // 2
+    def _compact_old(self, now: float) -> None:
+        """Drop what is older than the window, once the oldest is a tenth of the window past it (so
+        this runs at most once per tenth of the window, as etcd compacts at intervals too)."""
+        if self._times and now - self._times[0] > self.window * 1.1:
+            self._compact(bisect.bisect_left(self._times, now - self.window))
+
+    def _compact(self, dropped: int) -> None:
+        """Drop the oldest ``dropped`` changes; expire the watches that had not taken them yet."""
+        if dropped <= 0:
+            return
         self._compacted = self._changes[dropped - 1].revision
         del self._changes[:dropped]
-        # Amortized: this runs once per capacity/2 writes and looks at each watch once.
+        del self._times[:dropped]
+        # Amortized: compaction is rare (see the callers) and looks at each watch once.
         for sub in list(self._subscriptions):
             oldest = sub.oldest_pending()
             if oldest is not None and oldest <= self._compacted:

@@ -324,14 +324,19 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
             field_selector = ",".join(filter(None, [field_selector, f"metadata.name={name}"]))
         return field_selector
 
-    def _selectors(self, rd: ResourceDef, params: dict[str, str], name: str | None) -> selectors.Matcher:
+    def _selectors(
+        self, rd: ResourceDef, params: dict[str, str], name: str | None
+    ) -> tuple[selectors.Matcher, selectors.IndexTerm | None]:
+        """The whole selector's matcher, and its exact-match term that lists and watches are indexed by."""
         field_selector = self._field_selector(params, name)
         try:
             by_label = selectors.label_matcher(params.get("labelSelector"))
             by_field = selectors.field_matcher(field_selector, rd.field_selectors, custom=rd.custom)
         except selectors.SelectorError as e:
             raise errors.bad_request(str(e)) from None
-        return lambda obj: by_label(obj) and by_field(obj)
+        # Valid selectors by now (the matchers parsed them), so the term can be read from them.
+        term = selectors.index_term(params.get("labelSelector"), field_selector)
+        return (lambda obj: by_label(obj) and by_field(obj)), term
 
     async def _serve_collection(
         self,
@@ -342,7 +347,7 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
         params: dict[str, str],
         verb: str,
     ) -> aiohttp.web.StreamResponse:
-        matches = self._selectors(rd, params, name)
+        matches, term = self._selectors(rd, params, name)
         if verb == "watch":
             raw = request._raw_request
             assert raw is not None
@@ -356,11 +361,9 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
                 if table
                 else (lambda o: o)
             )
-            # Selectors are valid by now (matches parsed them); the index needs their exact-match term.
-            term = selectors.index_term(params.get("labelSelector"), self._field_selector(params, name))
             return await watch.serve(raw, self.api, rd, namespace, matches, params, render, term)
         # `limit`/`continue` are ignored: "the server may return all results" (API concepts, chunking).
-        items = [obj for obj in self.api.list(rd, namespace) if matches(obj)]
+        items = [obj for obj in self.api.list(rd, namespace, term) if matches(obj)]
         revision = str(self.store.revision)
         if self._wants_table(request):
             return _json(tables.table(rd, items, revision, params.get("includeObject", "Metadata")))
@@ -381,9 +384,9 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
         params: dict[str, str],
         opts: WriteOptions,
     ) -> aiohttp.web.StreamResponse:
-        matches = self._selectors(rd, params, None)
+        matches, term = self._selectors(rd, params, None)
         options = self._delete_options(request, params)
-        items = [obj for obj in self.api.list(rd, namespace) if matches(obj)]
+        items = [obj for obj in self.api.list(rd, namespace, term) if matches(obj)]
         for obj in items:
             self.api.delete(
                 rd, obj["metadata"].get("namespace"), obj["metadata"]["name"], options, opts.dry_run

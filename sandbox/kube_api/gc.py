@@ -10,13 +10,16 @@ https://kubernetes.io/docs/tasks/administer-cluster/use-cascading-deletion/
 - A dependent whose owners are all absent is deleted; a reference to one absent owner among
   existing ones is removed.
 
-Like the real controller, collection runs after the request that triggered it (on the event loop).
+Like the real controller, collection runs after the request that triggered it (on the event loop),
+a batch of dependents at a time. Dependents are found by the store's owner-uid index, so
+collecting an owner costs what it owns, not what is stored.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from rackmesh_sandbox.kube_api.store import Key, meta
@@ -25,6 +28,7 @@ if TYPE_CHECKING:
     from rackmesh_sandbox.kube_api.api import ObjectApi
 
 FOREGROUND = "foregroundDeletion"
+BATCH = 500  # dependents collected per turn of the event loop
 
 
 class GarbageCollector:
@@ -69,24 +73,39 @@ class GarbageCollector:
 
     def terminate_namespace(self, name: str) -> None:
         def delete_content() -> None:
-            for key in list(self.api.store.objects.keys()):
-                if key[1] == name:
-                    self.api.delete_key(key, {})
+            for key in self.api.store.keys_in(name):
+                self.api.delete_key(key, {})
             self._finish_namespace(name)
 
         self._later(delete_content)
 
     # -- the collection itself ------------------------------------------------------------------
 
-    def _collect_dependents(self, owner_uid: str, *, force: bool = False) -> None:
-        for key, _ in self.api.store.dependents(owner_uid):
+    def _collect_dependents(
+        self, owner_uid: str, *, force: bool = False, keys: Iterator[Key] | None = None
+    ) -> None:
+        """Collect the owner's dependents (from the owner index), ``BATCH`` per turn of the event loop,
+        so a large cascade does not stall every other request until it is done."""
+        if keys is None:
+            keys = iter(self.api.store.dependent_keys(owner_uid))
+        batch = list(itertools.islice(keys, BATCH))
+        for key in batch:
             if force:
-                self.api.delete_key(key, {})
+                # Still a dependent? Earlier batches' deletions may have changed or recreated it.
+                if owner_uid in self._owners_of(key):
+                    self.api.delete_key(key, {})
             else:
                 self._check_dependent(key)
+        if len(batch) == BATCH:
+            self._later(lambda: self._collect_dependents(owner_uid, force=force, keys=keys))
+
+    def _owners_of(self, key: Key) -> set[str]:
+        obj = self.api.store.peek(key)
+        refs = ((obj.get("metadata") or {}).get("ownerReferences") or []) if obj is not None else []
+        return {ref.get("uid") for ref in refs if isinstance(ref, dict)}
 
     def _check_dependent(self, key: Key) -> None:
-        obj = self.api.store.get(key)
+        obj = self.api.store.peek(key)  # read only: _drop_refs builds a new object
         if obj is None:
             return
         refs = meta(obj).get("ownerReferences") or []
@@ -109,16 +128,16 @@ class GarbageCollector:
 
     def _finish_foreground(self, owner_uid: str) -> None:
         key = self.api.store.locate(owner_uid)
-        owner = self.api.store.get(key) if key else None
+        owner = self.api.store.peek(key) if key else None
         if key is None or owner is None or FOREGROUND not in (meta(owner).get("finalizers") or []):
             return
-        if not self.api.store.dependents(owner_uid):
+        if not self.api.store.has_dependents(owner_uid):
             self.api.remove_finalizer(key, owner, FOREGROUND)
 
     def _finish_namespace(self, name: str) -> None:
         key = self.api.namespace_key(name)
-        namespace = self.api.store.get(key)
+        namespace = self.api.store.peek(key)
         if namespace is None or not meta(namespace).get("deletionTimestamp"):
             return
-        if not any(k[1] == name for k in self.api.store.objects):
+        if not self.api.store.has_objects_in(name):
             self.api.remove_finalizer(key, namespace, None)

@@ -72,7 +72,7 @@ async def serve(
     initial: list[dict[str, Any]] = []
     since = api.store.revision
     if requested in ("", "0"):
-        initial = [obj for obj in api.list(rd, namespace) if matches(obj)]
+        initial = [obj for obj in api.list(rd, namespace, term) if matches(obj)]  # by the same index term
     else:
         since = int(requested)
     subscription = api.store.changes.subscribe(rd.storage, namespace if rd.namespaced else None, term, since)

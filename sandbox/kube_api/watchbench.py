@@ -6,6 +6,11 @@ here do not share its core), N simulated agents each hold a VirtualMachine watch
 instancetypes, the three watches of a node agent), then M VirtualMachines spread over the nodes are
 created. It prints how long the creates took, when the last watcher had all of its VMs, the
 delivery lag, the API's CPU time, and whether every watcher got exactly its own VMs.
+
+``--lists N`` then has N agents LIST their VMs by the same label (what a thousand informers do
+after a 410), and ``--gc`` makes every VM a dependent of one owner (a ConfigMap: collection does not
+depend on the owner's kind) and deletes it, timing until the last VM is gone. Watches that end with
+``ERROR`` (410: they fell behind the change log) are counted as ``expired``.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ VMS = "/apis/kubevirt.io/v1/virtualmachines"
 NAMESPACED_VMS = "/apis/kubevirt.io/v1/namespaces/default/virtualmachines"
 NODES = "/api/v1/nodes"
 INSTANCETYPES = "/apis/instancetype.kubevirt.io/v1beta1/virtualmachineclusterinstancetypes"
+CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
+OWNER = "bench-owner"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,17 +46,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--objects", type=int, default=5000, help="VirtualMachines to create")
     parser.add_argument("--all-watches", action="store_true", help="3 watches per agent instead of 1")
     parser.add_argument("--concurrency", type=int, default=16, help="creates in flight at once")
+    parser.add_argument("--lists", type=int, default=0, help="label-selected LISTs after delivery (agents relisting)")
+    parser.add_argument("--gc", action="store_true", help="VMs owned by one owner, deleted at the end; time until gone")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
     return parser.parse_args(argv)
 
 
-def vm(name: str, node: str) -> dict[str, Any]:
+def vm(name: str, node: str, owner: dict[str, Any] | None = None) -> dict[str, Any]:
     """A VirtualMachine the KubeVirt schema accepts, pinned to ``node`` as the product pins them."""
     labels = {NODE_LABEL: node, "rackmesh.io/request": "bench"}
+    metadata: dict[str, Any] = {"name": name, "namespace": "default", "labels": labels}
+    if owner is not None:
+        owned = owner["metadata"]
+        ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": owned["name"], "uid": owned["uid"]}
+        metadata["ownerReferences"] = [ref]
     return {
         "apiVersion": "kubevirt.io/v1",
         "kind": "VirtualMachine",
-        "metadata": {"name": name, "namespace": "default", "labels": labels},
+        "metadata": metadata,
         "spec": {
             "runStrategy": "Always",
             "instancetype": {"kind": "VirtualMachineClusterInstancetype", "name": "u1.large"},
@@ -91,7 +105,10 @@ class Watcher:
         self.started = asyncio.Event()  # the initial-events bookmark came: the watch is live
         self.complete = asyncio.Event()
         self.seen: dict[str, float] = {}
+        self.deleted: set[str] = set()
         self.unexpected: list[str] = []
+        self.expired = False
+        self.emptied = asyncio.Event()  # every VM it had was deleted (or the watch expired)
         if not expected:
             self.complete.set()
 
@@ -103,7 +120,17 @@ class Watcher:
                 if event["type"] == "BOOKMARK":
                     self.started.set()
                     continue
+                if event["type"] == "ERROR":  # 410: fell behind the log (an informer would relist)
+                    self.expired = True
+                    self.complete.set()
+                    self.emptied.set()
+                    return
                 name = event["object"]["metadata"]["name"]
+                if event["type"] == "DELETED" and name in self.seen and name not in self.deleted:
+                    self.deleted.add(name)
+                    if len(self.deleted) == len(self.expected):
+                        self.emptied.set()
+                    continue
                 if event["type"] != "ADDED" or name not in self.expected or name in self.seen:
                     self.unexpected.append(f"{event['type']} {name}")
                     continue
@@ -131,6 +158,10 @@ async def bench(args: argparse.Namespace, url: str, pid: int) -> dict[str, Any]:
         await asyncio.gather(*(w.started.wait() for w in watchers + extra))
         opened = time.monotonic() - began
 
+        owner = None
+        if args.gc:
+            async with session.post(url + CONFIGMAPS, json={"metadata": {"name": OWNER}}) as reply:
+                owner = await reply.json()
         sent: dict[str, float] = {}
         queue = list(reversed(names))
 
@@ -138,7 +169,7 @@ async def bench(args: argparse.Namespace, url: str, pid: int) -> dict[str, Any]:
             while queue:
                 name = queue.pop()
                 sent[name] = time.monotonic()
-                async with session.post(url + NAMESPACED_VMS, json=vm(name, node_of[name])) as reply:
+                async with session.post(url + NAMESPACED_VMS, json=vm(name, node_of[name], owner)) as reply:
                     if reply.status != 201:
                         raise RuntimeError(f"create {name}: {reply.status} {await reply.text()}")
 
@@ -149,6 +180,15 @@ async def bench(args: argparse.Namespace, url: str, pid: int) -> dict[str, Any]:
         await asyncio.gather(*(w.complete.wait() for w in watchers))
         delivered = time.monotonic() - start
         cpu = cpu_seconds(pid) - cpu_before
+        extras: dict[str, Any] = {}
+        if args.lists:
+            extras.update(await relist(session, url, pid, nodes[: args.lists], placed, args.concurrency))
+        if args.gc:
+            gc_began = time.monotonic()
+            extras.update(await collect(session, url, pid, names))
+            await asyncio.gather(*(w.emptied.wait() for w in watchers if w.expected))
+            extras["gc_delivered_s"] = round(time.monotonic() - gc_began, 2)  # until every watcher saw its VMs go
+            extras["deletions_delivered"] = sum(len(w.deleted) for w in watchers)
         async with session.get(url + "/metrics") as reply:
             counted = requests_by_verb(await reply.text())
         for task in tasks:
@@ -166,9 +206,56 @@ async def bench(args: argparse.Namespace, url: str, pid: int) -> dict[str, Any]:
         "lag_p99_ms": round(lags[int(len(lags) * 0.99) - 1] * 1000, 1) if lags else None,
         "lag_max_ms": round(lags[-1] * 1000, 1) if lags else None,
         "api_cpu_s": round(cpu, 2),
+        "expired": sum(w.expired for w in watchers + extra),
+        **extras,
         "api_requests": counted,
         "exact": all(len(w.seen) == len(w.expected) and not w.unexpected for w in watchers + extra),
     }
+
+
+async def relist(
+    session: aiohttp.ClientSession, url: str, pid: int, nodes: list[str], placed: dict[str, set[str]], concurrency: int
+) -> dict[str, Any]:
+    """LIST each node's VMs by label, ``concurrency`` at a time; check each answer is exactly its VMs."""
+    queue, exact = list(nodes), True
+
+    async def lister() -> None:
+        nonlocal exact
+        while queue:
+            node = queue.pop()
+            params = {"labelSelector": f"{NODE_LABEL}={node}"}
+            async with session.get(url + VMS, params=params, timeout=aiohttp.ClientTimeout(total=None)) as reply:
+                items = (await reply.json())["items"]
+            exact = exact and {item["metadata"]["name"] for item in items} == placed[node]
+
+    cpu_before, start = cpu_seconds(pid), time.monotonic()
+    await asyncio.gather(*(lister() for _ in range(concurrency)))
+    took = time.monotonic() - start
+    return {
+        "lists": len(nodes),
+        "lists_s": round(took, 2),
+        "list_ms_mean": round(took / len(nodes) * 1000, 1),
+        "lists_api_cpu_s": round(cpu_seconds(pid) - cpu_before, 2),
+        "lists_exact": exact,
+    }
+
+
+async def collect(session: aiohttp.ClientSession, url: str, pid: int, names: list[str]) -> dict[str, Any]:
+    """Delete the owner of every VM; poll the last VM (collected last) until gone, then LIST to confirm."""
+    cpu_before, start = cpu_seconds(pid), time.monotonic()
+    async with session.delete(f"{url}{CONFIGMAPS}/{OWNER}") as reply:
+        if reply.status != 200:
+            raise RuntimeError(f"delete {OWNER}: {reply.status} {await reply.text()}")
+    unbounded = aiohttp.ClientTimeout(total=None)
+    while True:  # a GET is cheap however many objects are stored; the LIST runs once it is gone
+        async with session.get(f"{url}{NAMESPACED_VMS}/{names[-1]}", timeout=unbounded) as reply:
+            if reply.status == 404:
+                async with session.get(url + VMS, timeout=unbounded) as listed:
+                    if not (await listed.json())["items"]:
+                        break
+        await asyncio.sleep(0.1)
+    took = time.monotonic() - start
+    return {"gc_s": round(took, 2), "gc_api_cpu_s": round(cpu_seconds(pid) - cpu_before, 2)}
 
 
 def main(argv: list[str] | None = None) -> int:

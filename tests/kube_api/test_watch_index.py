@@ -7,7 +7,7 @@ Case matrix:
 - label- and name-selected watch streams see their own transitions; other values get nothing.
 - a subscription that lags behind compaction expires with 410; ended watches leave no subscription.
 - 300 watch streams and 1,000 creates: every watcher gets exactly its objects.
-- the measuring script (watchbench) runs on a tiny cluster and checks delivery.
+- the measuring script (watchbench) runs on a tiny cluster: delivery, relists and collection checked.
 
 "Gets nothing" is shown by order, not by waiting: a last write that every watcher does select
 must be its first (or next) event.
@@ -246,8 +246,11 @@ async def _unsubscribed(changes: ChangeLog) -> bool:
 
 
 def test_the_benchmark_runs_and_checks_delivery(capsys: pytest.CaptureFixture[str]) -> None:
-    assert watchbench.main(["--agents", "4", "--objects", "20", "--all-watches", "--timeout", "60"]) == 0
+    argv = ["--agents", "4", "--objects", "20", "--all-watches", "--lists", "4", "--gc", "--timeout", "60"]
+    assert watchbench.main(argv) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["exact"] is True
+    assert report["exact"] is True and report["expired"] == 0
     assert report["watches"] == 12
-    assert report["api_requests"]["POST 201"] == 20
+    assert report["api_requests"]["POST 201"] == 21  # the VMs and their owner
+    assert report["lists"] == 4 and report["lists_exact"] is True
+    assert report["deletions_delivered"] == 20  # collected with their owner, and every watcher saw it
