@@ -38,6 +38,7 @@ class CentralResult:
     decision_seconds: float  # the LISTs and the decision
     write_seconds: float
     placed: dict[str, int]  # node -> VMs written there
+    objects_read: int  # what the LISTs returned: every Node, VM and instancetype
 
 
 async def place_centrally(kube: KubeClient, order: Order, holders: list[ImageHolder],
@@ -70,7 +71,8 @@ async def place_centrally(kube: KubeClient, order: Order, holders: list[ImageHol
         if isinstance(result, BaseException):
             raise result
     return CentralResult(decision_seconds=decided - started, write_seconds=time.perf_counter() - decided,
-                         placed={portion.node: len(portion.indices) for portion in placing})
+                         placed={portion.node: len(portion.indices) for portion in placing},
+                         objects_read=len(nodes) + len(vms) + len(instancetypes))
 
 
 def _room(order: Order, nodes: list[dict[str, Any]], vms: list[dict[str, Any]], sizes: dict[str, Resources],

@@ -84,11 +84,13 @@ class Snapshot:
     zookeeper: Counter[str]
     sent: Counter[str]
     connections: int
+    sessions_lost: int
     cpu: dict[str, float]
 
     def since(self, before: "Snapshot") -> dict[str, Any]:
         return {"api": dict(self.api - before.api), "zookeeper": dict(self.zookeeper - before.zookeeper),
                 "messages": dict(self.sent - before.sent), "newConnections": self.connections - before.connections,
+                "sessionsLost": self.sessions_lost - before.sessions_lost,
                 "cpuSeconds": {part: round(self.cpu[part] - before.cpu[part], 3) for part in self.cpu}}
 
 
@@ -250,7 +252,7 @@ class Cluster:
         connections = sum(part["connectionsOpened"] for part in stats) + self.services.peers.connections_opened
         return Snapshot(await self.api_calls(), await asyncio.to_thread(zookeeper_operations,
                                                                         self.settings.zk_hosts.split(",")[0]),
-                        sent, connections, cpu)
+                        sent, connections, sum(part["sessionsLost"] for part in stats), cpu)
 
     async def sessions_lost(self) -> int:
         return sum(part["sessionsLost"] for part in await self.worker_stats())

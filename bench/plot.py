@@ -49,6 +49,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ("rackmesh handshake p99", "o--", "C0", series(scales, "seed", "handshake", "p99")),
         ("central decision p50", "s-", "C1", series(scales, "central", "decision", "p50")),
         ("transport floor p50", "^:", "C2", series(scales, "transportFloor", "p50")),
+        ("rackmesh critical path p50 (estimate: an agent per machine)", "d-.", "C3",
+         series(scales, "seed", "criticalPath", "p50")),
     ])
     seconds.set_yscale("log")
     seconds.set_ylabel("seconds (wall, this machine)")
@@ -56,6 +58,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     most = _draw(reads, [
         ("rackmesh", "o-", "C0", series(scales, "seed", "apiReads")),
         ("central baseline", "s-", "C1", series(scales, "central", "apiReads")),
+        ("central baseline: objects those reads return", "s:", "C1", series(scales, "central", "objectsRead")),
     ], label_points=True)
     reads.set_yscale("symlog", linthresh=1)  # counts from 0 to tens of thousands; 0 stays on the plot
     reads.set_ylim(0, max(most, 1) * 3)  # from 0, with room above for the labels
@@ -63,8 +66,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
     reads.set_ylabel("API reads per request (VM writes not counted)")
     reads.set_title("(b) Kubernetes API reads")
     machine = results.get("machine") or {}
-    figure.suptitle("rackmesh bench" + (": " + ", ".join(f"{key} {value}" for key, value in machine.items())
-                                        if machine else ""))
+    load = machine.get("loadAverageBefore") or []
+    figure.suptitle("rackmesh bench" + (f": {machine.get('cores')} cores" if machine.get("cores") else "")
+                    + (f", load average {load[0]:.2f} at start" if load else ""))
     figure.savefig(path, format="png", dpi=100)
 
 

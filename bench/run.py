@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from rackmesh import request_record
-from rackmesh.kube_client import DEPLOYMENT_REQUESTS, VIRTUAL_MACHINES, KubeClient
+from rackmesh.informer import Informer
+from rackmesh.kube_client import DEPLOYMENT_REQUESTS, VIRTUAL_MACHINES, KubeClient, Selector
 from rackmesh.labels import REQUEST_LABEL, Role
 from rackmesh.protocol import Order, RequestRef
 from rackmesh.request_record import RequestRecord, Stage
@@ -111,25 +112,32 @@ class Bench:
             await asyncio.sleep(STAGE_POLL_SECONDS if deadline_seconds < 60 else 0.05)
 
     async def rackmesh_request(self, replicas: int, keep: bool = False) -> dict[str, Any]:
-        """One request through the product: hand-over as the operator does, then the agents' rounds."""
+        """One request through the product: hand-over as the operator does, then the agents' rounds, until every
+        VM object exists (seen by a watch of the bench's own: a round may settle before a slow API has them all,
+        and the agents write on)."""
         services = self.cluster.services
         assert services is not None
         order = await self.stored_order("bench", replicas)
+        written = WrittenVms(self.kube, order)
+        watching = asyncio.create_task(written.informer.run())
+        await written.informer.synced.wait()
         await self.cluster.service_times()  # forget what earlier requests left
         before, reads_before = await self.cluster.snapshot(), self.own_zookeeper_reads
         sent_at = time.time()
         await hand_over(services, order)
         record = await self.settled(order, 60 + replicas / 20)
-        after = await self.cluster.snapshot()
         if record.stage != Stage.SETTLED:
             raise RuntimeError(f"{order.request.name} did not place: {record.reason}: {record.message}")
+        await asyncio.wait_for(written.all.wait(), 600)
+        after = await self.cluster.snapshot()
+        watching.cancel()
         counts = after.since(before)
         counts["zookeeper"]["read"] -= self.own_zookeeper_reads - reads_before
         result = {
             "handshake": record.timings["handshake"],
             "orderToDeploying": record.deploying_since - sent_at,
-            "deployingToWritten": record.changed_at - record.deploying_since,
-            "orderToWritten": record.changed_at - sent_at,
+            "deployingToWritten": written.at - record.deploying_since,
+            "orderToWritten": written.at - sent_at,
             "criticalPath": self.critical_path(order.request.uid, await self.cluster.service_times()),
             "unanswered": record.unanswered,
             "nodes": len(record.portions),
@@ -181,6 +189,7 @@ class Bench:
             placed = await place_centrally(self.kube, order, self.cluster.holders(), self.cluster.settings)
             counts = (await self.cluster.snapshot()).since(before)
             runs.append({"decision": placed.decision_seconds, "write": placed.write_seconds,
+                         "objectsRead": placed.objects_read,
                          "orderToWritten": placed.decision_seconds + placed.write_seconds, **counts})
             await self.remove(order)
         return summarize(runs)
@@ -193,6 +202,23 @@ class Bench:
         return order, seconds
 
 
+class WrittenVms:
+    """The bench's own watch of one request's VMs: when the last of them exists. Its list and watch start
+    before the request is measured, so they are not counted in its API reads."""
+
+    def __init__(self, kube: KubeClient, order: Order) -> None:
+        self.replicas = order.replicas
+        self.informer = Informer(kube, VIRTUAL_MACHINES, Selector(labels=f"{REQUEST_LABEL}={order.request.name}"),
+                                 on_change=self._changed)
+        self.all = asyncio.Event()
+        self.at = 0.0
+
+    def _changed(self) -> None:
+        if not self.all.is_set() and len(self.informer.objects()) >= self.replicas:
+            self.at = time.time()
+            self.all.set()
+
+
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Percentiles of the times; counts per request as their mean (and max)."""
     summary: dict[str, Any] = {"requests": len(runs)}
@@ -203,10 +229,13 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for key in ("api", "zookeeper", "messages", "cpuSeconds"):
         names = sorted({name for run in runs for name in run[key]})
         summary[key] = {name: round(statistics.mean(run[key].get(name, 0) for run in runs), 3) for name in names}
+    if "objectsRead" in runs[0]:
+        summary["objectsRead"] = max(run["objectsRead"] for run in runs)
     summary["apiReads"] = max(sum(run["api"].get(verb, 0) for verb in ("GET", "LIST", "WATCH")) for run in runs)
     summary["newConnections"] = {"mean": round(statistics.mean(run["newConnections"] for run in runs), 1),
                                  "max": max(run["newConnections"] for run in runs)}
     summary["messagesPerRequest"] = round(statistics.mean(sum(run["messages"].values()) for run in runs), 1)
+    summary["sessionsLost"] = sum(run["sessionsLost"] for run in runs)
     if "unanswered" in runs[0]:
         summary["unanswered"] = sorted({item for run in runs for item in run["unanswered"]})
         summary["nodesUsed"] = percentiles([run["nodes"] for run in runs])
@@ -297,7 +326,8 @@ def targets(scales: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return checks
 
 
-async def measure(nodes: list[int], requests: int, background: int, big_from: int, say: Say) -> dict[str, Any]:
+async def measure(nodes: list[int], requests: int, background: int, big_from: int, say: Say,
+                  keep: bool = False) -> dict[str, Any]:
     results: dict[str, Any] = {
         "machine": {"cores": os.cpu_count(), "loadAverageBefore": os.getloadavg(), "python": platform.python_version(),
                     "platform": platform.platform()},
@@ -305,7 +335,7 @@ async def measure(nodes: list[int], requests: int, background: int, big_from: in
                      "workers": os.cpu_count(), **BENCH_SETTINGS},
         "scales": [],
     }
-    with _workdir() as workdir:
+    with _workdir(keep) as workdir:
         for count in nodes:
             results["scales"].append(await measure_scale(count, requests, background, big_from, workdir / f"n{count}",
                                                          say))
@@ -325,7 +355,13 @@ def write_results(results: dict[str, Any], out: Path, say: Say) -> Path:
 
 
 @contextlib.contextmanager
-def _workdir() -> Iterator[Path]:
+def _workdir(keep: bool) -> Iterator[Path]:
+    """Where the cluster's logs and data go: removed afterwards unless ``keep``."""
+    if keep:
+        path = Path(tempfile.mkdtemp(prefix="rackmesh-bench-"))
+        print(f"logs and data stay in {path}", file=sys.stderr)
+        yield path
+        return
     with tempfile.TemporaryDirectory(prefix="rackmesh-bench-") as tmp:
         yield Path(tmp)
 
@@ -342,11 +378,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--big-from", type=int, default=BIG_FROM_NODES,
                         help=f"run the {BIG:,}-VM request from this many nodes on")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--keep", action="store_true", help="keep the clusters' logs and data")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupted)  # stop the cluster as on Ctrl-C: nothing is left running
     say = reporter()
     results = asyncio.run(measure([int(n) for n in args.nodes.split(",")], args.requests, args.background,
-                                  args.big_from, say))
+                                  args.big_from, say, args.keep))
     write_results(results, args.out, say)
 
 

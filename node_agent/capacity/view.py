@@ -38,16 +38,19 @@ class CapacityView:
         self._instancetypes = instancetypes
         self.reservations = Reservations()
         self.lock = asyncio.Lock()
-        # Sizes seen: a VM keeps the size it was created with (KubeVirt keeps a revision of its
-        # instancetype), even once the instancetype is deleted.
-        self._sizes: dict[str, Resources] = {}
+        # Sizes seen, with the resourceVersion they were read at: a VM keeps the size it was created with
+        # (KubeVirt keeps a revision of its instancetype), even once the instancetype is deleted.
+        self._sizes: dict[str, tuple[str, Resources]] = {}
 
     def size_of(self, instancetype_name: str) -> Resources | None:
         """One VM's size, or None when the instancetype does not exist (and never did, as far as we saw)."""
         found = self._instancetypes.get("", instancetype_name)
+        known = self._sizes.get(instancetype_name)
         if found is not None:
-            self._sizes[instancetype_name] = instancetype_size(found)
-        return self._sizes.get(instancetype_name)
+            version = str(found["metadata"].get("resourceVersion", ""))
+            if known is None or known[0] != version:  # parsed once per version: an offer counts every VM
+                known = self._sizes[instancetype_name] = (version, instancetype_size(found))
+        return known[1] if known is not None else None
 
     @property
     def allocatable(self) -> Resources:

@@ -7,6 +7,7 @@ double-books and never writes a VM twice.
 
 import asyncio
 import logging
+import random
 import time
 from typing import TYPE_CHECKING
 
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 WRITE_RETRY_SECONDS = 1.0
+WRITE_RETRY_MAX_SECONDS = 30.0
 # A deployment call waits this many call timeouts for the VMs, then answers 202 and the agent writes on.
 DEPLOY_WAIT_CALLS = 3
 
@@ -169,6 +171,13 @@ class NodeSide:
                                          self.agent.settings.commit_ttl)
         self._requests.follow(order.request.uid)
 
+    def _unwritten(self, deployment: Deployment) -> list[int]:
+        """The deployment's VMs that this node's cache does not hold yet as this request's."""
+        request = deployment.order.request
+        cached = (self.agent.vms.get(request.namespace, vm_name(request.name, index)) for index in deployment.indices)
+        return [index for index, vm in zip(deployment.indices, cached, strict=True)
+                if vm is None or controller_uid(vm) != request.uid]
+
     async def _write(self, deployment: Deployment) -> int:
         """Write until every VM of the deployment exists (409 from our own VM counts as written), then free
         its reservation. Failed writes are retried while the commitment holds (``commit_ttl``)."""
@@ -176,18 +185,25 @@ class NodeSide:
         uid = order.request.uid
         started = time.monotonic()
         deadline = started + agent.settings.commit_ttl
+        failures = 0
         try:
             while True:
                 try:
-                    written = await write_vms(agent.kube, order, agent.node.name, deployment.indices,
-                                              deployment.holders, agent.settings.vm_disk_size, agent.vms)
+                    await write_vms(agent.kube, order, agent.node.name, self._unwritten(deployment),
+                                    deployment.holders, agent.settings.vm_disk_size, agent.vms)
+                    written = len(deployment.indices)
                     break
                 except (KubeApiError, OSError) as exc:
                     if time.monotonic() > deadline:
-                        logger.error("gave up writing VMs", extra={"request": uid, "error": str(exc)})
-                        raise Refusal(503, "WriteFailed", f"could not write the VMs: {exc}") from None
-                    logger.warning("writing VMs failed; retrying", extra={"request": uid, "error": str(exc)})
-                    await asyncio.sleep(WRITE_RETRY_SECONDS)
+                        logger.error("gave up writing VMs", extra={"request": uid, "error": repr(exc)})
+                        raise Refusal(503, "WriteFailed", f"could not write the VMs: {exc!r}") from None
+                    # Backing off, with jitter: a thousand agents retrying at once would keep a slow API slow.
+                    failures += 1
+                    pause = min(WRITE_RETRY_MAX_SECONDS, WRITE_RETRY_SECONDS * 2 ** (failures - 1))
+                    pause *= random.uniform(0.5, 1.0)
+                    logger.warning("writing VMs failed; retrying those not written", extra={
+                        "request": uid, "error": repr(exc), "pause": round(pause, 2)})
+                    await asyncio.sleep(pause)
         finally:
             capacity = agent.require_capacity()
             async with capacity.lock:
