@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rackmesh import request_record
+from rackmesh import request_record, zk_async
 from rackmesh.informer import Informer
 from rackmesh.kube_client import DEPLOYMENT_REQUESTS, VIRTUAL_MACHINES, KubeClient, Selector
 from rackmesh.labels import REQUEST_LABEL, Role
@@ -102,14 +102,22 @@ class Bench:
         services = self.cluster.services
         assert services is not None
         deadline = time.monotonic() + deadline_seconds
+        path, version = services.layout.request(order.request.uid), -1
+        found = None
         while True:
-            self.own_zookeeper_reads += 1  # subtracted: a real operator follows the record too, but less often
-            found = await request_record.read(services.zk, services.layout, order.request.uid)
-            if found is not None and found[0].stage in (Stage.SETTLED, Stage.WAITING):
-                return found[0]
+            # Subtracted: a real operator follows the record too, but less often. The record is decoded only
+            # when it changed: a 10,000-VM request's is large, and the bench must not take the agents' CPU.
+            self.own_zookeeper_reads += 1
+            stat = await zk_async.wait(services.zk.exists_async(path))
+            if stat is not None and stat.version != version:
+                self.own_zookeeper_reads += 1
+                found = await request_record.read(services.zk, services.layout, order.request.uid)
+                version = found[1] if found is not None else -1
+                if found is not None and found[0].stage in (Stage.SETTLED, Stage.WAITING):
+                    return found[0]
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{order.request.name} did not settle in {deadline_seconds} s: {found}")
-            await asyncio.sleep(STAGE_POLL_SECONDS if deadline_seconds < 60 else 0.05)
+            await asyncio.sleep(STAGE_POLL_SECONDS)
 
     async def rackmesh_request(self, replicas: int, keep: bool = False) -> dict[str, Any]:
         """One request through the product: hand-over as the operator does, then the agents' rounds, until every

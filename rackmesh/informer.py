@@ -43,6 +43,7 @@ class Informer:
         self._written: dict[Key, tuple[dict[str, Any], float]] = {}
         self.synced = asyncio.Event()  # the first listing is in
         self.lists = 0  # how many times it listed (once, unless a watch broke)
+        self.changes = 0  # bumped on every change of what readers see, so they can keep what they derive
 
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         key = (namespace, name)
@@ -101,5 +102,6 @@ class Informer:
         self._changed()
 
     def _changed(self) -> None:
+        self.changes += 1
         if self._on_change is not None:
             self._on_change()

@@ -41,6 +41,9 @@ class CapacityView:
         # Sizes seen, with the resourceVersion they were read at: a VM keeps the size it was created with
         # (KubeVirt keeps a revision of its instancetype), even once the instancetype is deleted.
         self._sizes: dict[str, tuple[str, Resources]] = {}
+        # What the pinned VMs use, as of the VM and instancetype caches' change counts: an offer on a node
+        # with a hundred VMs would otherwise add them all up again.
+        self._pinned: tuple[tuple[int, int], Resources | None, frozenset[tuple[str, str]]] | None = None
 
     def size_of(self, instancetype_name: str) -> Resources | None:
         """One VM's size, or None when the instancetype does not exist (and never did, as far as we saw)."""
@@ -62,17 +65,27 @@ class CapacityView:
 
     def look(self) -> tuple[Resources, Pinned]:
         """Free capacity, and the (namespace, name) of every VM pinned here."""
-        pinned = self._vms.objects()
-        used = Resources()
-        for vm in pinned:
-            name = vm["spec"]["instancetype"]["name"]
-            size = self.size_of(name)
-            if size is None:  # cannot tell what it uses: promise nothing rather than too much
-                logger.warning("a VM on this node has an instancetype never seen; offering no room",
-                               extra={"vm": vm["metadata"]["name"], "instancetype": name})
-                return Resources(), set()
-            used += size
-        names = {(vm["metadata"]["namespace"], vm["metadata"]["name"]) for vm in pinned}
+        used, names = self._pinned_use()
+        if used is None:  # a VM whose size is unknown: promise nothing rather than too much
+            return Resources(), names
         for reservation in self.reservations.live():
             used += reservation.size * reservation.outstanding(names)
         return self.allocatable - used, names
+
+    def _pinned_use(self) -> tuple[Resources | None, frozenset[tuple[str, str]]]:
+        seen = (self._vms.changes, self._instancetypes.changes)
+        if self._pinned is None or self._pinned[0] != seen:
+            pinned = self._vms.objects()
+            used: Resources | None = Resources()
+            for vm in pinned:
+                name = vm["spec"]["instancetype"]["name"]
+                size = self.size_of(name)
+                if size is None:
+                    logger.warning("a VM on this node has an instancetype never seen; offering no room",
+                                   extra={"vm": vm["metadata"]["name"], "instancetype": name})
+                    used = None
+                    break
+                used += size
+            names = frozenset((vm["metadata"]["namespace"], vm["metadata"]["name"]) for vm in pinned)
+            self._pinned = (seen, used, names)
+        return self._pinned[1], self._pinned[2]
