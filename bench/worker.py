@@ -9,6 +9,7 @@ SPEC: ``{"apiUrl", "control": port, "env": {RACKMESH_*}, "agents": [{"node", "ad
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -130,6 +131,9 @@ def main() -> None:
     # Hundreds of agents hold sockets: listeners, watches, ZooKeeper, pooled peer connections.
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    # One process holds the caches of hundreds of agents (a pod holds one): the collector's full passes over
+    # that heap would stall every agent of the process at once, so they are made rarer.
+    gc.set_threshold(50_000, 50, 1_000)
     settings = Settings.from_env(spec["env"])
     logs.configure("bench-worker", settings.log_level, settings.log_format)
     run_until_signalled(serve(spec))
