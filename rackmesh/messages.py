@@ -80,10 +80,10 @@ def decode(kind: type[T], data: Any, where: str = "") -> T:
     return typing.cast(T, _decode(kind, data, where or kind.__name__))
 
 
-def decode_bytes(kind: type[T], raw: bytes) -> T:
+def decode_bytes(kind: type[T], raw: bytes, limit: int = MAX_MESSAGE_BYTES) -> T:
     """Parse and decode ``raw``; too large or too deeply nested is refused before the JSON parser sees it."""
-    if len(raw) > MAX_MESSAGE_BYTES:
-        raise MessageError(f"{kind.__name__}: {len(raw)} bytes, more than {MAX_MESSAGE_BYTES}")
+    if len(raw) > limit:
+        raise MessageError(f"{kind.__name__}: {len(raw)} bytes, more than {limit}")
     if _nesting(raw) > MAX_DEPTH:
         # json.loads recurses once per level: nested deep enough, it raises RecursionError instead of an answer.
         raise MessageError(f"{kind.__name__}: nested more than {MAX_DEPTH} levels deep")

@@ -7,6 +7,7 @@ operator reads it and deletes it when the DeploymentRequest goes.
 
 import contextlib
 import dataclasses
+import zlib
 from enum import StrEnum
 
 from kazoo.client import KazooClient
@@ -15,6 +16,10 @@ from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 from rackmesh import messages, zk_async
 from rackmesh.protocol import ImageHolder, Order
 from rackmesh.zk_layout import ZkLayout
+
+COMPRESS_ABOVE = 64 * 1024
+# 10,000 VMs (the most a request has) one per node, each portion with its holders: about 6 MB of JSON.
+MAX_RECORD_BYTES = 16 * 1024 * 1024
 
 
 class Stage(StrEnum):
@@ -77,19 +82,40 @@ class RecordChanged(Exception):
     """Someone else wrote or deleted the record since we read it."""
 
 
+def encode(record: RequestRecord) -> bytes:
+    """JSON; compressed once large (a 10,000-VM request over 1,000 nodes is about 560 KB of JSON, much of it the
+    same holders per portion, and a znode holds at most 1 MB). Small records stay readable in ``zkCli``."""
+    data = messages.encode_bytes(record)
+    return zlib.compress(data) if len(data) > COMPRESS_ABOVE else data
+
+
+def decode(data: bytes) -> RequestRecord:
+    """The record from its znode's data, plain or compressed; what would expand past ``MAX_RECORD_BYTES`` is
+    refused (``MessageError``) without being expanded."""
+    if data[:1] != b"{":
+        expander = zlib.decompressobj()
+        try:
+            data = expander.decompress(data, MAX_RECORD_BYTES + 1)
+        except zlib.error as exc:
+            raise messages.MessageError(f"RequestRecord: neither JSON nor zlib data ({exc})") from None
+        if len(data) > MAX_RECORD_BYTES or expander.unconsumed_tail:
+            raise messages.MessageError(f"RequestRecord: expands past {MAX_RECORD_BYTES} bytes")
+    return messages.decode_bytes(RequestRecord, data, limit=MAX_RECORD_BYTES)
+
+
 async def read(client: KazooClient, layout: ZkLayout, uid: str) -> tuple[RequestRecord, int] | None:
     """The record and its znode version, or None if there is none."""
     try:
         data, stat = await zk_async.wait(client.get_async(layout.request(uid)))
     except NoNodeError:
         return None
-    return messages.decode_bytes(RequestRecord, data), stat.version
+    return decode(data), stat.version
 
 
 async def write(client: KazooClient, layout: ZkLayout, record: RequestRecord, version: int | None) -> int:
     """Create (``version`` None) or replace the record version ``version``; returns the new version."""
     path = layout.request(record.order.request.uid)
-    data = messages.encode_bytes(record)
+    data = encode(record)
     try:
         if version is None:
             await zk_async.wait(client.create_async(path, data, makepath=True))

@@ -23,7 +23,7 @@ from kazoo.exceptions import NoNodeError
 from kazoo.protocol.states import WatchedEvent
 from kazoo.recipe.watchers import ChildrenWatch
 
-from rackmesh import messages
+from rackmesh import request_record
 from rackmesh.quantities import Resources
 from rackmesh.rendezvous import ranked
 from rackmesh.request_record import RequestRecord, Stage
@@ -84,7 +84,7 @@ class Killer:
             data, _ = self._client.get(self._layout.request(uid), watch=lambda event: self._look(uid, event))
         except NoNodeError:
             return
-        record = messages.decode_bytes(RequestRecord, data)
+        record = request_record.decode(data)
         if record.stage == self._stage:
             self._kill(uid, record, record.stage)
 
@@ -101,7 +101,7 @@ class Killer:
     def record(self) -> RequestRecord:
         # retry: the killed process may be the ZooKeeper server this client was connected to
         data, _ = self._client.retry(self._client.get, self._layout.request(self.uid))
-        return messages.decode_bytes(RequestRecord, data)
+        return request_record.decode(data)
 
     def wait(self, timeout: float = 30.0) -> None:
         assert self.done.wait(timeout), f"the request never reached {self._stage}"

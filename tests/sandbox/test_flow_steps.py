@@ -13,7 +13,7 @@ from typing import Any
 
 from kazoo.client import KazooClient
 
-from rackmesh import messages
+from rackmesh import request_record
 from rackmesh.request_record import RequestRecord, Stage
 from rackmesh.zk_layout import ZkLayout
 from tests.support.builders import make_request
@@ -142,7 +142,7 @@ def read_record(zk_hosts: str, uid: str, missing_ok: bool = False) -> RequestRec
         if missing_ok and not client.exists(path):
             return None
         data, _ = client.get(path)
-        return messages.decode_bytes(RequestRecord, data)
+        return request_record.decode(data)
     finally:
         client.stop()
         client.close()
