@@ -40,6 +40,7 @@ RECOVERIES: dict[str, float] = {}
 
 
 Victim = Callable[[str, RequestRecord | None], int]
+_ROUND = [Stage.PLACING, Stage.COMMITTED, Stage.DEPLOYING, Stage.SETTLED, Stage.WAITING]
 
 
 class Killer:
@@ -56,7 +57,8 @@ class Killer:
         self.uid = ""
         self.killed_pid = 0
         self.fault_at = 0.0
-        self.done = threading.Event()
+        self.done = threading.Event()  # killed, or the stage was missed (``missed``)
+        self.missed = False
         self._victim = victim
         self._stage = stage
         self._layout = ZkLayout()
@@ -87,6 +89,10 @@ class Killer:
         record = request_record.decode(data)
         if record.stage == self._stage:
             self._kill(uid, record, record.stage)
+        elif _ROUND.index(record.stage) > _ROUND.index(Stage(self._stage)):
+            # The record moved on before this read reached it: a stage can last a few milliseconds.
+            self.missed = True
+            self.done.set()
 
     def _kill(self, uid: str, record: RequestRecord | None, stage: str) -> None:
         with self._lock:
@@ -104,6 +110,7 @@ class Killer:
         return request_record.decode(data)
 
     def wait(self, timeout: float = 30.0) -> None:
+        """Until the kill, or until the stage is known to be missed (``missed``: try the case again)."""
         assert self.done.wait(timeout), f"the request never reached {self._stage}"
 
     def close(self) -> None:
