@@ -98,6 +98,7 @@ class Reconciler:
         self._last_status: dict[str, Any] | None = None
         self._unready_told: frozenset[str] = frozenset()
         self._deploy_told: float | None = None  # the round (deploying_since) whose Deploying phase was told
+        self._place_told: Order | None = None  # the handed order whose Placing phase was told
 
     # -- what the request asks
 
@@ -148,9 +149,23 @@ class Reconciler:
             seen = dataclasses.replace(seen, vms=self._vms())
         unready = Counter(vm.node for vm in seen.vms if vm.node in seen.nodes and not seen.nodes[vm.node].ready)
         verdict = progress.assess(self.replicas, self.generation, seen.vms, seen.record, blocker, dict(unready))
-        verdict = self._deploying_first(verdict, seen.record)
+        verdict = self._deploying_first(self._placing_first(verdict, seen.record), seen.record)
         await self._report(verdict, seen)
         return not (blocker is not None and blocker.final)
+
+    def _placing_first(self, verdict: Verdict, record: RequestRecord | None) -> Verdict:
+        """A round this operator handed says it is placing (status and Event) before it says it deploys or is
+        ready, however fast the agents placed it."""
+        handed = self._handed[0] if self._handed is not None else None
+        if record is None or record.order != handed or self._place_told == record.order:
+            return verdict
+        if verdict.phase == Phase.PLACING:
+            self._place_told = record.order
+        elif verdict.phase in (Phase.DEPLOYING, Phase.READY) and record.deploying_since:
+            self._place_told = record.order
+            return dataclasses.replace(verdict, phase=Phase.PLACING, ready=(str(Phase.PLACING), verdict.ready[1]),
+                                       reconciling=progress.round_activity(record))
+        return verdict
 
     def _deploying_first(self, verdict: Verdict, record: RequestRecord | None) -> Verdict:
         """A round that wrote VMs says so (status and Event) before it says they are ready, even when they
