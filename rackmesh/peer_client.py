@@ -55,6 +55,16 @@ class PeerClient(SessionClient):
     def connections_opened(self) -> int:
         return self._connector.opened
 
+    async def answers(self, url: str, timeout: float) -> bool:
+        """Whether ``url`` serves its first byte now (an image copy: the one GET that needs no token)."""
+        try:
+            async with self._session.get(url, headers={"Range": "bytes=0-0"},
+                                         timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+                await response.read()
+                return response.status in (200, 206)
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
     async def post(self, endpoint: str, route: str, message: Any, answer: type[T] | None = None,
                    timeout: float | None = None) -> T | None:
         """POST ``message`` to ``endpoint + route``; decode the answer as ``answer`` (None: ignore the body)."""

@@ -18,6 +18,7 @@ from rackmesh.protocol import (
     CommitAnswer,
     Deployed,
     Deployment,
+    ImageHolder,
     NodeOffer,
     OfferAsk,
     Order,
@@ -171,6 +172,18 @@ class NodeSide:
                                          self.agent.settings.commit_ttl)
         self._requests.follow(order.request.uid)
 
+    async def _answering(self, holders: list[ImageHolder]) -> list[ImageHolder]:
+        """The holders whose copy answers now, in their order; all of them if none does (the VMs then wait
+        for a copy to come back). A holder found when the round was committed may have died since: its VMs
+        would never boot."""
+        checks = await asyncio.gather(*(self.agent.peers.answers(holder.url, self.agent.settings.call_timeout)
+                                        for holder in holders))
+        answering = [holder for holder, answered in zip(holders, checks, strict=True) if answered]
+        if len(answering) < len(holders):
+            logger.warning("image copies that do not answer are left out of the VMs", extra={
+                "holders": [h.node for h, answered in zip(holders, checks, strict=True) if not answered]})
+        return answering or holders
+
     def _unwritten(self, deployment: Deployment) -> list[int]:
         """The deployment's VMs that this node's cache does not hold yet as this request's."""
         request = deployment.order.request
@@ -190,7 +203,8 @@ class NodeSide:
             while True:
                 try:
                     await write_vms(agent.kube, order, agent.node.name, self._unwritten(deployment),
-                                    deployment.holders, agent.settings.vm_disk_size, agent.vms)
+                                    await self._answering(deployment.holders), agent.settings.vm_disk_size,
+                                    agent.vms)
                     written = len(deployment.indices)
                     break
                 except (KubeApiError, OSError) as exc:
