@@ -6,8 +6,9 @@ many of them (large simulated clusters) as easily as a DaemonSet pod runs one.
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from kazoo.client import KazooClient
@@ -33,6 +34,7 @@ from rackmesh_node_agent.placement.node_side import NodeSide
 from rackmesh_node_agent.service_time import ServiceTimes
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class NotJoined(Refusal):
@@ -98,6 +100,13 @@ class Agent:
         if self.capacity is None:
             raise NotJoined("the agent has not read its Node yet")
         return self.capacity
+
+    def call(self, peer: MemberRecord, local: Callable[[], Awaitable[T]], route: str, message: Any,
+             answer: type[T] | None, timeout: float | None = None) -> Awaitable[T | None]:
+        """Ask ``peer``: in-process (``local()``) when it is this agent, else ``POST message`` to it."""
+        if peer.node == self.node_name:
+            return local()
+        return self.peers.post(peer.endpoint, route, message, answer, timeout)
 
     def has_role(self, role: Role) -> bool:
         return self.identity is not None and role in self.identity.roles

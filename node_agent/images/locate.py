@@ -69,9 +69,7 @@ async def rack_holders(agent: "Agent", ask: LocateAsk) -> Holders:
     async def local() -> Holders:
         return node_holders(agent, ask)
 
-    calls = {member.node: (local() if member.node == agent.node.name
-                           else agent.peers.post(member.endpoint, NODE_IMAGES, ask, Holders))
-             for member in members}
+    calls = {member.node: agent.call(member, local, NODE_IMAGES, ask, Holders) for member in members}
     answers, failures = await gather(calls)
     if failures:
         logger.warning("rack storage agents did not answer",

@@ -267,8 +267,7 @@ class Coordinator:
         flow_step(logger, 4, "asking rack leaders for offers", uid, wanted=wanted,
                   rackLeaders={leader.rack: leader.node for leader in leaders})
         timeout = agent.settings.call_timeout * RACK_CALL_DEPTH
-        calls = {leader.rack: (rack_offers(agent, ask) if leader.node == agent.node.name
-                               else agent.peers.post(leader.endpoint, RACK_OFFERS, ask, RackOffers, timeout))
+        calls = {leader.rack: agent.call(leader, lambda: rack_offers(agent, ask), RACK_OFFERS, ask, RackOffers, timeout)
                  for leader in leaders}
         answers, failures = await gather(calls)
         racks: list[RackOffers] = [answer for answer in answers.values() if answer is not None]
@@ -374,9 +373,8 @@ class Coordinator:
             return RackRelease(order.request.uid, sorted(o.node for o in offers if o.rack == rack and o.node in keep))
 
         _, failures = await gather({
-            rack: rack_release(agent, release(rack)) if leader.node == agent.node.name
-            else agent.peers.post(leader.endpoint, RACK_RELEASES, release(rack), RackReleased,
-                                  agent.settings.call_timeout * RACK_CALL_DEPTH)
+            rack: agent.call(leader, lambda rack=rack: rack_release(agent, release(rack)), RACK_RELEASES,
+                             release(rack), RackReleased, agent.settings.call_timeout * RACK_CALL_DEPTH)
             for rack, leader in leaders.items()})
         await self._release([offer.endpoint for offer in unused if offer.rack in failures or offer.rack not in leaders],
                             order)

@@ -35,8 +35,7 @@ async def _rack_offers(agent: "Agent", ask: OfferAsk) -> RackOffers:
     rack, uid = agent.node.rack, ask.order.request.uid
     members = await agent.directory.members(Role.COMPUTE, rack)
     flow_step(logger, 5, "asking rack agents for offers", uid, rack=rack, agents=[m.node for m in members])
-    calls = {member.node: (agent.node_side.offer(ask) if member.node == agent.node.name
-                           else agent.peers.post(member.endpoint, NODE_OFFERS, ask, NodeOffer))
+    calls = {member.node: agent.call(member, lambda: agent.node_side.offer(ask), NODE_OFFERS, ask, NodeOffer)
              for member in members}
     answers, failures = await gather(calls)
     if failures:
@@ -51,8 +50,7 @@ async def rack_release(agent: "Agent", release: RackRelease) -> RackReleased:
     agent.require_leadership(Role.COMPUTE)
     rack, key = agent.node.rack, RequestKey(release.uid)
     members = [m for m in await agent.directory.members(Role.COMPUTE, rack) if m.node not in release.keep]
-    calls = {member.node: (agent.node_side.release(key) if member.node == agent.node.name
-                           else agent.peers.post(member.endpoint, NODE_RELEASES, key))
+    calls = {member.node: agent.call(member, lambda: agent.node_side.release(key), NODE_RELEASES, key, None)
              for member in members}
     answers, failures = await gather(calls)
     return RackReleased(rack=rack, released=sorted(answers), unanswered=sorted(failures))

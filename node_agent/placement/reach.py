@@ -39,8 +39,7 @@ async def rack_pings(agent: "Agent") -> RackPongs:
     async def local() -> Pong:
         return pong(agent)
 
-    calls = {m.node: local() if m.node == agent.node.name else agent.peers.post(m.endpoint, NODE_PINGS, Ping(), Pong)
-             for m in members}
+    calls = {member.node: agent.call(member, local, NODE_PINGS, Ping(), Pong) for member in members}
     answers, failures = await gather(calls)
     return RackPongs(rack=rack, leader=agent.node.name, answered=sorted(answers), unanswered=sorted(failures))
 
@@ -50,7 +49,6 @@ async def reach_compute_agents(agent: "Agent") -> Reach:
     leaders = await agent.directory.leaders(Role.COMPUTE)
     timeout = agent.settings.call_timeout * RACK_CALL_DEPTH
     answers, failures = await gather({
-        leader.rack: rack_pings(agent) if leader.node == agent.node.name
-        else agent.peers.post(leader.endpoint, RACK_PINGS, Ping(), RackPongs, timeout)
+        leader.rack: agent.call(leader, lambda: rack_pings(agent), RACK_PINGS, Ping(), RackPongs, timeout)
         for leader in leaders})
     return Reach(racks=[answers[rack] for rack in sorted(answers)], unanswered=describe(failures))
