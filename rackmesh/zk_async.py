@@ -14,6 +14,9 @@ from kazoo.exceptions import ConnectionClosedError, SessionExpiredError
 from kazoo.interfaces import IAsyncResult
 from kazoo.protocol.states import KazooState, WatchedEvent
 
+from rackmesh.identity.credentials import TlsFiles
+from rackmesh.zk_acl import rackmesh_acl
+
 T = TypeVar("T")
 
 
@@ -70,9 +73,22 @@ class SessionStates:
         self._client.remove_listener(self._listener)
 
 
-async def start_client(hosts: str, session_timeout: float, connect_timeout: float = 15.0) -> KazooClient:
-    """A connected kazoo client; the blocking connect runs in a worker thread."""
-    client = KazooClient(hosts=hosts, timeout=session_timeout, connection_retry={"max_tries": -1})
+async def start_client(hosts: str, session_timeout: float, connect_timeout: float = 15.0,
+                       tls: TlsFiles | None = None) -> KazooClient:
+    """A connected kazoo client; the blocking connect runs in a worker thread.
+
+    With ``tls``: mutual TLS (the server must present a certificate from ``tls.ca_file`` naming the host
+    it is reached at), and every node this client creates, parents made by ``ensure_path`` or
+    ``makepath`` included, gets the rackmesh ACL. Without: plaintext, and nodes open to anyone."""
+    options: dict[str, Any] = {}
+    if tls is not None:
+        # kazoo reads the files again on each connection, so a renewed certificate is used on the next
+        # one. It also trusts the system's CAs besides ``ca``; the host name check keeps that harmless
+        # for the cluster-internal names and loopback addresses ZooKeeper is reached at.
+        options = {"use_ssl": True, "ca": str(tls.ca_file), "certfile": str(tls.cert_file),
+                   "keyfile": str(tls.key_file), "verify_certs": True, "check_hostname": True,
+                   "default_acl": rackmesh_acl()}
+    client = KazooClient(hosts=hosts, timeout=session_timeout, connection_retry={"max_tries": -1}, **options)
     await asyncio.to_thread(client.start, connect_timeout)
     return client
 

@@ -12,16 +12,23 @@ pids that are still our QuorumPeerMain with our config file.
 
 Each server lives in ``state_dir/zk<id>/`` (zoo.cfg, log4j.properties, server.log, data/). Stopping the
 ensemble removes the data dirs and keeps the small config and log files for post-mortems.
+
+With ``tls=`` (the CA, the servers' certificate and key; ``issue_server_tls`` makes them from rackmesh's
+CA) the servers serve mutual TLS only: a Netty ``secureClientPort`` that needs a client certificate from
+that CA, no plaintext client port, clients named by x509 (their certificate's subject), and TLS between
+quorum peers. The harness asks for ``srvr`` through TLS too, presenting the servers' own certificate.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import datetime
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rackmesh.identity.authority import CertificateAuthority
+from rackmesh.identity.credentials import Credentials, TlsFiles
+from rackmesh.identity.names import Identity, Role
 from rackmesh_sandbox.ports import stable_ports
 
 MAIN_CLASS = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
@@ -37,6 +47,8 @@ DEBIAN_JAR = Path("/usr/share/java/zookeeper.jar")
 # Debian's zookeeper.jar manifest pulls in its dependencies but no SLF4J binding: without these the
 # server silently logs nothing at all.
 DEBIAN_LOGGING_JARS = (Path("/usr/share/java/slf4j-log4j12.jar"), Path("/usr/share/java/log4j-1.2.jar"))
+# Nor Netty's codec and resolver, which the Netty connection factory (the one that speaks TLS) needs.
+DEBIAN_NETTY_JARS = (Path("/usr/share/java/netty-codec.jar"), Path("/usr/share/java/netty-resolver.jar"))
 INSTALL_HINT = "install it with `apt-get install zookeeper`, or set ZOOKEEPER_HOME to an unpacked release"
 STATE_KIND = "rackmesh-zookeeper/v1"
 LOG4J_PROPERTIES = """\
@@ -45,6 +57,8 @@ log4j.appender.CONSOLE=org.apache.log4j.ConsoleAppender
 log4j.appender.CONSOLE.layout=org.apache.log4j.PatternLayout
 log4j.appender.CONSOLE.layout.ConversionPattern=%d{ISO8601} %-5p [%t:%C{1}@%L] %m%n
 """
+# The sandbox starts its servers afresh each time; ZooKeeper 3.8 reloads no client certificate anyway.
+SERVER_CERT_LIFETIME = datetime.timedelta(days=365)
 
 
 class ZooKeeperNotFound(RuntimeError):
@@ -77,31 +91,56 @@ def find_zookeeper(home: str | os.PathLike[str] | None = None) -> Installation:
         # conf/ carries the release's logback.xml (or log4j.properties), as zkEnv.sh does.
         return Installation(java, (root / "conf", *jars))
     if DEBIAN_JAR.is_file():
-        return Installation(java, (DEBIAN_JAR, *(jar for jar in DEBIAN_LOGGING_JARS if jar.is_file())))
+        extra = (jar for jar in (*DEBIAN_LOGGING_JARS, *DEBIAN_NETTY_JARS) if jar.is_file())
+        return Installation(java, (DEBIAN_JAR, *extra))
     raise ZooKeeperNotFound(f"ZooKeeper not found: ZOOKEEPER_HOME is unset and {DEBIAN_JAR} is missing; "
                             + INSTALL_HINT)
 
 
-def four_letter_word(host: str, port: int, command: str, timeout: float = 1.0) -> str:
-    """Send a four-letter command (``ruok``, ``srvr``, ``mntr``...) and return the whole answer."""
-    with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.sendall(command.encode())
-        chunks = []
-        while chunk := sock.recv(4096):
-            chunks.append(chunk)
+def issue_server_tls(ca: CertificateAuthority, directory: Path, hosts: Sequence[str] = ("127.0.0.1",),
+                     lifetime: datetime.timedelta = SERVER_CERT_LIFETIME) -> TlsFiles:
+    """A ZooKeeper server key and certificate from ``ca``, naming ``hosts`` (and localhost) so that clients
+    checking the host name accept it; one certificate serves every server of a loopback ensemble."""
+    key, cert = ca.issue(Identity(Role.ZOOKEEPER), lifetime, addresses=[*dict.fromkeys(hosts), "localhost"])
+    credentials = Credentials(Identity(Role.ZOOKEEPER), directory, ca.cert_pem)
+    credentials.install(key, cert)
+    return credentials.files
+
+
+def four_letter_word(host: str, port: int, command: str, timeout: float = 1.0,
+                     tls: TlsFiles | None = None) -> str:
+    """Send a four-letter command (``ruok``, ``srvr``, ``mntr``...) and return the whole answer; with
+    ``tls``, through TLS, presenting ``tls``'s certificate (the secure port wants one from the CA)."""
+    with socket.create_connection((host, port), timeout=timeout) as raw:
+        sock = _tls_context(tls).wrap_socket(raw, server_hostname=host) if tls else raw
+        with sock:
+            sock.sendall(command.encode())
+            chunks = []
+            while chunk := sock.recv(4096):
+                chunks.append(chunk)
     return b"".join(chunks).decode(errors="replace")
 
 
-def server_mode(host: str, port: int, timeout: float = 1.0) -> str | None:
+def server_mode(host: str, port: int, timeout: float = 1.0, tls: TlsFiles | None = None) -> str | None:
     """``standalone``/``leader``/``follower``/``observer``, or None when not serving or unreachable."""
     try:
-        answer = four_letter_word(host, port, "srvr", timeout)
-    except OSError:
+        answer = four_letter_word(host, port, "srvr", timeout, tls)
+    except OSError:  # ssl.SSLError too: a server still starting may drop the handshake
         return None
     for line in answer.splitlines():
         if line.startswith("Mode:"):
             return line.split(":", 1)[1].strip()
     return None
+
+
+def _tls_context(tls: TlsFiles) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    # The probe asks whether a server serves; whether its certificate names the address it is reached at
+    # is the clients' check (kazoo's check_hostname), tested there.
+    context.check_hostname = False
+    context.load_verify_locations(tls.ca_file)
+    context.load_cert_chain(tls.cert_file, tls.key_file)
+    return context
 
 
 class ZooKeeperServer:
@@ -116,6 +155,8 @@ class ZooKeeperServer:
         self.config_path = self.dir / "zoo.cfg"
         self.data_dir = self.dir / "data"
         self.log_path = self.dir / "server.log"
+        # ZooKeeper's PEM key store reads the key and its certificate from one file.
+        self.keystore_path = self.dir / "keystore.pem"
         self._process: subprocess.Popen[bytes] | None = None
 
     def __repr__(self) -> str:
@@ -133,7 +174,7 @@ class ZooKeeperServer:
         return self._process is not None and self._process.poll() is None
 
     def mode(self) -> str | None:
-        return server_mode(self.host, self.client_port)
+        return server_mode(self.host, self.client_port, tls=self.ensemble.tls)
 
     def start(self, wait: bool = True, timeout: float = 30.0) -> None:
         """Launch the JVM (same id, ports and data dir as before); with ``wait``, until it serves."""
@@ -161,6 +202,8 @@ class ZooKeeperServer:
     def _launch(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "myid").write_text(f"{self.id}\n")
+        if (tls := self.ensemble.tls) is not None:
+            _write_private(self.keystore_path, tls.key_file.read_bytes() + tls.cert_file.read_bytes())
         self.config_path.write_text(self.ensemble.config_for(self))
         log4j = self.dir / "log4j.properties"
         log4j.write_text(LOG4J_PROPERTIES)
@@ -209,10 +252,12 @@ class ZooKeeperEnsemble:
     def __init__(
         self, state_dir: str | os.PathLike[str], size: int = 1, *, hosts: Sequence[str] | None = None,
         tick_time_ms: int = 200, heap_mb: int = 128, start_timeout: float = 30.0, detached: bool = False,
-        zookeeper_home: str | os.PathLike[str] | None = None,
+        zookeeper_home: str | os.PathLike[str] | None = None, tls: TlsFiles | None = None,
     ) -> None:
         """``hosts``: one loopback address per server (default all 127.0.0.1, distinct free ports).
-        ``detached``: keep the servers running when this Python process exits (for ``sandbox up``)."""
+        ``detached``: keep the servers running when this Python process exits (for ``sandbox up``).
+        ``tls``: serve mutual TLS only, with this CA, server certificate and key (every server presents
+        the same one, so it must name every host: ``issue_server_tls``)."""
         hosts = list(hosts) if hosts else ["127.0.0.1"] * size
         if size < 1 or len(hosts) != size:
             raise ValueError(f"size must be >= 1 and match the {len(hosts)} hosts given")
@@ -222,6 +267,7 @@ class ZooKeeperEnsemble:
         self.heap_mb = heap_mb
         self.start_timeout = start_timeout
         self.detached = detached
+        self.tls = tls
         self.servers = [ZooKeeperServer(self, i, ip, stable_ports(ip, 3)) for i, ip in enumerate(hosts, 1)]
 
     def __enter__(self) -> ZooKeeperEnsemble:
@@ -241,15 +287,38 @@ class ZooKeeperEnsemble:
             # Generous sync windows (in ticks) so a loaded 2-core CI box does not drop followers.
             "initLimit=50", "syncLimit=15",
             f"dataDir={server.data_dir}",
-            f"clientPortAddress={server.host}", f"clientPort={server.client_port}",
             # Clients may ask for sessions from 2 ticks up to 60 s (kazoo's default is 10 s).
             f"minSessionTimeout={2 * tick}", "maxSessionTimeout=60000",
             "maxClientCnxns=0",  # many agents of one simulated cluster share 127.0.0.1
             "admin.enableServer=false", "4lw.commands.whitelist=*",
         ]
+        if self.tls is None:
+            lines += [f"clientPortAddress={server.host}", f"clientPort={server.client_port}"]
+        else:
+            lines += [f"secureClientPortAddress={server.host}", f"secureClientPort={server.client_port}",
+                      *self._tls_config(server)]
         if len(self.servers) > 1:
             lines += [f"server.{s.id}={s.host}:{s.quorum_port}:{s.election_port}" for s in self.servers]
         return "\n".join(lines) + "\n"
+
+    def _tls_config(self, server: ZooKeeperServer) -> list[str]:
+        """Mutual TLS for clients (x509-authenticated: a session's id is its certificate's subject) and,
+        in a quorum, between peers; both trust only ``tls.ca_file``."""
+        assert self.tls is not None
+        stores = [f"keyStore.location={server.keystore_path}", "keyStore.type=PEM",
+                  f"trustStore.location={self.tls.ca_file}", "trustStore.type=PEM"]
+        lines = [
+            "serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory",  # NIO has no TLS
+            "authProvider.x509=org.apache.zookeeper.server.auth.X509AuthenticationProvider",
+            "ssl.clientAuth=need",
+            # A client's certificate names its identity, not the address it connects from.
+            "ssl.hostnameVerification=false",
+            *(f"ssl.{line}" for line in stores),
+        ]
+        if len(self.servers) > 1:
+            # Peers do check each other's address against the certificate (ZooKeeper's default).
+            lines += ["sslQuorum=true", "portUnification=false", *(f"ssl.quorum.{line}" for line in stores)]
+        return lines
 
     def start(self) -> ZooKeeperEnsemble:
         """Launch every server; return once all serve (a quorum: with exactly one leader)."""
@@ -303,6 +372,7 @@ class ZooKeeperEnsemble:
             "kind": STATE_KIND,
             "state_dir": str(self.state_dir),
             "connect_string": self.connect_string,
+            "tls": {name: str(path) for name, path in vars(self.tls).items()} if self.tls else None,
             "servers": [
                 {"id": s.id, "pid": s.pid if s.running() else None, "host": s.host,
                  "client_port": s.client_port, "quorum_port": s.quorum_port, "election_port": s.election_port,
@@ -344,6 +414,13 @@ def stop_from_state(state: dict[str, Any], timeout: float = 10.0, keep_data: boo
             data_dir = Path(server["data_dir"])
             if data_dir.is_relative_to(root):  # never delete outside the ensemble's own directory
                 shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a file only its owner can read, from the moment it exists."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as out:
+        out.write(data)
 
 
 def _is_our_server(pid: int, config: str) -> bool:
