@@ -1,4 +1,4 @@
-"""One node's agent: identity from its Node, presence in ZooKeeper, and its HTTP API.
+"""One node's agent: its certificate, identity from its Node, presence in ZooKeeper, and its HTTP API.
 
 An ``Agent`` owns its own ZooKeeper session, HTTP site and peer client, so one process can run
 many of them (large simulated clusters) as easily as a DaemonSet pod runs one.
@@ -6,6 +6,7 @@ many of them (large simulated clusters) as easily as a DaemonSet pod runs one.
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,8 +16,12 @@ from kazoo.client import KazooClient
 
 from rackmesh import zk_async
 from rackmesh.config import Settings
+from rackmesh.identity import renewal
+from rackmesh.identity.authority import trusted_ca
+from rackmesh.identity.credentials import Credentials
+from rackmesh.identity.names import Identity
 from rackmesh.informer import Informer
-from rackmesh.kube_client import CLUSTER_INSTANCETYPES, VIRTUAL_MACHINES, KubeClient, Selector
+from rackmesh.kube_client import CLUSTER_INSTANCETYPES, DEPLOYMENT_REQUESTS, VIRTUAL_MACHINES, KubeClient, Selector
 from rackmesh.labels import NODE_LABEL, Role
 from rackmesh.nodes import NodeState
 from rackmesh.peer_client import PeerClient
@@ -35,6 +40,7 @@ from rackmesh_node_agent.service_time import ServiceTimes
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+CERTIFICATE_RETRY_MAX_SECONDS = 10.0
 
 
 class NotJoined(Refusal):
@@ -45,22 +51,30 @@ class NotJoined(Refusal):
 
 
 class Agent:
-    def __init__(self, settings: Settings, node_name: str, kube: KubeClient) -> None:
+    """``sign`` turns the agent's CSR into its certificate: the operator's signer (``SignerClient.sign``)."""
+
+    def __init__(self, settings: Settings, node_name: str, kube: KubeClient, sign: renewal.Sign) -> None:
         self.settings = settings
         self.node_name = node_name
         self.kube = kube
+        self.credentials = Credentials(Identity.agent(node_name), Path(settings.identity_dir),
+                                       trusted_ca(Path(settings.ca_dir)))
+        self._sign = sign
         self.layout = ZkLayout(settings.zk_root)
         # Watch-fed caches, as kubelet and virt-handler keep theirs: offers and commits never read the API.
         self.own_node = OwnNode(kube, node_name, settings.rack_label)
         self.vms = Informer(kube, VIRTUAL_MACHINES, Selector(labels=f"{NODE_LABEL}={node_name}"))
         self.instancetypes = Informer(kube, CLUSTER_INSTANCETYPES)
+        # The requests that exist: a VM is written only for one of them, as it is now (never for an order
+        # alone, which anyone holding a certificate could forge).
+        self.requests = Informer(kube, DEPLOYMENT_REQUESTS)
         self.identity: NodeState | None = None  # the Node as it was when the agent joined its racks
         self.presence: Presence | None = None
         self.capacity: CapacityView | None = None
         self.images = ImageStore(Path(settings.image_dir))
         self.coordinator = Coordinator(self)
         self.node_side = NodeSide(self)
-        self.peers = PeerClient(settings.agent_token, settings.call_timeout)
+        self.peers = PeerClient(self.credentials, settings.call_timeout)
         self.service_times = ServiceTimes()
         self._zk: KazooClient | None = None
         self._directory: Directory | None = None
@@ -69,7 +83,7 @@ class Agent:
     @property
     def endpoint(self) -> str:
         host = self.settings.agent_advertise or self.settings.agent_bind
-        return f"http://{host}:{self.settings.agent_port}"
+        return f"https://{host}:{self.settings.agent_port}"
 
     @property
     def ready(self) -> bool:
@@ -106,7 +120,7 @@ class Agent:
         """Ask ``peer``: in-process (``local()``) when it is this agent, else ``POST message`` to it."""
         if peer.node == self.node_name:
             return local()
-        return self.peers.post(peer.endpoint, route, message, answer, timeout)
+        return self.peers.post(peer, route, message, answer, timeout)
 
     def has_role(self, role: Role) -> bool:
         return self.identity is not None and role in self.identity.roles
@@ -127,16 +141,21 @@ class Agent:
         The agent joins once its Node exists with a rackmesh role: a node labelled later (a node added to
         rackmesh) is taken in then, as a DaemonSet would start its pod then.
         """
+        await self._obtain_certificate()
+        renewing = asyncio.create_task(renewal.keep_renewed(self.credentials, self._sign))
         await self._serve_http()
-        watching = [asyncio.create_task(cache.run()) for cache in (self.own_node, self.vms, self.instancetypes)]
+        caches = (self.own_node, self.vms, self.instancetypes, self.requests)
+        watching = [renewing, *(asyncio.create_task(cache.run()) for cache in caches)]
         try:
             if not self.own_node.listed.is_set() or not (self.own_node.state and self.own_node.state.roles):
                 logger.info("waiting for the node to exist with a rackmesh role", extra={"node": self.node_name})
             self.identity = await self.own_node.wait_for(lambda state: bool(state.roles))
             await self.vms.synced.wait()
             await self.instancetypes.synced.wait()
+            await self.requests.synced.wait()
             self.capacity = CapacityView(self.own_node, self.vms, self.instancetypes)
-            self._zk = await zk_async.start_client(self.settings.zk_hosts, self.settings.zk_session_timeout)
+            self._zk = await zk_async.start_client(self.settings.zk_hosts, self.settings.zk_session_timeout,
+                                                   tls=self.credentials.files)
             self._directory = Directory(self._zk, self.layout)
             records = [MemberRecord(self.identity.name, self.identity.rack, role, self.endpoint)
                        for role in self.identity.roles]
@@ -151,11 +170,25 @@ class Agent:
             await asyncio.gather(*watching, return_exceptions=True)
             await self._shutdown()
 
+    async def _obtain_certificate(self) -> None:
+        """The first certificate, before anything is served; the signer may not be up yet (retried)."""
+        failures = 0
+        while True:
+            try:
+                return await renewal.obtain(self.credentials, self._sign)
+            except Exception as exc:  # unreachable or refusing: nothing works without a certificate
+                failures += 1
+                pause = min(CERTIFICATE_RETRY_MAX_SECONDS, 0.2 * 2 ** failures) * random.uniform(0.5, 1.0)
+                logger.warning("no certificate yet; asking the signer again", extra={
+                    "node": self.node_name, "error": repr(exc), "pause": round(pause, 2)})
+                await asyncio.sleep(pause)
+
     async def _serve_http(self) -> None:
         routes = [*placement_routes.routes(), *image_routes.routes()]
-        self._runner = app_runner(build_app(self, self.settings.agent_token, routes))
+        self._runner = app_runner(build_app(self, routes))
         await self._runner.setup()
-        await web.TCPSite(self._runner, self.settings.agent_bind, self.settings.agent_port).start()
+        await web.TCPSite(self._runner, self.settings.agent_bind, self.settings.agent_port,
+                          ssl_context=self.credentials.server_context()).start()
 
     async def _shutdown(self) -> None:
         await self.coordinator.stop()

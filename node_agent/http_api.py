@@ -1,18 +1,20 @@
-"""The agent's HTTP API: the shared plumbing (auth, errors, message decoding, server limits) and the app.
+"""The agent's HTTP API: the shared plumbing (authentication, errors, message decoding, server limits) and
+the app. It is served over TLS only.
 
-Each concern (placement, images) contributes its own routes; this module only assembles them.
-Every route but ``/healthz`` and the image files requires the shared agent token when one is set.
+Each concern (placement, images) contributes its own routes; this module only assembles them. Every route
+but ``/healthz`` and the image files needs a client certificate from the rackmesh CA; who may call which
+route is decided by ``authorization``.
 """
 
 import asyncio
 import dataclasses
-import hmac
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
 from rackmesh import messages
+from rackmesh.identity.names import Identity
 from rackmesh.protocol import IMAGE_FILES
 
 if TYPE_CHECKING:
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 IMAGE_FILE_ROUTE = IMAGE_FILES + "/{file}"
-# Image files are read by CDI importers, which carry no agent token; they are read-only.
+# Health probes and CDI importers carry no client certificate; these routes are read-only.
 OPEN_ROUTES = frozenset({"/healthz", IMAGE_FILE_ROUTE})
 
 
@@ -46,6 +48,7 @@ class ServerLimits:
 DEFAULT_LIMITS = ServerLimits()
 AGENT_KEY = web.AppKey("agent", "Agent")
 LIMITS_KEY = web.AppKey("limits", ServerLimits)
+CALLER_KEY = web.RequestKey("caller", Identity)
 
 
 class Refusal(Exception):
@@ -94,17 +97,19 @@ def is_open(request: web.Request) -> bool:
     return resource is not None and resource.canonical in OPEN_ROUTES
 
 
-def has_token(request: web.Request, token: str) -> bool:
-    """``Authorization: Bearer <token>``, exactly that scheme; compared in constant time."""
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    return scheme == "Bearer" and given.isascii() and hmac.compare_digest(given.encode(), token.encode())
+def caller(request: web.Request) -> Identity:
+    """Who is calling: the identity in the client certificate the TLS handshake verified."""
+    return request[CALLER_KEY]
 
 
-def token_auth(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def authenticated() -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if token and not is_open(request) and not has_token(request, token):
-            return error(401, "Unauthorized", "missing or wrong agent token (Authorization: Bearer ...)")
+        if not is_open(request):
+            identity = Identity.of_peer(request.transport.get_extra_info("peercert") if request.transport else None)
+            if identity is None:
+                return error(401, "Unauthenticated", "this route needs a client certificate from the rackmesh CA")
+            request[CALLER_KEY] = identity
         try:
             return await handler(request)
         except Refusal as refusal:
@@ -128,9 +133,8 @@ async def view(request: web.Request) -> web.Response:
     return web.json_response(await agent_of(request).view())
 
 
-def build_app(agent: "Agent", token: str, routes: Iterable[web.RouteDef],
-              limits: ServerLimits = DEFAULT_LIMITS) -> web.Application:
-    app = web.Application(middlewares=[token_auth(token)], client_max_size=messages.MAX_MESSAGE_BYTES)
+def build_app(agent: "Agent", routes: Iterable[web.RouteDef], limits: ServerLimits = DEFAULT_LIMITS) -> web.Application:
+    app = web.Application(middlewares=[authenticated()], client_max_size=messages.MAX_MESSAGE_BYTES)
     app[AGENT_KEY] = agent
     app[LIMITS_KEY] = limits
     app.router.add_get("/healthz", healthz)

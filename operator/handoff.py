@@ -50,7 +50,7 @@ async def hand_over(services: Services, order: Order, avoid: frozenset[str] = fr
     refusals = []
     for leader in candidates:
         try:
-            accepted = await services.peers.post(leader.endpoint, ORDERS, order, OrderAccepted)
+            accepted = await services.peers.post(leader, ORDERS, order, OrderAccepted)
         except PeerError as exc:
             refusals.append(f"{leader.node}: {exc.reason}: {exc.message}")
             logger.warning("coordinator candidate did not take the order",

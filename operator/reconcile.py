@@ -321,7 +321,7 @@ class Reconciler:
                       if node in nodes else None)
             if member is not None:
                 try:
-                    await self.services.peers.post(member.endpoint, NODE_REMOVALS,
+                    await self.services.peers.post(member, NODE_REMOVALS,
                                                    Removal(self.request, sorted(vm.index for vm in strays)))
                     continue
                 except PeerError as exc:

@@ -1,6 +1,8 @@
-"""What the operator's handlers share: settings, one ZooKeeper session, the API client, the peer client."""
+"""What the operator's handlers share: settings, the API client, the signer and the operator's own
+certificate, one ZooKeeper session and the peer client (both over TLS with that certificate)."""
 
 import dataclasses
+from collections.abc import Awaitable, Callable
 
 from kazoo.client import KazooClient
 
@@ -10,6 +12,7 @@ from rackmesh.kube_client import Credentials, KubeClient
 from rackmesh.peer_client import PeerClient
 from rackmesh.registry import Directory
 from rackmesh.zk_layout import ZkLayout
+from rackmesh_operator import signer as signing
 
 
 @dataclasses.dataclass
@@ -20,16 +23,22 @@ class Services:
     peers: PeerClient
     layout: ZkLayout
     directory: Directory
+    signer: signing.Signer
+    stop_signer: Callable[[], Awaitable[None]]
 
     @classmethod
     async def open(cls, settings: Settings) -> "Services":
-        zk = await zk_async.start_client(settings.zk_hosts, settings.zk_session_timeout)
+        kube = KubeClient(Credentials.discover())
+        signer = signing.Signer(settings, kube)
+        stop_signer = await signing.serve(signer)
+        zk = await zk_async.start_client(settings.zk_hosts, settings.zk_session_timeout, tls=signer.credentials.files)
         layout = ZkLayout(settings.zk_root)
-        return cls(settings, zk, KubeClient(Credentials.discover()),
-                   PeerClient(settings.agent_token, settings.call_timeout), layout, Directory(zk, layout))
+        return cls(settings, zk, kube, PeerClient(signer.credentials, settings.call_timeout), layout,
+                   Directory(zk, layout), signer, stop_signer)
 
     async def close(self) -> None:
         await self.peers.close()
+        await self.stop_signer()
         await self.kube.close()
         self.directory.close()
         await zk_async.stop_client(self.zk)

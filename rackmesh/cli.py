@@ -62,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _agent(args: argparse.Namespace) -> None:
+    from rackmesh.identity.authority import trusted_ca
+    from rackmesh.identity.signing import SignerClient
     from rackmesh.kube_client import Credentials, KubeClient
     from rackmesh_node_agent.agent import Agent
 
@@ -69,8 +71,10 @@ def _agent(args: argparse.Namespace) -> None:
     logs.configure(f"agent/{args.node_name}", settings.log_level, settings.log_format)
 
     async def run() -> None:
-        async with KubeClient(Credentials.discover()) as kube:
-            await Agent(settings, args.node_name, kube).run()
+        signer = SignerClient(settings.signer_url, trusted_ca(Path(settings.ca_dir)), Path(settings.token_file),
+                              settings.call_timeout)
+        async with KubeClient(Credentials.discover()) as kube, signer:
+            await Agent(settings, args.node_name, kube, signer.sign).run()
 
     run_until_signalled(run())
 

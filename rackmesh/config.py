@@ -22,8 +22,21 @@ class Settings:
     agent_bind: str = "0.0.0.0"
     agent_advertise: str = ""  # address other agents use; empty means the bind address
     agent_port: int = 8470
-    # Shared secret between agents and the operator; empty disables authentication (sandbox only).
-    agent_token: str = ""
+    # Identity (docs/architecture.md, "Identity"): the rackmesh CA's certificate (ca.crt; the operator's
+    # directory also holds ca.key), where a component keeps its own key and certificate (memory-backed in a
+    # cluster), and how long a certificate lives (it is renewed at two thirds of that).
+    ca_dir: str = "/etc/rackmesh/ca"
+    identity_dir: str = "/run/rackmesh/identity"
+    cert_lifetime: float = 3600.0
+    # The operator's signer, which agents ask for their certificates, and where it listens.
+    signer_url: str = "https://rackmesh-operator.rackmesh-system.svc:8471"
+    signer_bind: str = "0.0.0.0"
+    signer_port: int = 8471
+    # The agent's ServiceAccount token (projected, bound to its pod and so its node) and its audience, and
+    # the ServiceAccount the signer accepts as an agent's.
+    token_file: str = "/var/run/secrets/rackmesh/token"
+    token_audience: str = "rackmesh"
+    agent_service_account: str = "system:serviceaccount:rackmesh-system:rackmesh-agent"
     # Every peer-to-peer call is bounded by this (a call that fans out further gets a multiple of it).
     call_timeout: float = 5.0
     # What an agent offers stays reserved this long unless the coordinator commits it.

@@ -44,6 +44,7 @@ class Informer:
         self.synced = asyncio.Event()  # the first listing is in
         self.lists = 0  # how many times it listed (once, unless a watch broke)
         self.changes = 0  # bumped on every change of what readers see, so they can keep what they derive
+        self._change = asyncio.Event()  # set, and replaced, on every change
 
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         key = (namespace, name)
@@ -53,6 +54,16 @@ class Informer:
     def objects(self) -> list[dict[str, Any]]:
         return [*(obj for key, obj in self._seen.items() if key not in self._written),
                 *(obj for obj, _ in self._written.values())]
+
+    async def wait_until(self, holds: Callable[[], bool], timeout: float) -> bool:
+        """Whether ``holds()`` is true now or becomes so, as the cache changes, within ``timeout`` seconds."""
+        try:
+            async with asyncio.timeout(timeout):
+                while not holds():
+                    await self._change.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def wrote(self, obj: dict[str, Any]) -> None:
         """This process created or changed ``obj`` (the API's answer): count it now."""
@@ -103,5 +114,7 @@ class Informer:
 
     def _changed(self) -> None:
         self.changes += 1
+        self._change.set()
+        self._change = asyncio.Event()
         if self._on_change is not None:
             self._on_change()

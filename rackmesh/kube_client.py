@@ -73,6 +73,7 @@ VIRTUAL_MACHINES = ResourceRef("kubevirt.io", "v1", "virtualmachines")
 CLUSTER_INSTANCETYPES = ResourceRef("instancetype.kubevirt.io", "v1beta1", "virtualmachineclusterinstancetypes",
                                     namespaced=False)
 DEPLOYMENT_REQUESTS = ResourceRef("rackmesh.io", "v1alpha1", "deploymentrequests")
+TOKEN_REVIEWS = ResourceRef("authentication.k8s.io", "v1", "tokenreviews", namespaced=False)
 
 
 @dataclasses.dataclass(frozen=True)

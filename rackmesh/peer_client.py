@@ -1,7 +1,12 @@
-"""Calls to agents: one persistent HTTP session, a timeout on every call, typed answers."""
+"""Calls to agents: one persistent HTTP session over mutual TLS, a timeout on every call, typed answers.
+
+Each call names the node it is meant for, and the TLS handshake checks that the peer's certificate names
+that node (``<node>.agent.rackmesh``): an endpoint read from ZooKeeper is only trusted as far as the
+certificate behind it.
+"""
 
 from collections import Counter
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
@@ -9,8 +14,20 @@ from aiohttp.client_reqrep import ClientRequest
 
 from rackmesh import messages
 from rackmesh.http_session import SessionClient
+from rackmesh.identity.credentials import Credentials
+from rackmesh.identity.names import Identity
 
 T = TypeVar("T")
+
+
+class Peer(Protocol):
+    """Anything that says which node an agent is and where it listens (MemberRecord, Portion, ...)."""
+
+    @property
+    def node(self) -> str: ...
+
+    @property
+    def endpoint(self) -> str: ...
 
 
 class PeerError(Exception):
@@ -43,38 +60,39 @@ class PeerClient(SessionClient):
     """Pooled, keep-alive connections to every peer; counts what it sends (``sent``, by route) and the
     connections it had to open (``connections_opened``), so reuse can be measured."""
 
-    def __init__(self, token: str, timeout: float) -> None:
+    def __init__(self, credentials: Credentials, timeout: float) -> None:
         self.timeout = timeout
         self.sent: Counter[str] = Counter()
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
         # A coordinator of a 10,000-VM request talks to every agent with a portion at once.
-        self._connector = _CountingConnector(limit=1024)
-        super().__init__(aiohttp.ClientSession(headers=headers, connector=self._connector))
+        self._connector = _CountingConnector(limit=1024, ssl=credentials.client_context())
+        super().__init__(aiohttp.ClientSession(connector=self._connector))
 
     @property
     def connections_opened(self) -> int:
         return self._connector.opened
 
-    async def answers(self, url: str, timeout: float) -> bool:
-        """Whether ``url`` serves its first byte now (an image copy: the one GET that needs no token)."""
+    async def answers(self, node: str, url: str, timeout: float) -> bool:
+        """Whether ``url`` on ``node`` serves its first byte now (an image copy)."""
         try:
-            async with self._session.get(url, headers={"Range": "bytes=0-0"},
+            async with self._session.get(url, headers={"Range": "bytes=0-0"}, server_hostname=_name(node),
                                          timeout=aiohttp.ClientTimeout(total=timeout)) as response:
                 await response.read()
                 return response.status in (200, 206)
         except (aiohttp.ClientError, TimeoutError):
             return False
 
-    async def post(self, endpoint: str, route: str, message: Any, answer: type[T] | None = None,
+    async def post(self, peer: Peer, route: str, message: Any, answer: type[T] | None = None,
                    timeout: float | None = None) -> T | None:
-        """POST ``message`` to ``endpoint + route``; decode the answer as ``answer`` (None: ignore the body)."""
+        """POST ``message`` to ``peer``'s ``route``; decode the answer as ``answer`` (None: ignore the body)."""
         limit = aiohttp.ClientTimeout(total=timeout or self.timeout)
+        endpoint = peer.endpoint
         self.sent[route] += 1
         try:
-            async with self._session.post(endpoint + route, json=messages.encode(message), timeout=limit) as response:
+            async with self._session.post(endpoint + route, json=messages.encode(message), timeout=limit,
+                                          server_hostname=_name(peer.node)) as response:
                 body = await response.read()
                 if response.status >= 400:
-                    raise _refusal(endpoint, response.status, body)
+                    raise refusal(endpoint, response.status, body)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise PeerError(endpoint, 0, "Unreachable", f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
         if answer is None:
@@ -85,7 +103,12 @@ class PeerClient(SessionClient):
             raise PeerError(endpoint, response.status, "BadAnswer", str(exc)) from None
 
 
-def _refusal(endpoint: str, status: int, body: bytes) -> PeerError:
+def _name(node: str) -> str:
+    return Identity.agent(node).dns_name
+
+
+def refusal(endpoint: str, status: int, body: bytes) -> PeerError:
+    """The ``PeerError`` for a 4xx/5xx answer, with the reason and message of its JSON body."""
     try:
         payload = messages.decode_bytes(dict[str, str], body)
     except messages.MessageError:

@@ -48,11 +48,15 @@ class Directory:
         if self._watch:
             self._client.remove_listener(self._connection_changed)
 
-    async def leaders(self, role: Role) -> list[MemberRecord]:
-        """The current leader of every rack of ``role``, in rack order."""
-        racks = await self._children(self._layout.leaders(role))
-        found = await asyncio.gather(*(self._record(self._layout.leader(role, rack)) for rack in racks))
+    async def leaders(self, role: Role, *, fresh: bool = False) -> list[MemberRecord]:
+        """The current leader of every rack of ``role``, in rack order (``fresh``: read past the cache)."""
+        racks = await self._children(self._layout.leaders(role), fresh)
+        found = await asyncio.gather(*(self._record(self._layout.leader(role, rack), fresh) for rack in racks))
         return [record for record in found if record is not None]
+
+    async def leader(self, role: Role, rack: str, *, fresh: bool = False) -> MemberRecord | None:
+        """The current leader of one rack, or None while it has none."""
+        return await self._record(self._layout.leader(role, rack), fresh)
 
     async def member(self, role: Role, rack: str, node: str) -> MemberRecord | None:
         """The membership entry of ``node``, or None when its agent is not present."""
@@ -73,23 +77,23 @@ class Directory:
                 views.append(RackView(role, rack, alive, await self._record(self._layout.leader(role, rack))))
         return views
 
-    async def _children(self, path: str) -> list[str]:
+    async def _children(self, path: str, fresh: bool = False) -> list[str]:
         try:
-            names: list[str] = await self._read("children", path, self._client.get_children_async)
+            names: list[str] = await self._read("children", path, self._client.get_children_async, fresh)
         except NoNodeError:  # nothing there yet; no watch is left on a missing node, so nothing is kept
             return []
         return sorted(names)
 
-    async def _record(self, path: str) -> MemberRecord | None:
+    async def _record(self, path: str, fresh: bool = False) -> MemberRecord | None:
         try:
-            data, _ = await self._read("record", path, self._client.get_async)
+            data, _ = await self._read("record", path, self._client.get_async, fresh)
         except NoNodeError:  # the owner's session ended between listing and reading
             return None
         return MemberRecord.decode(data)
 
-    async def _read(self, kind: str, path: str, read: Any) -> Any:
+    async def _read(self, kind: str, path: str, read: Any, fresh: bool = False) -> Any:
         key = (kind, path)
-        if key in self._cached:
+        if key in self._cached and not fresh:
             return self._cached[key]
         self.reads[kind] += 1
         if not self._watch:

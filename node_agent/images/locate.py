@@ -86,7 +86,7 @@ async def locate(agent: "Agent", ask: LocateAsk) -> Holders:
               racks=[rack, *(leader.rack for leader in others)])
     timeout = RACK_CALL_DEPTH * agent.settings.call_timeout
     calls = {rack: rack_holders(agent, ask),
-             **{leader.rack: agent.peers.post(leader.endpoint, RACK_IMAGES, ask, Holders, timeout=timeout)
+             **{leader.rack: agent.peers.post(leader, RACK_IMAGES, ask, Holders, timeout=timeout)
                 for leader in others}}
     answers, failures = await gather(calls)
     if failures:
@@ -148,7 +148,7 @@ async def find_image(agent: "Agent", image: str, redundancy: int, request_uid: s
         flow_step(logger, 7, "asking a storage leader where the image is", request_uid, node=me,
                   leader=leader.node, image=image)
         try:
-            found = await agent.peers.post(leader.endpoint, IMAGE_LOCATIONS, ask, Holders,
+            found = await agent.peers.post(leader, IMAGE_LOCATIONS, ask, Holders,
                                            timeout=LEADER_CALL_DEPTH * agent.settings.call_timeout)
         except PeerError as failure:
             if failure.reason in DEFINITIVE_REASONS:

@@ -15,6 +15,7 @@ from rackmesh.protocol import (
     image_file_name,
     is_image_name,
 )
+from rackmesh_node_agent import authorization
 from rackmesh_node_agent.http_api import IMAGE_FILE_ROUTE, Refusal, agent_of, answer, error, read_message
 from rackmesh_node_agent.images.locate import locate, node_holders, rack_holders
 
@@ -34,16 +35,19 @@ def _storage_agent(request: web.Request) -> "Agent":
 
 async def node_images(request: web.Request) -> web.Response:
     agent = _storage_agent(request)
+    authorization.any_agent(request)
     return answer(node_holders(agent, await read_message(request, LocateAsk)))
 
 
 async def rack_images(request: web.Request) -> web.Response:
     agent = _storage_agent(request)
+    authorization.any_agent(request)
     return answer(await rack_holders(agent, await read_message(request, LocateAsk)))
 
 
 async def image_locations(request: web.Request) -> web.Response:
     agent = _storage_agent(request)
+    authorization.any_agent(request)
     return answer(await locate(agent, await read_message(request, LocateAsk)))
 
 

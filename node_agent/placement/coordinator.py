@@ -17,6 +17,7 @@ import logging
 import random
 import time
 from collections import Counter
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from kazoo.exceptions import KazooException
@@ -25,6 +26,7 @@ from rackmesh import request_record
 from rackmesh.config import Settings
 from rackmesh.labels import Role
 from rackmesh.logs import flow_step
+from rackmesh.peer_client import Peer
 from rackmesh.protocol import (
     NODE_COMMITS,
     NODE_DEPLOYMENTS,
@@ -288,7 +290,7 @@ class Coordinator:
         record the holders (stage Deploying)."""
         agent, order = self.agent, record.order
         lookup, committed = await asyncio.gather(self._locate(order), gather({
-            p.node: agent.peers.post(p.endpoint, NODE_COMMITS, Commit(order, p.indices), CommitAnswer)
+            p.node: agent.peers.post(p, NODE_COMMITS, Commit(order, p.indices), CommitAnswer)
             for p in record.placing}), return_exceptions=True)
         if isinstance(committed, BaseException):
             raise committed
@@ -296,7 +298,7 @@ class Coordinator:
         if isinstance(lookup, BaseException) and not isinstance(lookup, ImageLookupFailed):
             raise lookup
         if failures or isinstance(lookup, ImageLookupFailed):
-            await self._release([p.endpoint for p in record.placing], order)
+            await self._release(record.placing, order)
             if isinstance(lookup, ImageLookupFailed) and (lookup.reason in WORLD_REASONS or not failures):
                 raise PlacementFailed(lookup.reason, lookup.message)
             raise PlacementFailed(*_first_failure(failures))
@@ -324,7 +326,7 @@ class Coordinator:
         retry = Retry(agent.settings)
         while pending:
             answers, failures = await gather({
-                node: agent.peers.post(p.endpoint, NODE_DEPLOYMENTS, Deployment(record.order, p.indices, p.holders),
+                node: agent.peers.post(p, NODE_DEPLOYMENTS, Deployment(record.order, p.indices, p.holders),
                                        Deployed, agent.settings.call_timeout * DEPLOY_CALL_DEPTH)
                 for node, p in pending.items()})
             flow_step(logger, 9, "deployments answered", uid, written=sorted(n for n in answers if answers[n].done),
@@ -352,9 +354,9 @@ class Coordinator:
 
     async def _remove(self, order: Order, before: RequestRecord | None, surplus: dict[str, list[int]]) -> None:
         """Best effort: a VM whose agent does not delete it is left over, and the operator sees it as surplus."""
-        endpoints = {p.node: p.endpoint for p in (before.portions if before is not None else [])}
+        portions = {p.node: p for p in (before.portions if before is not None else [])}
         removed, failures = await gather({
-            node: self.agent.peers.post(endpoints[node], NODE_REMOVALS, Removal(order.request, indices))
+            node: self.agent.peers.post(portions[node], NODE_REMOVALS, Removal(order.request, indices))
             for node, indices in surplus.items()})
         logger.info("removed surplus VMs", extra={"request": order.request.uid, "nodes": sorted(removed),
                                                   "failed": describe(failures)})
@@ -376,13 +378,12 @@ class Coordinator:
             rack: agent.call(leader, lambda rack=rack: rack_release(agent, release(rack)), RACK_RELEASES,
                              release(rack), RackReleased, agent.settings.call_timeout * RACK_CALL_DEPTH)
             for rack, leader in leaders.items()})
-        await self._release([offer.endpoint for offer in unused if offer.rack in failures or offer.rack not in leaders],
-                            order)
+        await self._release([offer for offer in unused if offer.rack in failures or offer.rack not in leaders], order)
 
-    async def _release(self, endpoints: list[str], order: Order) -> None:
+    async def _release(self, peers: Sequence[Peer], order: Order) -> None:
         """Best effort: a release that is lost expires with the reservation's time limit."""
         key = RequestKey(order.request.uid)
-        await gather({endpoint: self.agent.peers.post(endpoint, NODE_RELEASES, key) for endpoint in endpoints})
+        await gather({peer.node: self.agent.peers.post(peer, NODE_RELEASES, key) for peer in peers})
 
     async def _wait(self, record: RequestRecord, version: int, failure: PlacementFailed) -> tuple[RequestRecord, int]:
         logger.warning("round cannot be met now; waiting", extra={

@@ -31,6 +31,7 @@ from rackmesh.vm_fields import controller_uid
 from rackmesh.vm_names import vm_name
 from rackmesh_node_agent.capacity.request_watch import RequestWatch
 from rackmesh_node_agent.http_api import Refusal
+from rackmesh_node_agent.placement.request_check import require_request
 from rackmesh_node_agent.vms.writer import write_vms
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ class NodeSide:
     async def commit(self, commit: Commit) -> CommitAnswer:
         """Turn the offer into VMs ``indices`` (held until they are written, at most ``commit_ttl``)."""
         agent = self.agent
+        await require_request(agent.requests, commit.order, commit.indices, agent.settings.call_timeout)
         await self._hold(commit.order, commit.indices)
         flow_step(logger, 5, "committed portion", commit.order.request.uid, node=agent.node.name,
                   count=len(commit.indices), indices=commit.indices)
@@ -102,6 +104,8 @@ class NodeSide:
         key = (deployment.order.request.uid, frozenset(deployment.indices))
         writer = self._writers.get(key)
         if writer is None:
+            await require_request(self.agent.requests, deployment.order, deployment.indices,
+                                  self.agent.settings.call_timeout)
             await self._hold(deployment.order, deployment.indices)
             writer = asyncio.create_task(self._write(deployment))
             self._writers[key] = writer
@@ -176,7 +180,8 @@ class NodeSide:
         """The holders whose copy answers now, in their order; all of them if none does (the VMs then wait
         for a copy to come back). A holder found when the round was committed may have died since: its VMs
         would never boot."""
-        checks = await asyncio.gather(*(self.agent.peers.answers(holder.url, self.agent.settings.call_timeout)
+        checks = await asyncio.gather(*(self.agent.peers.answers(holder.node, holder.url,
+                                                                 self.agent.settings.call_timeout)
                                         for holder in holders))
         answering = [holder for holder, answered in zip(holders, checks, strict=True) if answered]
         if len(answering) < len(holders):

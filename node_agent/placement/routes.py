@@ -1,4 +1,5 @@
-"""HTTP routes of the capacity handshake (see ``rackmesh/protocol.py`` for who calls which)."""
+"""HTTP routes of the capacity handshake (see ``rackmesh/protocol.py`` for who calls which, and
+``authorization`` for who may)."""
 
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,7 @@ from rackmesh.protocol import (
     Removal,
     RequestKey,
 )
+from rackmesh_node_agent import authorization
 from rackmesh_node_agent.http_api import Refusal, agent_of, answer, read_message
 from rackmesh_node_agent.placement.rack_leader import rack_offers, rack_release
 from rackmesh_node_agent.placement.reach import pong, rack_pings
@@ -51,12 +53,14 @@ def _writable(order: Order) -> Order:
 
 
 async def order(request: web.Request) -> web.Response:
+    authorization.operator(request)
     accepted = _compute_agent(request).coordinator.accept(_writable(await read_message(request, Order)))
     return answer(accepted, status=202)
 
 
 async def rack_offer(request: web.Request) -> web.Response:
     agent = _compute_agent(request)
+    await authorization.compute_leader(request)
     ask = await read_message(request, OfferAsk)
     _writable(ask.order)
     return answer(await rack_offers(agent, ask))
@@ -64,11 +68,14 @@ async def rack_offer(request: web.Request) -> web.Response:
 
 async def rack_releases(request: web.Request) -> web.Response:
     agent = _compute_agent(request)
-    return answer(await rack_release(agent, await read_message(request, RackRelease)))
+    release = await read_message(request, RackRelease)
+    await authorization.coordinator(request, release.uid)
+    return answer(await rack_release(agent, release))
 
 
 async def node_offer(request: web.Request) -> web.Response:
     agent = _compute_agent(request)
+    await authorization.rack_leader(request)
     ask = await read_message(request, OfferAsk)
     _writable(ask.order)
     return answer(await agent.node_side.offer(ask))
@@ -77,35 +84,45 @@ async def node_offer(request: web.Request) -> web.Response:
 async def node_commit(request: web.Request) -> web.Response:
     agent = _compute_agent(request)
     commit = await read_message(request, Commit)
+    await authorization.coordinator(request, commit.order.request.uid)
     _writable(commit.order)
     return answer(await agent.node_side.commit(commit))
 
 
 async def node_release(request: web.Request) -> web.Response:
-    await _compute_agent(request).node_side.release(await read_message(request, RequestKey))
+    agent = _compute_agent(request)
+    key = await read_message(request, RequestKey)
+    await authorization.coordinator(request, key.uid, or_rack_leader=True)
+    await agent.node_side.release(key)
     return web.json_response({"status": "released"})
 
 
 async def node_deployment(request: web.Request) -> web.Response:
     agent = _compute_agent(request)
     deployment = await read_message(request, Deployment)
+    await authorization.coordinator(request, deployment.order.request.uid)
     _writable(deployment.order)
     deployed = await agent.node_side.deploy(deployment)
     return answer(deployed, status=200 if deployed.done else 202)
 
 
 async def node_removal(request: web.Request) -> web.Response:
-    return answer(await _compute_agent(request).node_side.remove(await read_message(request, Removal)))
+    agent = _compute_agent(request)
+    removal = await read_message(request, Removal)
+    await authorization.coordinator(request, removal.request.uid, or_operator=True)
+    return answer(await agent.node_side.remove(removal))
 
 
 async def rack_ping(request: web.Request) -> web.Response:
     agent = _compute_agent(request)
+    authorization.any_agent(request)
     await read_message(request, Ping)
     return answer(await rack_pings(agent))
 
 
 async def node_ping(request: web.Request) -> web.Response:
     agent = _compute_agent(request)
+    await authorization.rack_leader(request)
     await read_message(request, Ping)
     return answer(pong(agent))
 

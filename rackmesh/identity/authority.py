@@ -8,7 +8,7 @@ CSR, so a node cannot ask for another node's name.
 import dataclasses
 import datetime
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 from cryptography import x509
@@ -27,6 +27,11 @@ CA_KEY_FILE = "ca.key"
 
 class CsrError(ValueError):
     """A CSR that cannot be signed: unparsable, or its signature does not match its key."""
+
+
+def trusted_ca(directory: Path) -> bytes:
+    """The CA certificate (PEM) every component trusts, from the directory a cluster mounts it in."""
+    return (directory / CA_CERT_FILE).read_bytes()
 
 
 def new_key() -> ec.EllipticCurvePrivateKey:
@@ -104,6 +109,16 @@ class CertificateAuthority:
         if not isinstance(public_key, ec.EllipticCurvePublicKey):
             raise CsrError("the CSR's key is not an elliptic-curve key (P-256 expected)")
         return self._issue(public_key, identity, lifetime, addresses, now or _now())
+
+    def signer(self, identity: Identity,
+               lifetime: datetime.timedelta) -> Callable[[bytes], Awaitable[x509.Certificate]]:
+        """Signs CSRs for ``identity`` in-process: for the CA's holder itself (the operator), and for harnesses
+        that start agents without an operator (the agent tests, the benchmark)."""
+
+        async def sign(csr_pem: bytes) -> x509.Certificate:
+            return self.sign(csr_pem, identity, lifetime)
+
+        return sign
 
     def issue(self, identity: Identity, lifetime: datetime.timedelta, addresses: Iterable[str] = (),
               now: datetime.datetime | None = None) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:

@@ -13,7 +13,7 @@ from rackmesh import request_record
 from rackmesh.protocol import NODE_COMMITS, NODE_OFFERS, Commit, CommitAnswer, NodeOffer, OfferAsk
 from rackmesh.request_record import RequestRecord, Stage
 from rackmesh_node_agent.capacity.request_watch import FOLLOW_AFTER_SECONDS
-from tests.agent.test_handshake import order, topology
+from tests.agent.test_handshake import order, stored_order, topology
 from tests.support.waiting import async_eventually
 
 pytestmark = pytest.mark.zookeeper
@@ -21,25 +21,28 @@ pytestmark = pytest.mark.zookeeper
 
 async def test_deleting_the_record_frees_offers_and_commitments_within_seconds(mesh):
     mesh = await mesh(topology())
-    gone, kept = order("u-gone", 4), order("u-kept", 1)
+    gone, kept = await stored_order(mesh, "gone", 4), order("u-kept", 1)
     for placed in (gone, kept):
         await request_record.write(mesh.zk, mesh.layout, RequestRecord(placed, "c-0-0", Stage.PLACING), None)
     compute = [name for name in mesh.agents if name.startswith("c-")]
     for node in compute:
-        offered = await mesh.peers.post(mesh.endpoint(node), NODE_OFFERS, OfferAsk(gone, 2, 300), NodeOffer)
+        leader = await mesh.as_rack_leader_of(node)
+        offered = await leader.post(mesh.peer(node), NODE_OFFERS, OfferAsk(gone, 2, 300), NodeOffer)
         assert offered.count > 0
-    await mesh.peers.post(mesh.endpoint(compute[0]), NODE_COMMITS, Commit(gone, [0, 1]), CommitAnswer)
-    await mesh.peers.post(mesh.endpoint(compute[1]), NODE_OFFERS, OfferAsk(kept, 1, 300), NodeOffer)
+    coordinator = await mesh.as_agent("c-0-0")  # the one the record names
+    await coordinator.post(mesh.peer(compute[0]), NODE_COMMITS, Commit(gone, [0, 1]), CommitAnswer)
+    leader = await mesh.as_rack_leader_of(compute[1])
+    await leader.post(mesh.peer(compute[1]), NODE_OFFERS, OfferAsk(kept, 1, 300), NodeOffer)
 
     def held(uid: str) -> list[str]:
         return [name for name in compute
                 if mesh.agent(name).capacity.reservations.get(uid) is not None]
 
-    assert held("u-gone") == compute
-    await request_record.delete(mesh.zk, mesh.layout, "u-gone")
+    assert held(gone.request.uid) == compute
+    await request_record.delete(mesh.zk, mesh.layout, gone.request.uid)
 
     async def freed() -> bool:
-        return held("u-gone") == []
+        return held(gone.request.uid) == []
 
     await async_eventually(freed, timeout=FOLLOW_AFTER_SECONDS + 2.0,
                            what="every reservation of the deleted request freed")
@@ -48,7 +51,8 @@ async def test_deleting_the_record_frees_offers_and_commitments_within_seconds(m
 
 async def test_room_offered_to_a_request_without_a_record_is_freed_at_once(mesh):
     mesh = await mesh(topology())
-    offered = await mesh.peers.post(mesh.endpoint("c-0-0"), NODE_OFFERS, OfferAsk(order("u-none", 2), 2, 300),
+    leader = await mesh.as_rack_leader_of("c-0-0")
+    offered = await leader.post(mesh.peer("c-0-0"), NODE_OFFERS, OfferAsk(order("u-none", 2), 2, 300),
                                     NodeOffer)
     assert offered.count == 2
 

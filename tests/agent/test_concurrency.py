@@ -25,7 +25,7 @@ ROOM_PER_NODE = 4  # 8 cpu / 2 per u1.large
 async def place_at_once(mesh, count: int):
     coordinators = [leader_of(mesh, "compute-0"), leader_of(mesh, "compute-1")]
     orders = [await stored_order(mesh, f"rush-{i}", 2) for i in range(count)]
-    await asyncio.gather(*(mesh.peers.post(mesh.endpoint(coordinators[i % 2]), ORDERS, order, OrderAccepted)
+    await asyncio.gather(*(mesh.peers.post(mesh.peer(coordinators[i % 2]), ORDERS, order, OrderAccepted)
                            for i, order in enumerate(orders)))
 
     async def ended():

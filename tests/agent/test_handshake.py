@@ -57,9 +57,17 @@ async def stored_order(mesh, name: str, replicas: int) -> Order:
                  generation=1)
 
 
+async def rescaled(mesh, placed: Order, replicas: int) -> Order:
+    """``placed``'s request scaled to ``replicas`` in the API (agents write VMs only for the request as it
+    is), and the order for its new generation."""
+    patched = await mesh.kube.patch(DEPLOYMENT_REQUESTS, placed.request.name, {"spec": {"replicas": replicas}},
+                                    placed.request.namespace)
+    return dataclasses.replace(placed, replicas=replicas, generation=patched["metadata"]["generation"])
+
+
 async def settled_round(mesh, coordinator: str, order: Order, *stages: Stage):
     """Hand ``order`` and wait for the round it starts to end (Settled or Waiting) with that order."""
-    await mesh.peers.post(mesh.endpoint(coordinator), ORDERS, order, OrderAccepted)
+    await mesh.peers.post(mesh.peer(coordinator), ORDERS, order, OrderAccepted)
 
     async def ended():
         found = await request_record.read(mesh.zk, mesh.layout, order.request.uid)
@@ -98,7 +106,7 @@ async def test_an_order_is_offered_decided_recorded_and_written_once(mesh):
     mesh = await mesh(topology())
     coordinator = leader_of(mesh)
     web = await stored_order(mesh, "web", 10)
-    accepted = await mesh.peers.post(mesh.endpoint(coordinator), ORDERS, web, OrderAccepted)
+    accepted = await mesh.peers.post(mesh.peer(coordinator), ORDERS, web, OrderAccepted)
     assert accepted == OrderAccepted(coordinator=coordinator)
 
     record, version = await settled_round(mesh, coordinator, web)
@@ -125,14 +133,14 @@ async def test_scale_out_places_only_the_missing_vms_and_scale_in_removes_by_the
     await settled_round(mesh, coordinator, db)
     before = per_node(await vms_of(mesh, "db"))
 
-    bigger, _ = await settled_round(mesh, coordinator, dataclasses.replace(db, replicas=8, generation=2))
+    bigger, _ = await settled_round(mesh, coordinator, await rescaled(mesh, db, 8))
     after = per_node(await vms_of(mesh, "db"))
     assert all(set(indices) <= set(after[node]) for node, indices in before.items())  # nothing moved
     assert sorted(i for indices in after.values() for i in indices) == list(range(8))
     assert sorted(map(len, after.values())) == [2, 2, 2, 2]  # where the request had fewest: even
     assert {p.node: p.indices for p in bigger.portions} == after
 
-    smaller, _ = await settled_round(mesh, coordinator, dataclasses.replace(db, replicas=5, generation=3))
+    smaller, _ = await settled_round(mesh, coordinator, await rescaled(mesh, db, 5))
     expected = spread.without(bigger.portions, {i for v in spread.surplus(bigger.portions, 3).values() for i in v})
     assert {p.node: p.indices for p in smaller.portions} == {p.node: p.indices for p in expected}
     assert per_node(await vms_of(mesh, "db")) == {p.node: p.indices for p in expected}
@@ -147,7 +155,7 @@ async def test_lost_vms_come_back_under_their_names_unless_the_basis_is_stale(me
     _, version = await settled_round(mesh, coordinator, app)
     await mesh.kube.delete(VIRTUAL_MACHINES, "app-0002", "default")
 
-    await mesh.peers.post(mesh.endpoint(coordinator), ORDERS, dataclasses.replace(app, lost=[2], basis=version - 1))
+    await mesh.peers.post(mesh.peer(coordinator), ORDERS, dataclasses.replace(app, lost=[2], basis=version - 1))
     await async_eventually(lambda: asyncio.sleep(0, not mesh.agent(coordinator).coordinator.busy(app.request.uid)),
                            what="the stale order taken")
     _, unchanged = await request_record.read(mesh.zk, mesh.layout, app.request.uid)
@@ -175,28 +183,28 @@ async def test_orders_to_a_non_leader_or_malformed_are_refused(mesh):
     follower = next(name for name, agent in mesh.agents.items()
                     if Role.COMPUTE in agent.node.roles and not agent.leads(Role.COMPUTE))
     with pytest.raises(PeerError) as refused:
-        await mesh.peers.post(mesh.endpoint(follower), ORDERS, order("u-3", 1), OrderAccepted)
+        await mesh.peers.post(mesh.peer(follower), ORDERS, order("u-3", 1), OrderAccepted)
     assert (refused.value.status, refused.value.reason) == (409, "NotLeader")
     with pytest.raises(PeerError) as malformed:
-        await mesh.peers.post(mesh.endpoint(leader_of(mesh)), ORDERS, {"replicas": 1}, OrderAccepted)
+        await mesh.peers.post(mesh.peer(leader_of(mesh)), ORDERS, {"replicas": 1}, OrderAccepted)
     assert (malformed.value.status, malformed.value.reason) == (400, "BadMessage")
     assert "Order.request: required" in malformed.value.message
 
 
 async def test_an_offer_holds_capacity_until_released_or_expired(mesh):
     mesh = await mesh(topology())
-    node = mesh.endpoint("c-0-0")
+    node, leader = mesh.peer("c-0-0"), await mesh.as_rack_leader_of("c-0-0")
     for uid in ("u-4", "u-5", "u-6", "u-7"):  # an agent holds room only for requests that have a record
         await request_record.write(mesh.zk, mesh.layout, RequestRecord(order(uid, 4), "c-0-0", Stage.PLACING), None)
-    first = await mesh.peers.post(node, NODE_OFFERS, OfferAsk(order("u-4", 3), 3, 30), NodeOffer)
-    second = await mesh.peers.post(node, NODE_OFFERS, OfferAsk(order("u-5", 3), 3, 0.5), NodeOffer)
+    first = await leader.post(node, NODE_OFFERS, OfferAsk(order("u-4", 3), 3, 30), NodeOffer)
+    second = await leader.post(node, NODE_OFFERS, OfferAsk(order("u-5", 3), 3, 0.5), NodeOffer)
     assert (first.count, second.count) == (3, 1)  # 4 fit; the first offer holds 3 of them
-    await mesh.peers.post(node, NODE_RELEASES, RequestKey("u-4"))
-    third = await mesh.peers.post(node, NODE_OFFERS, OfferAsk(order("u-6", 4), 4, 30), NodeOffer)
+    await leader.post(node, NODE_RELEASES, RequestKey("u-4"))
+    third = await leader.post(node, NODE_OFFERS, OfferAsk(order("u-6", 4), 4, 30), NodeOffer)
     assert third.count == 3  # u-5 still holds one, for half a second
 
     async def u5_expired() -> bool:  # asking again replaces u-7's own offer, so this can be repeated
-        return (await mesh.peers.post(node, NODE_OFFERS, OfferAsk(order("u-7", 4), 4, 30), NodeOffer)).count == 1
+        return (await leader.post(node, NODE_OFFERS, OfferAsk(order("u-7", 4), 4, 30), NodeOffer)).count == 1
 
     await async_eventually(u5_expired, what="u-5's reservation expired by itself")
 

@@ -129,14 +129,14 @@ async def test_lookups_are_refused_by_the_wrong_agents_and_bad_requests(mesh):
 
     for route in (RACK_IMAGES, IMAGE_LOCATIONS):
         with pytest.raises(PeerError) as refused:
-            await mesh.peers.post(mesh.endpoint(follower), route, ask, Holders)
+            await mesh.peers.post(mesh.peer(follower), route, ask, Holders)
         assert (refused.value.status, refused.value.reason) == (409, "NotLeader")
-    itself = await mesh.peers.post(mesh.endpoint(follower), NODE_IMAGES, ask, Holders)
+    itself = await mesh.peers.post(mesh.peer(follower), NODE_IMAGES, ask, Holders)
     assert [holder.node for holder in itself.holders] == [follower]
 
     for route in (NODE_IMAGES, RACK_IMAGES, IMAGE_LOCATIONS):
         with pytest.raises(PeerError) as refused:
-            await mesh.peers.post(mesh.endpoint("c-0-0"), route, ask, Holders)
+            await mesh.peers.post(mesh.peer("c-0-0"), route, ask, Holders)
         assert (refused.value.status, refused.value.reason) == (409, "NotStorage")
         assert "c-0-0 is not a storage node" in refused.value.message
 

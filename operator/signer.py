@@ -1,0 +1,126 @@
+"""The operator's signer: issues agents their certificates (``rackmesh/identity/signing.py``), and the
+operator its own.
+
+An agent proves its node with its ServiceAccount token: a TokenReview must find it authentic, for the
+audience ``token_audience``, of the agent ServiceAccount, and bound to exactly one node (the extra
+``authentication.kubernetes.io/node-name`` the API sets for tokens bound to a pod or node). The certificate
+names that node and its InternalIP addresses (image importers connect by IP), whatever the CSR asks.
+"""
+
+import asyncio
+import datetime
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from cryptography import x509
+
+from rackmesh import messages
+from rackmesh.config import Settings
+from rackmesh.identity import renewal
+from rackmesh.identity.authority import CertificateAuthority, CsrError, cert_pem
+from rackmesh.identity.credentials import Credentials
+from rackmesh.identity.names import Identity, Role
+from rackmesh.identity.signing import CERTIFICATES, CertificateIssued, CertificateRequest
+from rackmesh.kube_client import NODES, TOKEN_REVIEWS, KubeApiError, KubeClient
+
+logger = logging.getLogger(__name__)
+NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name"
+SIGNER_KEY = web.AppKey("signer", "Signer")
+
+
+class SigningRefused(Exception):
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status, self.reason, self.message = status, reason, message
+
+
+class Signer:
+    def __init__(self, settings: Settings, kube: KubeClient) -> None:
+        self.settings = settings
+        self.kube = kube
+        self.authority = CertificateAuthority.load(Path(settings.ca_dir))
+        self.lifetime = datetime.timedelta(seconds=settings.cert_lifetime)
+        self.credentials = Credentials(Identity(Role.OPERATOR), Path(settings.identity_dir),
+                                       self.authority.cert_pem)
+        self.issued = 0
+
+    async def sign_agent(self, request: CertificateRequest) -> x509.Certificate:
+        node = await self._node_of(request.token)
+        try:
+            cert = self.authority.sign(request.csr.encode(), Identity.agent(node), self.lifetime,
+                                       await self._addresses(node))
+        except CsrError as exc:
+            raise SigningRefused(400, "BadCsr", str(exc)) from None
+        self.issued += 1
+        logger.info("issued an agent certificate", extra={"node": node, "serial": f"{cert.serial_number:x}",
+                                                         "expires": cert.not_valid_after_utc.isoformat()})
+        return cert
+
+    async def _node_of(self, token: str) -> str:
+        review = await self.kube.create(TOKEN_REVIEWS, {
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+            "spec": {"token": token, "audiences": [self.settings.token_audience]}})
+        status: dict[str, Any] = review.get("status") or {}
+        if not status.get("authenticated") or self.settings.token_audience not in status.get("audiences", []):
+            raise SigningRefused(401, "TokenRejected", f"the token is not valid for audience "
+                                                       f"{self.settings.token_audience}: {status.get('error', '')}")
+        user = status.get("user") or {}
+        if user.get("username") != self.settings.agent_service_account:
+            raise SigningRefused(403, "NotAnAgent", f"{user.get('username')} is not the agents' ServiceAccount "
+                                                    f"({self.settings.agent_service_account})")
+        nodes = (user.get("extra") or {}).get(NODE_NAME_EXTRA, [])
+        if len(nodes) != 1:
+            raise SigningRefused(403, "NotBoundToNode", "the token is not bound to a pod on a node (no "
+                                                        f"{NODE_NAME_EXTRA} in its user info)")
+        return str(nodes[0])
+
+    async def _addresses(self, node: str) -> list[str]:
+        try:
+            found = await self.kube.get(NODES, node)
+        except KubeApiError as exc:
+            if exc.status == 404:
+                raise SigningRefused(403, "NoSuchNode", f"the token names node {node}, which does not exist") from None
+            raise
+        return [address["address"] for address in found.get("status", {}).get("addresses", [])
+                if address.get("type") == "InternalIP"]
+
+
+async def certificates(request: web.Request) -> web.Response:
+    signer = request.app[SIGNER_KEY]
+    try:
+        asked = messages.decode_bytes(CertificateRequest, await request.read())
+        cert = await signer.sign_agent(asked)
+    except messages.MessageError as exc:
+        return web.json_response({"reason": "BadMessage", "message": str(exc)}, status=400)
+    except SigningRefused as refusal:
+        logger.warning("refused a certificate", extra={"reason": refusal.reason, "error": refusal.message,
+                                                      "peer": request.remote})
+        return web.json_response({"reason": refusal.reason, "message": refusal.message}, status=refusal.status)
+    except KubeApiError as exc:
+        return web.json_response({"reason": "ReviewFailed", "message": f"TokenReview failed: {exc}"}, status=503)
+    return web.json_response(messages.encode(CertificateIssued(cert_pem(cert).decode())))
+
+
+async def serve(signer: Signer) -> Callable[[], Awaitable[None]]:
+    """Obtain the operator's certificate, keep it renewed, and serve the signer over TLS; returns the stop."""
+    sign_own = signer.authority.signer(Identity(Role.OPERATOR), signer.lifetime)  # it holds the CA
+    await renewal.obtain(signer.credentials, sign_own)
+    renewing = asyncio.create_task(renewal.keep_renewed(signer.credentials, sign_own))
+    app = web.Application(client_max_size=messages.MAX_MESSAGE_BYTES)
+    app[SIGNER_KEY] = signer
+    app.router.add_post(CERTIFICATES, certificates)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, signer.settings.signer_bind, signer.settings.signer_port,
+                      ssl_context=signer.credentials.server_context()).start()
+    logger.info("signer serving", extra={"bind": signer.settings.signer_bind, "port": signer.settings.signer_port})
+
+    async def stop() -> None:
+        renewing.cancel()
+        await asyncio.gather(renewing, return_exceptions=True)
+        await runner.cleanup()
+
+    return stop
