@@ -17,6 +17,8 @@ from typing import Any
 import kmock
 
 from rackmesh_sandbox.kube_api import errors, meta, patches, scale
+from rackmesh_sandbox.kube_api.admission_policy import AdmissionRequest, ValidatingPolicies
+from rackmesh_sandbox.kube_api.authn import UserInfo
 from rackmesh_sandbox.kube_api.fielderrors import FieldError, invalid
 from rackmesh_sandbox.kube_api.gc import FOREGROUND, GarbageCollector
 from rackmesh_sandbox.kube_api.registry import CRD_RESOURCE, Registry, ResourceDef, crd_errors
@@ -31,6 +33,7 @@ NAMESPACES = kmock.resource("", "v1", "namespaces")
 class WriteOptions:
     dry_run: bool = False
     field_validation: str = "Warn"  # Ignore, Warn or Strict; Warn is the server's default
+    user: UserInfo | None = None  # who asks, when authentication is on (admission policies see it)
 
 
 @dataclasses.dataclass
@@ -48,6 +51,7 @@ class ObjectApi:
         self.registry = registry
         self.store = store
         self.gc = GarbageCollector(self)
+        self.policies: ValidatingPolicies | None = None  # admission of users' writes, when authentication is on
 
     # -- addressing ----------------------------------------------------------------------------
 
@@ -113,6 +117,7 @@ class ObjectApi:
             obj["spec"] = {"finalizers": ["kubernetes"], **(obj.get("spec") or {})}
             obj["status"] = {"phase": "Active"}
         warnings = self._admit(rd, obj, opts, patching=None)
+        warnings += self._check_policies("CREATE", rd, namespace, md.get("name", ""), obj, None, opts)
         key = self.key(rd, namespace, md.get("name", ""))
         if self.store.get(key) is not None:
             raise errors.already_exists(rd.group, rd.plural, md["name"])
@@ -196,13 +201,16 @@ class ObjectApi:
                 warnings += [f'unknown field "{path}"' for path in unknown]
             rd.schema.apply_defaults(obj)
         is_namespace = (rd.group, rd.plural) == ("", "namespaces")
-        found += meta.validate_object_meta(meta_of(obj), dns_label=is_namespace)
+        rbac_named = rd.group == "rbac.authorization.k8s.io"  # RBAC names are path segments ("system:...")
+        found += meta.validate_object_meta(meta_of(obj), dns_label=is_namespace, path_segment=rbac_named)
         if rd.schema is not None:
             found += rd.schema.validate(obj)
         if rd.scale is not None:
             found += scale.validate(rd.scale, obj, status_only=subresource == "status")
         if (rd.group, rd.plural) == CRD_RESOURCE:
             found += crd_errors(obj)
+        if self.policies is not None:
+            found += self.policies.object_errors(rd, obj)  # ValidatingAdmissionPolicies and their bindings
         if rd.schema is not None:
             ratchet = old is not None and subresource != "status"
             refused, ratcheted = rd.schema.validate_rules(found, obj, old, ratchet=ratchet)
@@ -211,6 +219,24 @@ class ObjectApi:
         if found:
             raise errors.invalid(rd.group, rd.kind, name, found)
         return warnings
+
+    def _check_policies(
+        self,
+        operation: str,
+        rd: ResourceDef,
+        namespace: str | None,
+        name: str,
+        obj: dict[str, Any] | None,
+        old: dict[str, Any] | None,
+        opts: WriteOptions,
+        subresource: str | None = None,
+    ) -> list[str]:
+        """ValidatingAdmissionPolicies on a user's write (the server's own, as GC's, are not checked); warnings."""
+        if self.policies is None or opts.user is None:
+            return []
+        scoped = namespace if rd.namespaced else None
+        request = AdmissionRequest(rd, operation, scoped, name, obj, old, opts.user, subresource or "", opts.dry_run)
+        return self.policies.admit(request)
 
     def _accept_crd(self, crd: dict[str, Any]) -> None:
         """What the CRD controllers would set soon after: accepted names and Established."""
@@ -399,6 +425,7 @@ class ObjectApi:
         warnings = self._admit(rd, new, opts, patching=patching, old=old, subresource=subresource)
         if rd.tracks_generation and self._spec_changed(rd, old, new):
             md["generation"] = int(old_md.get("generation", 1)) + 1
+        warnings += self._check_policies("UPDATE", rd, namespace, name, new, old, opts, subresource)
         if new == old:
             return Written(self.present(rd, old), warnings)  # a no-op: no new resourceVersion, no event
         if opts.dry_run:
@@ -425,12 +452,14 @@ class ObjectApi:
         name: str,
         options: dict[str, Any],
         dry_run: bool = False,
+        user: UserInfo | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """Delete; return (the object still present, or a Success status; whether it is gone)."""
         key = self.key(rd, namespace, name)
         old = self.store.get(key)
         if old is None:
             raise errors.not_found(rd.group, rd.plural, name)
+        self._check_policies("DELETE", rd, namespace, name, None, old, WriteOptions(dry_run=dry_run, user=user))
         preconditions = options.get("preconditions") or {}
         for field, label in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
             expected, actual = preconditions.get(field), meta_of(old).get(field)

@@ -30,6 +30,7 @@ import dataclasses
 import functools
 import json
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import celpy
@@ -199,9 +200,9 @@ def _issue(text: str, line: int, column: int, message: str) -> str:
 class _Checker:
     """Undeclared names and undeclared fields of typed objects: what cel-go's checker refuses most often."""
 
-    def __init__(self, text: str, self_schema: Schema) -> None:
+    def __init__(self, text: str, self_schema: Schema | None) -> None:
         self.text = text
-        self.self_schema = self_schema
+        self.self_schema = self_schema  # None: no ``self``/``oldSelf`` (admission expressions)
         self.issues: list[str] = []
         self.literal_issues: list[str] = []  # cel.ValidateRegexLiterals
         self.uses_old_self = False
@@ -250,7 +251,7 @@ class _Checker:
         name = str(token)
         if name in scope:
             return scope[name]
-        if name in ("self", "oldSelf"):
+        if name in ("self", "oldSelf") and self.self_schema is not None:
             self.uses_old_self |= name == "oldSelf"
             return self.self_schema
         if name not in _FUNCTIONS:
@@ -349,16 +350,25 @@ def _parse(text: str) -> lark.Tree:
         raise CompileError(_issue(text, line, column, message)) from None
 
 
-def _program(text: str, self_schema: Schema) -> tuple[celpy.Runner, bool]:
-    """Compile one expression; return it and whether it uses oldSelf."""
+def _program(
+    text: str, self_schema: Schema | None, names: dict[str, Schema | None] | None = None
+) -> tuple[celpy.Runner, bool]:
+    """Compile one expression (over ``self`` typed by its schema, and ``names``); return it and whether it
+    uses oldSelf."""
     tree = _parse(text)
     checker = _Checker(text, self_schema)
-    checker.schema_of(tree, {})
+    checker.schema_of(tree, dict(names or {}))
     # cel-go runs its AST validators (regex literals) only on expressions that type-check.
     issues = checker.issues or checker.literal_issues
     if issues:
         raise CompileError("\n".join(issues))
     return _ENV.program(tree, functions=_GO_FUNCTIONS), checker.uses_old_self
+
+
+def compile_expression(text: str, names: Iterable[str]) -> celpy.Runner:
+    """Compile an expression over untyped variables ``names`` (admission policies: ``object``, ``request``...);
+    :class:`CompileError` when cel-go would refuse it (the same checks and functions as CRD rules)."""
+    return _program(text, None, dict.fromkeys(names))[0]
 
 
 def normalize_field_path(path: str, schema: Schema) -> str | None:
@@ -616,12 +626,16 @@ def rule_errors(openapi: Schema, path: str, *, compile_rules: bool = True) -> li
 # -- validating objects -------------------------------------------------------------------------
 
 
-def _eval_detail(error: Exception, rule: Rule) -> str:
-    """How the server words a rule that failed to evaluate."""
+def error_text(error: Exception) -> str:
+    """A cel-python evaluation error worded as cel-go's (``no such key: x``)."""
     text = str(error.args[0]) if error.args else str(error)
     missing = re.fullmatch(r"no such member in mapping: '(.*)'", text)
-    if missing:
-        text = f"no such key: {missing[1]}"
+    return f"no such key: {missing[1]}" if missing else text
+
+
+def _eval_detail(error: Exception, rule: Rule) -> str:
+    """How the server words a rule that failed to evaluate."""
+    text = error_text(error)
     if "no such overload" in text or "no matching overload" in text:
         return (
             f"'{text}': call arguments did not match a supported operator, function or macro signature "

@@ -18,15 +18,20 @@ import attrs
 import kmock
 from kmock._internal import apps, parsing, rendering
 
-from rackmesh_sandbox.kube_api import discovery, errors, openapi, scale, selectors, tables, watch
+from rackmesh_sandbox.kube_api import discovery, errors, openapi, rbac, scale, selectors, tables, token_api, watch
 from rackmesh_sandbox.kube_api import metrics as api_metrics
+from rackmesh_sandbox.kube_api.access import PATH as ACCESS_PATH
+from rackmesh_sandbox.kube_api.access import AccessRecord
+from rackmesh_sandbox.kube_api.admission_policy import ValidatingPolicies
 from rackmesh_sandbox.kube_api.api import ObjectApi, WriteOptions
+from rackmesh_sandbox.kube_api.authn import AuthConfig, Authenticator
 from rackmesh_sandbox.kube_api.registry import CRD_RESOURCE, Registry, ResourceDef
 from rackmesh_sandbox.kube_api.store import ObjectStore
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 _FIELD_VALIDATION = ("Ignore", "Warn", "Strict")
 PROTOBUF = "application/vnd.kubernetes.protobuf"
+USER = "rackmesh.user"  # where an authenticated request keeps its user (aiohttp request storage)
 
 
 def _json(body: Any, status: int = 200, warnings: list[str] | None = None) -> aiohttp.web.Response:
@@ -46,10 +51,14 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
     """A Kubernetes API emulator with real-server semantics where clients rely on them."""
 
     request_log_limit: int | None = None  # keep kmock's request log bounded in long-running servers
+    auth: AuthConfig | None = None  # None: any request is served, as the admin's
     registry: Registry = attrs.field(factory=Registry, init=False)
     store: ObjectStore = attrs.field(init=False)
     api: ObjectApi = attrs.field(init=False)
     metrics: api_metrics.ApiMetrics = attrs.field(factory=api_metrics.ApiMetrics, init=False)  # served at /metrics
+    authn: Authenticator | None = attrs.field(default=None, init=False)
+    authz: rbac.Authorizer | None = attrs.field(default=None, init=False)
+    access: AccessRecord | None = attrs.field(default=None, init=False)  # what each user was allowed
 
     def __attrs_post_init__(self) -> None:
         # Deliberately not calling kmock's: its fallback reactions (lax list/create/patch) are replaced
@@ -61,6 +70,33 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
         assert namespaces is not None
         for name in DEFAULT_NAMESPACES:
             self.api.create(namespaces, None, {"metadata": {"name": name}}, WriteOptions())
+        if self.auth is not None:
+            self._enable_auth(self.auth)
+
+    def _enable_auth(self, config: AuthConfig) -> None:
+        """Authenticate every request, authorize it with the stored RBAC objects, run admission policies."""
+        self.authn = config.authenticator(lambda plural, ns, name: self._stored("", plural, ns, name))
+        self.authz = rbac.Authorizer(
+            lambda plural, ns: self._stored_list(rbac.GROUP, plural, ns),
+            lambda plural, ns, name: self._stored(rbac.GROUP, plural, ns, name),
+        )
+        self.access = AccessRecord()
+        self.api.policies = ValidatingPolicies(self._stored_list, self._stored)
+        roles, bindings = rbac.bootstrap_policy()
+        for plural, docs in (("clusterroles", roles), ("clusterrolebindings", bindings)):
+            rd = self.registry.get(rbac.GROUP, "v1", plural)
+            assert rd is not None
+            for doc in docs:
+                self.api.create(rd, None, doc, WriteOptions())
+
+    def _stored(self, group: str, plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        rd = self.registry.get(group, "v1", plural)
+        return None if rd is None else self.store.get(self.api.key(rd, namespace, name))
+
+    def _stored_list(self, group: str, plural: str, namespace: str | None) -> list[dict[str, Any]]:
+        """The stored objects of a v1 resource (in ``namespace``; None: all of them)."""
+        rd = self.registry.get(group, "v1", plural)
+        return [] if rd is None else self.store.list(rd.storage, namespace if rd.namespaced else None)
 
     def add_crd(self, crd: dict[str, Any]) -> list[ResourceDef]:
         """Install a CRD as ``kubectl apply`` would (stored, and its resources served)."""
@@ -95,12 +131,32 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
         return response
 
     async def _dispatch(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        if self.authn is not None:
+            refused = self._authorize(raw_request)
+            if refused is not None:
+                return refused
         try:
             parsing.parse_path(raw_request.path)
         except ValueError:
             # kmock 0.8 cannot parse some valid paths (e.g. GET /api/v1/namespaces); route them ourselves.
             return await self._call_unparsed(raw_request)
         return await super().__call__(raw_request)
+
+    def _authorize(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.Response | None:
+        """401 without a valid token, 403 for what RBAC does not allow; None (the user kept) to serve it."""
+        assert self.authn is not None and self.authz is not None and self.access is not None
+        user = self.authn.authenticate_header(raw.headers.get("Authorization"))
+        if user is None:
+            return _error(errors.unauthorized())
+        attributes = rbac.request_attributes(raw.method, raw.path, raw.query)
+        allowed, reason = self.authz.authorize(user, attributes)
+        if attributes.path.rstrip("/") == ACCESS_PATH and rbac.MASTERS not in user.groups:
+            allowed, reason = False, ""  # the access record is the admin's only, whatever RBAC says
+        if not allowed:
+            return _error(rbac.forbidden(user, attributes, reason))
+        self.access.record(user.username, attributes)
+        raw[USER] = user
+        return None
 
     async def _call_unparsed(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         body = await raw.read()
@@ -150,6 +206,8 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
                 return aiohttp.web.Response(text="ok")
             case ["version"]:
                 return _json(discovery.VERSION_INFO)
+            case ["debug", "rackmesh", "access"] if self.access is not None:
+                return _json(self.access.to_json())
             case ["metrics"]:
                 body, content_type = self.metrics.exposition(request.headers.get("Accept", ""))
                 return aiohttp.web.Response(body=body, headers={"Content-Type": content_type})
@@ -197,11 +255,21 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
             raise errors.resource_not_found()
         name = rest[1] if len(rest) > 1 else None
         subresource = rest[2] if len(rest) > 2 else None
+        if subresource == "token" and (rd.group, rd.plural) == ("", "serviceaccounts") and self.authn is not None:
+            return self._serve_token_request(request, namespace or "", name or "")
         served = (subresource == "status" and rd.has_status) or (subresource == "scale" and rd.scale is not None)
         if subresource is not None and not served:
             # The CRD handler answers for its resources' names; other paths are unknown to the server.
             raise errors.not_found(rd.group, rd.plural, name or "") if rd.custom else errors.resource_not_found()
         return await self._serve_resource(request, rd, namespace, name, subresource)
+
+    def _serve_token_request(self, request: rendering.Request, namespace: str, name: str) -> aiohttp.web.Response:
+        """POST .../serviceaccounts/<name>/token: a TokenRequest (the only verb of the subresource)."""
+        raw = request._raw_request
+        assert raw is not None and self.authn is not None
+        if raw.method.upper() != "POST":
+            raise errors.method_not_allowed()
+        return _json(token_api.token_request(self.authn, namespace, name, self._body(request)), 201)
 
     # -- verbs -----------------------------------------------------------------------------------
 
@@ -236,7 +304,9 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
         if verb in ("create", "update") and raw.content_type == PROTOBUF:
             # Typed clients (e.g. `kubectl create namespace`) send protobuf; only JSON is emulated.
             raise errors.unsupported_media_type(PROTOBUF, ["application/json"])
-        opts = self._write_options(params)
+        opts = dataclasses.replace(self._write_options(params), user=raw.get(USER))
+        if verb == "create" and (rd.group, rd.plural) == ("authentication.k8s.io", "tokenreviews") and self.authn:
+            return _json(token_api.token_review(self.authn, self._body(request)), 201)
         if subresource == "scale":
             assert name is not None
             return self._serve_scale(request, rd, namespace, name, verb, opts)
@@ -264,7 +334,7 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
             case "delete":
                 assert name is not None
                 result, _ = self.api.delete(
-                    rd, namespace, name, self._delete_options(request, params), opts.dry_run
+                    rd, namespace, name, self._delete_options(request, params), opts.dry_run, opts.user
                 )
                 return _json(result)
             case _:
@@ -389,7 +459,7 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
         items = [obj for obj in self.api.list(rd, namespace, term) if matches(obj)]
         for obj in items:
             self.api.delete(
-                rd, obj["metadata"].get("namespace"), obj["metadata"]["name"], options, opts.dry_run
+                rd, obj["metadata"].get("namespace"), obj["metadata"]["name"], options, opts.dry_run, opts.user
             )
         return _json(
             {

@@ -68,6 +68,21 @@ def conflict(group: str, resource: str, name: str, why: str) -> ApiError:
     return ApiError(409, "Conflict", message, _details(group, resource, name))
 
 
+def forbidden(group: str, resource: str, name: str, why: str) -> ApiError:
+    """apierrors.NewForbidden (the name is left out when the request has none, e.g. on create)."""
+    qualified = group_resource(group, resource)
+    message = f'{qualified} "{name}" is forbidden: {why}' if name else f"{qualified} is forbidden: {why}"
+    details: dict[str, Any] = {"name": name, "kind": resource} if name else {"kind": resource}
+    if group:
+        details["group"] = group
+    return ApiError(403, "Forbidden", message, details)
+
+
+def unauthorized() -> ApiError:
+    """What a request without a valid token gets (the authentication filter's answer)."""
+    return ApiError(401, "Unauthorized", "Unauthorized")
+
+
 MODIFIED = "the object has been modified; please apply your changes to the latest version and try again"
 
 

@@ -9,6 +9,8 @@ import tempfile
 
 import yaml
 
+DEFAULT_TOKEN = "rackmesh-sandbox-token"  # authn.ADMIN_TOKEN: an authenticating server's admin
+
 
 def write_atomically(target: pathlib.Path, text: str) -> None:
     """Write to a temporary file beside the target, then rename: readers never see half a file."""
@@ -25,18 +27,19 @@ def write_atomically(target: pathlib.Path, text: str) -> None:
 
 
 def write_kubeconfig(
-    path: str | os.PathLike[str], server_url: str, namespace: str = "default"
+    path: str | os.PathLike[str], server_url: str, namespace: str = "default", token: str = DEFAULT_TOKEN
 ) -> pathlib.Path:
     """Write a kubeconfig for ``server_url`` that kubectl and kopf accept; return its path.
 
     kopf's kubeconfig login accepts plain-http servers and a bearer token; kubectl needs a user entry.
+    ``token`` is the user's bearer token: by default the one an authenticating server takes as its admin's.
     """
     name = "rackmesh-sandbox"
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": name, "cluster": {"server": server_url}}],
-        "users": [{"name": name, "user": {"token": "rackmesh-sandbox-token"}}],
+        "users": [{"name": name, "user": {"token": token}}],
         "contexts": [{"name": name, "context": {"cluster": name, "user": name, "namespace": namespace}}],
         "current-context": name,
         "preferences": {},

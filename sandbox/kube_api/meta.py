@@ -88,8 +88,12 @@ def is_subdomain(name: str) -> bool:
     return len(name) <= 253 and re.fullmatch(_DNS1123_SUBDOMAIN, name) is not None
 
 
-def name_errors(name: str, field: str, *, dns_label: bool = False) -> list[FieldError]:
-    """Name rules: DNS-1123 subdomains for most resources, DNS-1123 labels for namespaces."""
+def name_errors(name: str, field: str, *, dns_label: bool = False, path_segment: bool = False) -> list[FieldError]:
+    """Name rules: DNS-1123 subdomains for most resources, DNS-1123 labels for namespaces, path segments
+    (anything but ``.``, ``..``, ``/`` and ``%``: ValidateRBACName) for RBAC objects such as ``system:discovery``."""
+    if path_segment:
+        found = [invalid(field, name, f"may not be '{name}'")] if name in (".", "..") else []
+        return found + [invalid(field, name, f"may not contain '{c}'") for c in "/%" if c in name]
     limit, pattern, message = (
         (63, _DNS1123_LABEL, LABEL_MSG) if dns_label else (253, _DNS1123_SUBDOMAIN, SUBDOMAIN_MSG)
     )
@@ -117,7 +121,7 @@ def qualified_name_errors(key: str, field: str) -> list[FieldError]:
 
 
 def validate_object_meta(
-    meta: Any, *, namespaced: bool | None = None, dns_label: bool = False
+    meta: Any, *, namespaced: bool | None = None, dns_label: bool = False, path_segment: bool = False
 ) -> list[FieldError]:
     """What ValidateObjectMeta refuses, for the fields products actually write."""
     if not isinstance(meta, dict):
@@ -127,13 +131,11 @@ def validate_object_meta(
     if not name and not generate:
         errors.append(required("metadata.name", "name or generateName is required"))
     if isinstance(name, str) and name:
-        errors += name_errors(name, "metadata.name", dns_label=dns_label)
+        errors += name_errors(name, "metadata.name", dns_label=dns_label, path_segment=path_segment)
     if isinstance(generate, str) and generate and not name:
         # A prefix is checked as if it were the name it becomes (the real server does the same).
-        errors += [
-            dataclasses.replace(e, field="metadata.generateName", value=generate)
-            for e in name_errors(generate + "x", "metadata.generateName", dns_label=dns_label)
-        ]
+        as_name = name_errors(generate + "x", "metadata.generateName", dns_label=dns_label, path_segment=path_segment)
+        errors += [dataclasses.replace(e, field="metadata.generateName", value=generate) for e in as_name]
     if namespaced is False and meta.get("namespace"):
         errors.append(FieldError("forbidden", "metadata.namespace", "not allowed on this type"))
     labels = meta.get("labels") or {}

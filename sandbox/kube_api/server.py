@@ -19,6 +19,7 @@ from typing import Any, Self
 import aiohttp.web
 import yaml
 
+from rackmesh_sandbox.kube_api.authn import ADMIN_TOKEN, AuthConfig
 from rackmesh_sandbox.kube_api.emulator import KubeApiEmulator
 from rackmesh_sandbox.kube_api.kubeconfig import write_kubeconfig
 from rackmesh_sandbox.kube_api.kubevirt import kubevirt_crds
@@ -43,12 +44,15 @@ class KubeApiServer:
         crd_paths: Iterable[PathLike] = (),
         kubevirt: bool = True,
         request_log_limit: int | None = None,
+        auth: AuthConfig | None = None,
     ) -> None:
+        """``auth``: authenticate requests, authorize them with RBAC and run ValidatingAdmissionPolicies (None:
+        serve every request, as before)."""
         self.host = host
         self.port = port
         self.crd_paths = [pathlib.Path(p) for p in crd_paths]
         self.kubevirt = kubevirt
-        self.emulator = KubeApiEmulator(request_log_limit=request_log_limit)
+        self.emulator = KubeApiEmulator(request_log_limit=request_log_limit, auth=auth)
         self._runner: aiohttp.web.ServerRunner | None = None
 
     @property
@@ -88,6 +92,6 @@ class KubeApiServer:
         await runner.cleanup()
         await self.emulator.__aexit__(exc_type, exc, tb)
 
-    def write_kubeconfig(self, path: PathLike, namespace: str = "default") -> pathlib.Path:
-        """A kubeconfig for this server (see :func:`.kubeconfig.write_kubeconfig`)."""
-        return write_kubeconfig(path, self.url, namespace)
+    def write_kubeconfig(self, path: PathLike, namespace: str = "default", token: str = ADMIN_TOKEN) -> pathlib.Path:
+        """A kubeconfig for this server (see :func:`.kubeconfig.write_kubeconfig`); the admin's token by default."""
+        return write_kubeconfig(path, self.url, namespace, token)
