@@ -11,6 +11,10 @@ from rackmesh.informer import Informer
 from rackmesh.protocol import Order
 from rackmesh_node_agent.http_api import Refusal
 
+# How much of a call's time limit the cache gets to catch up with a request the operator saw first (a watch
+# event lags by milliseconds): the refusal must reach the caller before it gives up on the call.
+CATCH_UP_SHARE = 0.5
+
 
 def mismatch(found: dict[str, Any] | None, order: Order, indices: list[int]) -> str | None:
     """Why ``order`` does not match the request ``found`` (None: it does)."""
@@ -33,14 +37,14 @@ def mismatch(found: dict[str, Any] | None, order: Order, indices: list[int]) -> 
     return None
 
 
-async def require_request(requests: Informer, order: Order, indices: list[int], timeout: float) -> None:
-    """Refuse (403 UnknownRequest) an order that does not match its request, after giving the cache
-    ``timeout`` seconds to catch up with a request (or a change of one) the operator saw first."""
+async def require_request(requests: Informer, order: Order, indices: list[int], call_timeout: float) -> None:
+    """Refuse (403 UnknownRequest) an order that does not match its request, after giving the cache a while
+    to catch up with a request (or a change of one) the operator saw first."""
     request = order.request
 
     def matches() -> bool:
         return mismatch(requests.get(request.namespace, request.name), order, indices) is None
 
-    if not await requests.wait_until(matches, timeout):
+    if not await requests.wait_until(matches, call_timeout * CATCH_UP_SHARE):
         reason = mismatch(requests.get(request.namespace, request.name), order, indices)
         raise Refusal(403, "UnknownRequest", f"no VMs are written for this order: {reason}")
