@@ -47,8 +47,10 @@ DEBIAN_JAR = Path("/usr/share/java/zookeeper.jar")
 # Debian's zookeeper.jar manifest pulls in its dependencies but no SLF4J binding: without these the
 # server silently logs nothing at all.
 DEBIAN_LOGGING_JARS = (Path("/usr/share/java/slf4j-log4j12.jar"), Path("/usr/share/java/log4j-1.2.jar"))
-# Nor Netty's codec and resolver, which the Netty connection factory (the one that speaks TLS) needs.
-DEBIAN_NETTY_JARS = (Path("/usr/share/java/netty-codec.jar"), Path("/usr/share/java/netty-resolver.jar"))
+# Nor Netty's codec and resolver, which the Netty connection factory (the one that speaks TLS) needs, nor
+# the servlet API the AdminServer's Jetty needs (libjetty9-java depends on it).
+DEBIAN_EXTRA_JARS = (Path("/usr/share/java/netty-codec.jar"), Path("/usr/share/java/netty-resolver.jar"),
+                     Path("/usr/share/java/servlet-api.jar"))
 INSTALL_HINT = "install it with `apt-get install zookeeper`, or set ZOOKEEPER_HOME to an unpacked release"
 STATE_KIND = "rackmesh-zookeeper/v1"
 LOG4J_PROPERTIES = """\
@@ -91,7 +93,7 @@ def find_zookeeper(home: str | os.PathLike[str] | None = None) -> Installation:
         # conf/ carries the release's logback.xml (or log4j.properties), as zkEnv.sh does.
         return Installation(java, (root / "conf", *jars))
     if DEBIAN_JAR.is_file():
-        extra = (jar for jar in (*DEBIAN_LOGGING_JARS, *DEBIAN_NETTY_JARS) if jar.is_file())
+        extra = (jar for jar in (*DEBIAN_LOGGING_JARS, *DEBIAN_EXTRA_JARS) if jar.is_file())
         return Installation(java, (DEBIAN_JAR, *extra))
     raise ZooKeeperNotFound(f"ZooKeeper not found: ZOOKEEPER_HOME is unset and {DEBIAN_JAR} is missing; "
                             + INSTALL_HINT)
@@ -150,7 +152,7 @@ class ZooKeeperServer:
         self.ensemble = ensemble
         self.id = server_id
         self.host = host
-        self.client_port, self.quorum_port, self.election_port = ports
+        self.client_port, self.quorum_port, self.election_port, self.admin_port = ports
         self.dir = ensemble.state_dir / f"zk{server_id}"
         self.config_path = self.dir / "zoo.cfg"
         self.data_dir = self.dir / "data"
@@ -253,11 +255,14 @@ class ZooKeeperEnsemble:
         self, state_dir: str | os.PathLike[str], size: int = 1, *, hosts: Sequence[str] | None = None,
         tick_time_ms: int = 200, heap_mb: int = 128, start_timeout: float = 30.0, detached: bool = False,
         zookeeper_home: str | os.PathLike[str] | None = None, tls: TlsFiles | None = None,
+        admin_server: bool = False,
     ) -> None:
         """``hosts``: one loopback address per server (default all 127.0.0.1, distinct free ports).
         ``detached``: keep the servers running when this Python process exits (for ``sandbox up``).
         ``tls``: serve mutual TLS only, with this CA, server certificate and key (every server presents
-        the same one, so it must name every host: ``issue_server_tls``)."""
+        the same one, so it must name every host: ``issue_server_tls``).
+        ``admin_server``: each server's AdminServer (HTTP) on its host at ``admin_port``, as the
+        manifests' probes use it."""
         hosts = list(hosts) if hosts else ["127.0.0.1"] * size
         if size < 1 or len(hosts) != size:
             raise ValueError(f"size must be >= 1 and match the {len(hosts)} hosts given")
@@ -268,7 +273,8 @@ class ZooKeeperEnsemble:
         self.start_timeout = start_timeout
         self.detached = detached
         self.tls = tls
-        self.servers = [ZooKeeperServer(self, i, ip, stable_ports(ip, 3)) for i, ip in enumerate(hosts, 1)]
+        self.admin_server = admin_server
+        self.servers = [ZooKeeperServer(self, i, ip, stable_ports(ip, 4)) for i, ip in enumerate(hosts, 1)]
 
     def __enter__(self) -> ZooKeeperEnsemble:
         return self.start()
@@ -290,7 +296,9 @@ class ZooKeeperEnsemble:
             # Clients may ask for sessions from 2 ticks up to 60 s (kazoo's default is 10 s).
             f"minSessionTimeout={2 * tick}", "maxSessionTimeout=60000",
             "maxClientCnxns=0",  # many agents of one simulated cluster share 127.0.0.1
-            "admin.enableServer=false", "4lw.commands.whitelist=*",
+            "4lw.commands.whitelist=*",
+            *([f"admin.serverAddress={server.host}", f"admin.serverPort={server.admin_port}"]
+              if self.admin_server else ["admin.enableServer=false"]),
         ]
         if self.tls is None:
             lines += [f"clientPortAddress={server.host}", f"clientPort={server.client_port}"]
