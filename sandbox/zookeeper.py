@@ -59,7 +59,7 @@ log4j.appender.CONSOLE=org.apache.log4j.ConsoleAppender
 log4j.appender.CONSOLE.layout=org.apache.log4j.PatternLayout
 log4j.appender.CONSOLE.layout.ConversionPattern=%d{ISO8601} %-5p [%t:%C{1}@%L] %m%n
 """
-# The sandbox starts its servers afresh each time; ZooKeeper 3.8 reloads no client certificate anyway.
+# The sandbox starts its servers afresh each time, and ZooKeeper 3.8 never reloads its client-port certificate.
 SERVER_CERT_LIFETIME = datetime.timedelta(days=365)
 
 
