@@ -1,7 +1,7 @@
 """``python -m rackmesh_sandbox.kube_api``: serve the local Kubernetes API until SIGTERM/SIGINT.
 
-Once listening, ``--ready-file`` gets ``{"url": ..., "pid": ...}`` (written atomically), so a parent
-process can wait for the file instead of polling the port.
+Once listening, ``--ready-file`` gets ``{"url": ..., "pid": ...}`` (written atomically; with ``--auth`` also
+``"ca"``, the PEM CA of its HTTPS), so a parent process can wait for the file instead of polling the port.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import pathlib
 import signal
 import sys
 
+from rackmesh_sandbox.kube_api.authn import AuthConfig
 from rackmesh_sandbox.kube_api.kubeconfig import write_atomically
 from rackmesh_sandbox.kube_api.server import KubeApiServer
 
@@ -32,7 +33,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ready-file", type=pathlib.Path, help="written with the URL and pid once listening")
     parser.add_argument("--kubeconfig", type=pathlib.Path, help="also write a kubeconfig for the server here")
     parser.add_argument("--access-log", action="store_true", help="log every request")
+    parser.add_argument(
+        "--auth",
+        action="store_true",
+        help="authenticate requests (the kubeconfig's admin token, --token-file's, ServiceAccount tokens), "
+        "authorize them with RBAC and run ValidatingAdmissionPolicies",
+    )
+    parser.add_argument(
+        "--token-file", type=pathlib.Path, help='static tokens, CSV: token,user,uid,"group1,group2" (implies --auth)'
+    )
+    parser.add_argument(
+        "--service-account-key-file",
+        type=pathlib.Path,
+        help="PEM key signing ServiceAccount tokens, made if missing (tokens outlive restarts; implies --auth)",
+    )
     return parser.parse_args(argv)
+
+
+def auth_config(args: argparse.Namespace) -> AuthConfig | None:
+    if not (args.auth or args.token_file or args.service_account_key_file):
+        return None
+    return AuthConfig(token_file=args.token_file, service_account_key_file=args.service_account_key_file)
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -47,11 +68,13 @@ async def serve(args: argparse.Namespace) -> None:
         crd_paths=args.crd,
         kubevirt=not args.no_kubevirt,
         request_log_limit=1000,
+        auth=auth_config(args),
     ) as api:
         if args.kubeconfig:
             api.write_kubeconfig(args.kubeconfig)
         if args.ready_file:
-            write_atomically(args.ready_file, json.dumps({"url": api.url, "pid": os.getpid()}))
+            ready = {"url": api.url, "pid": os.getpid(), **({"ca": api.tls.ca_pem} if api.tls else {})}
+            write_atomically(args.ready_file, json.dumps(ready))
         log.info("Kubernetes API serving at %s", api.url)
         await stop.wait()
         log.info("Stopping.")

@@ -269,6 +269,8 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
         assert raw is not None and self.authn is not None
         if raw.method.upper() != "POST":
             raise errors.method_not_allowed()
+        if raw.content_type == PROTOBUF:  # `kubectl create token` sends protobuf; `kubectl create --raw` JSON
+            raise errors.unsupported_media_type(PROTOBUF, ["application/json"])
         return _json(token_api.token_request(self.authn, namespace, name, self._body(request)), 201)
 
     # -- verbs -----------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from rackmesh_sandbox.kube_api.emulator import KubeApiEmulator
 from rackmesh_sandbox.kube_api.kubeconfig import write_kubeconfig
 from rackmesh_sandbox.kube_api.kubevirt import kubevirt_crds
 from rackmesh_sandbox.kube_api.metrics import ApiMetrics
+from rackmesh_sandbox.kube_api.tls import ServingCertificate
 
 PathLike = str | os.PathLike[str]
 
@@ -46,18 +47,19 @@ class KubeApiServer:
         request_log_limit: int | None = None,
         auth: AuthConfig | None = None,
     ) -> None:
-        """``auth``: authenticate requests, authorize them with RBAC and run ValidatingAdmissionPolicies (None:
-        serve every request, as before)."""
+        """``auth``: authenticate requests, authorize them with RBAC and run ValidatingAdmissionPolicies, over
+        HTTPS (kubectl sends tokens over TLS only; ``tls`` has the CA); None: plain HTTP, every request served."""
         self.host = host
         self.port = port
         self.crd_paths = [pathlib.Path(p) for p in crd_paths]
         self.kubevirt = kubevirt
         self.emulator = KubeApiEmulator(request_log_limit=request_log_limit, auth=auth)
         self._runner: aiohttp.web.ServerRunner | None = None
+        self.tls = ServingCertificate(host) if auth is not None else None
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     @property
     def metrics(self) -> ApiMetrics:
@@ -77,7 +79,8 @@ class KubeApiServer:
         server = aiohttp.web.Server(self.emulator)
         self._runner = aiohttp.web.ServerRunner(server, shutdown_timeout=2.0)
         await self._runner.setup()
-        site = aiohttp.web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        ssl_context = self.tls.context() if self.tls is not None else None
+        site = aiohttp.web.TCPSite(self._runner, self.host, self.port, reuse_address=True, ssl_context=ssl_context)
         await site.start()
         self.port = self._runner.addresses[0][1]  # the port actually bound (port 0 picks a free one)
         return self
@@ -94,4 +97,4 @@ class KubeApiServer:
 
     def write_kubeconfig(self, path: PathLike, namespace: str = "default", token: str = ADMIN_TOKEN) -> pathlib.Path:
         """A kubeconfig for this server (see :func:`.kubeconfig.write_kubeconfig`); the admin's token by default."""
-        return write_kubeconfig(path, self.url, namespace, token)
+        return write_kubeconfig(path, self.url, namespace, token, self.tls.ca_pem if self.tls else None)
