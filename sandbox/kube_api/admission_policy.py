@@ -386,11 +386,12 @@ class ValidatingPolicies:
 
     def _matches(self, match: dict[str, Any], request: AdmissionRequest, *, rules_required: bool = True) -> bool:
         """matchConstraints (or a binding's matchResources): namespace and object selectors, rules."""
-        if request.namespace or request.rd.plural == "namespaces":
-            namespace = self.get("", "namespaces", None, request.namespace or request.name)
-            labels = _labels(namespace) or {}
-            if not _selector_matches(match.get("namespaceSelector"), labels):
-                return False
+        if request.rd.plural == "namespaces" and not request.rd.group:
+            namespace = request.obj or request.old  # a Namespace is selected by its own labels
+        else:
+            namespace = self.get("", "namespaces", None, request.namespace) if request.namespace else None
+        if namespace is not None and not _selector_matches(match.get("namespaceSelector"), _labels(namespace) or {}):
+            return False
         labelled = [labels for labels in (_labels(request.obj), _labels(request.old)) if labels is not None]
         if not any(_selector_matches(match.get("objectSelector"), labels) for labels in labelled):
             return False
