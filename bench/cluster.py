@@ -8,10 +8,9 @@ connections from each agent's peer client, CPU seconds from ``/proc`` per proces
 
 import asyncio
 import dataclasses
+import datetime
 import json
 import os
-import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rackmesh import registry, zk_async
 from rackmesh.config import Settings
+from rackmesh.identity.authority import CertificateAuthority
+from rackmesh.identity.credentials import Credentials as TlsCredentials
+from rackmesh.identity.credentials import TlsFiles
+from rackmesh.identity.names import Identity
+from rackmesh.identity.names import Role as IdentityRole
 from rackmesh.kube_client import Credentials, KubeClient
 from rackmesh.labels import Role
 from rackmesh.peer_client import PeerClient
@@ -36,7 +40,7 @@ from rackmesh_sandbox.images import write_images
 from rackmesh_sandbox.lifecycle import CRD_DIR, agent_address
 from rackmesh_sandbox.ports import free_port, port_free_on
 from rackmesh_sandbox.topology import Topology
-from rackmesh_sandbox.zookeeper import ZooKeeperEnsemble
+from rackmesh_sandbox.zookeeper import ZooKeeperEnsemble, four_letter_word, issue_server_tls
 
 RACK_SIZE = 25
 IMAGE = "lob123-rhel-6.0"
@@ -66,13 +70,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
 
 
-def zookeeper_operations(address: str) -> Counter[str]:
+def zookeeper_operations(address: str, tls: TlsFiles | None) -> Counter[str]:
     """The server's count of read and update requests (pings and session traffic not included)."""
     host, port = address.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=5) as conn:
-        conn.sendall(b"mntr")
-        raw = b"".join(iter(lambda: conn.recv(65536), b""))
-    values = dict(line.split("\t", 1) for line in raw.decode().splitlines() if "\t" in line)
+    raw = four_letter_word(host, int(port), "mntr", timeout=5, tls=tls)
+    values = dict(line.split("\t", 1) for line in raw.splitlines() if "\t" in line)
     return Counter({"read": int(values["zk_cnt_readlatency"]), "update": int(values["zk_cnt_updatelatency"])})
 
 
@@ -100,10 +102,13 @@ class Cluster:
         self.workdir = workdir
         self.say = say
         self.workers = workers
-        self.zookeeper = ZooKeeperEnsemble(workdir / "zookeeper", size=1, heap_mb=512)
+        # The agents get their certificates from this CA directly (no operator runs: the driver hands orders).
+        self.authority = CertificateAuthority.create()
+        self.zookeeper = ZooKeeperEnsemble(workdir / "zookeeper", size=1, heap_mb=512,
+                                           tls=issue_server_tls(self.authority, workdir / "zookeeper-tls"))
         addresses = [agent_address(index) for index in range(len(self.topology.nodes))]
         self.endpoints = {node.name: address for node, address in zip(self.topology.nodes, addresses, strict=True)}
-        self.settings = Settings.from_env({}, agent_token=secrets.token_urlsafe(24), agent_port=port_free_on(addresses),
+        self.settings = Settings.from_env({}, agent_port=port_free_on(addresses), ca_dir=str(workdir / "ca"),
                                           **BENCH_SETTINGS)
         self._api: subprocess.Popen[bytes] | None = None
         self._workers: list[tuple[subprocess.Popen[bytes], int]] = []
@@ -121,12 +126,13 @@ class Cluster:
 
     def holders(self) -> list[ImageHolder]:
         """The storage nodes' copies of the image (what the central baseline is given)."""
-        return [ImageHolder(node.name, node.rack, f"http://{self.endpoints[node.name]}:{self.settings.agent_port}"
+        return [ImageHolder(node.name, node.rack, f"https://{self.endpoints[node.name]}:{self.settings.agent_port}"
                                                   f"{IMAGE_FILES}/{image_file_name(IMAGE)}")
                 for node in self.topology.nodes if IMAGE in node.images]
 
     async def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.authority.save(Path(self.settings.ca_dir))
         await asyncio.to_thread(self.zookeeper.start)
         self.settings = dataclasses.replace(self.settings, zk_hosts=self.zookeeper.connect_string)
         self._start_api()
@@ -135,10 +141,11 @@ class Cluster:
         self.say(f"cluster seeded: {len(self.compute)} compute nodes in {len(self.compute) // RACK_SIZE or 1} racks, "
                  f"{len(self.topology.nodes) - len(self.compute)} storage nodes")
         self._start_workers()
-        zk = await zk_async.start_client(self.settings.zk_hosts, self.settings.zk_session_timeout)
+        operator = TlsCredentials.issued(self.authority, Identity(IdentityRole.OPERATOR), self.workdir / "operator",
+                                         datetime.timedelta(days=1), [])
+        zk = await zk_async.start_client(self.settings.zk_hosts, self.settings.zk_session_timeout, tls=operator.files)
         layout = ZkLayout(self.settings.zk_root)
-        self.services = Services(self.settings, zk, self.kube, PeerClient(self.settings.agent_token,
-                                                                         self.settings.call_timeout),
+        self.services = Services(self.settings, zk, self.kube, PeerClient(operator, self.settings.call_timeout),
                                  layout, registry.Directory(zk, layout))
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
         await self._wait_joined()
@@ -172,8 +179,8 @@ class Cluster:
 
     def _start_workers(self) -> None:
         images = write_images(self.topology, self.workdir / "images")
-        entries = [{"node": node.name, "address": self.endpoints[node.name], "imageDir": str(images[node.name])}
-                   for node in self.topology.nodes]
+        entries = [{"node": node.name, "address": self.endpoints[node.name], "imageDir": str(images[node.name]),
+                    "identityDir": str(self.workdir / "identities" / node.name)} for node in self.topology.nodes]
         for index in range(self.workers):
             port = free_port()
             spec = {"apiUrl": self.api_url, "control": port, "env": self.settings.to_env(),
@@ -250,8 +257,9 @@ class Cluster:
                "zookeeper": sum(cpu_seconds(server.pid) for server in self.zookeeper.servers if server.pid),
                "benchDriver": cpu_seconds(os.getpid())}
         connections = sum(part["connectionsOpened"] for part in stats) + self.services.peers.connections_opened
-        return Snapshot(await self.api_calls(), await asyncio.to_thread(zookeeper_operations,
-                                                                        self.settings.zk_hosts.split(",")[0]),
+        zookeeper = self.settings.zk_hosts.split(",")[0]
+        return Snapshot(await self.api_calls(),
+                        await asyncio.to_thread(zookeeper_operations, zookeeper, self.zookeeper.tls),
                         sent, connections, sum(part["sessionsLost"] for part in stats), cpu)
 
     async def sessions_lost(self) -> int:

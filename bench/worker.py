@@ -4,11 +4,13 @@ API on loopback lets the driver read the agents' counters and start a reachabili
 
     python -m rackmesh_bench.worker SPEC.json
 
-SPEC: ``{"apiUrl", "control": port, "env": {RACKMESH_*}, "agents": [{"node", "address", "imageDir"}]}``.
+SPEC: ``{"apiUrl", "control": port, "env": {RACKMESH_*}, "agents": [{"node", "address", "imageDir",
+"identityDir"}]}``; the agents' certificates come from the CA in ``RACKMESH_CA_DIR`` (no operator runs).
 """
 
 import argparse
 import asyncio
+import datetime
 import gc
 import json
 import logging
@@ -23,6 +25,8 @@ from aiohttp import web
 from rackmesh import logs
 from rackmesh.cli import run_until_signalled
 from rackmesh.config import Settings
+from rackmesh.identity.authority import CertificateAuthority
+from rackmesh.identity.names import Identity
 from rackmesh.kube_client import Credentials, KubeClient
 from rackmesh_node_agent.agent import Agent
 from rackmesh_node_agent.placement.reach import reach_compute_agents
@@ -30,6 +34,7 @@ from rackmesh_node_agent.placement.reach import reach_compute_agents
 logger = logging.getLogger(__name__)
 START_BATCH = 25
 START_BATCH_SECONDS = 30.0
+CERTIFICATE_LIFETIME = datetime.timedelta(days=1)  # a benchmark never waits for a renewal
 
 
 class Worker:
@@ -42,13 +47,16 @@ class Worker:
         """Start the agents a batch at a time, each once the one before has its caches listed (or after a
         while), as a DaemonSet rolls out: a thousand agents listing at the same instant only time out."""
         entries = self.spec["agents"]
+        authority = CertificateAuthority.load(Path(Settings.from_env(self.spec["env"]).ca_dir))
         for first in range(0, len(entries), START_BATCH):
             batch = []
             for entry in entries[first:first + START_BATCH]:
                 settings = Settings.from_env(self.spec["env"], agent_bind=entry["address"],
-                                             agent_advertise=entry["address"], image_dir=entry["imageDir"])
+                                             agent_advertise=entry["address"], image_dir=entry["imageDir"],
+                                             identity_dir=entry["identityDir"])
                 kube = KubeClient(Credentials(self.spec["apiUrl"], ssl_context=False))
-                agent = Agent(settings, entry["node"], kube)
+                agent = Agent(settings, entry["node"], kube, authority.signer(Identity.agent(entry["node"]),
+                                                                              CERTIFICATE_LIFETIME))
                 self.agents[entry["node"]] = agent
                 self.tasks.append(asyncio.create_task(agent.run()))
                 batch.append(agent)

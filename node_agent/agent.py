@@ -141,12 +141,13 @@ class Agent:
         The agent joins once its Node exists with a rackmesh role: a node labelled later (a node added to
         rackmesh) is taken in then, as a DaemonSet would start its pod then.
         """
-        await self._obtain_certificate()
-        renewing = asyncio.create_task(renewal.keep_renewed(self.credentials, self._sign))
-        await self._serve_http()
-        caches = (self.own_node, self.vms, self.instancetypes, self.requests)
-        watching = [renewing, *(asyncio.create_task(cache.run()) for cache in caches)]
+        watching: list[asyncio.Task[None]] = []
         try:
+            await self._obtain_certificate()
+            watching.append(asyncio.create_task(renewal.keep_renewed(self.credentials, self._sign)))
+            await self._serve_http()
+            caches = (self.own_node, self.vms, self.instancetypes, self.requests)
+            watching += [asyncio.create_task(cache.run()) for cache in caches]
             if not self.own_node.listed.is_set() or not (self.own_node.state and self.own_node.state.roles):
                 logger.info("waiting for the node to exist with a rackmesh role", extra={"node": self.node_name})
             self.identity = await self.own_node.wait_for(lambda state: bool(state.roles))

@@ -23,8 +23,7 @@ class Services:
     peers: PeerClient
     layout: ZkLayout
     directory: Directory
-    signer: signing.Signer
-    stop_signer: Callable[[], Awaitable[None]]
+    stop_signer: Callable[[], Awaitable[None]] | None = None  # None: no signer here (the benchmark's driver)
 
     @classmethod
     async def open(cls, settings: Settings) -> "Services":
@@ -34,11 +33,12 @@ class Services:
         zk = await zk_async.start_client(settings.zk_hosts, settings.zk_session_timeout, tls=signer.credentials.files)
         layout = ZkLayout(settings.zk_root)
         return cls(settings, zk, kube, PeerClient(signer.credentials, settings.call_timeout), layout,
-                   Directory(zk, layout), signer, stop_signer)
+                   Directory(zk, layout), stop_signer)
 
     async def close(self) -> None:
         await self.peers.close()
-        await self.stop_signer()
+        if self.stop_signer is not None:
+            await self.stop_signer()
         await self.kube.close()
         self.directory.close()
         await zk_async.stop_client(self.zk)

@@ -11,11 +11,14 @@ import signal
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rackmesh import logs
 from rackmesh.config import Settings
 from rackmesh.labels import Role
+
+if TYPE_CHECKING:
+    from rackmesh.identity.credentials import TlsFiles
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -41,6 +44,19 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--state-dir", type=Path, help="a sandbox's state dir (else RACKMESH_ZK_HOSTS)")
     status.add_argument("-o", "--output", choices=["table", "json"], default="table")
     status.set_defaults(command=_status)
+
+    ca = commands.add_parser("ca", help="rackmesh's certificate authority (install step: before the manifests)")
+    ca_commands = ca.add_subparsers(required=True, metavar="ACTION")
+    ca_init = ca_commands.add_parser("init", help="a new CA: DIR/ca.crt and DIR/ca.key (0600)")
+    ca_init.add_argument("--out", type=Path, required=True)
+    ca_init.set_defaults(command=_ca_init)
+    ca_zookeeper = ca_commands.add_parser("issue-zookeeper", help="the ZooKeeper servers' key and certificate")
+    ca_zookeeper.add_argument("--ca", type=Path, required=True, help="the CA's directory (ca.crt, ca.key)")
+    ca_zookeeper.add_argument("--out", type=Path, required=True, help="where tls.crt, tls.key and ca.crt go")
+    ca_zookeeper.add_argument("--host", action="append", required=True,
+                              help="a name or address clients reach ZooKeeper at (repeat for each)")
+    ca_zookeeper.add_argument("--days", type=int, default=365)
+    ca_zookeeper.set_defaults(command=_ca_issue_zookeeper)
 
     sandbox = commands.add_parser("sandbox", help="a local cluster on loopback: ZooKeeper, API, agents, operator")
     sandbox_commands = sandbox.add_subparsers(required=True, metavar="ACTION")
@@ -88,13 +104,16 @@ def _operator(_: argparse.Namespace) -> None:
 
 
 def _status(args: argparse.Namespace) -> None:
+    import tempfile
+
     from rackmesh import registry, zk_async
+    from rackmesh.identity.credentials import TlsFiles, files_in
     from rackmesh.zk_layout import ZkLayout
 
     settings = Settings.from_env(zk_hosts=_sandbox_zk_hosts(args.state_dir) if args.state_dir else None)
 
-    async def read() -> list[registry.RackView]:
-        client = await zk_async.start_client(settings.zk_hosts, settings.zk_session_timeout)
+    async def read(tls: TlsFiles) -> list[registry.RackView]:
+        client = await zk_async.start_client(settings.zk_hosts, settings.zk_session_timeout, tls=tls)
         try:
             layout = ZkLayout(settings.zk_root)
             directory = registry.Directory(client, layout, watch=False)
@@ -102,7 +121,11 @@ def _status(args: argparse.Namespace) -> None:
         finally:
             await zk_async.stop_client(client)
 
-    views = asyncio.run(read())
+    with tempfile.TemporaryDirectory() as scratch:
+        # In the sandbox, a few minutes' operator certificate from its CA; in a cluster (the operator's pod),
+        # the operator's own.
+        tls = _sandbox_identity(args.state_dir, Path(scratch)) if args.state_dir else files_in(settings.identity_dir)
+        views = asyncio.run(read(tls))
     if args.output == "json":
         print(json.dumps([{"role": str(v.role), "rack": v.rack, "leader": v.leader.node if v.leader else None,
                            "members": [m.node for m in v.members]} for v in views], indent=2))
@@ -113,6 +136,39 @@ def _status(args: argparse.Namespace) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[3])
+
+
+def _ca_init(args: argparse.Namespace) -> None:
+    from rackmesh.identity.authority import CA_KEY_FILE, CertificateAuthority
+
+    if (args.out / CA_KEY_FILE).exists():
+        sys.exit(f"rackmesh: {args.out / CA_KEY_FILE} exists; a new CA would orphan every certificate it signed")
+    CertificateAuthority.create().save(args.out)
+    print(f"CA written to {args.out} (ca.crt; ca.key is for the operator only)")
+
+
+def _ca_issue_zookeeper(args: argparse.Namespace) -> None:
+    import datetime
+
+    from rackmesh.identity.authority import CertificateAuthority
+    from rackmesh.identity.credentials import Credentials
+    from rackmesh.identity.names import Identity, Role
+
+    Credentials.issued(CertificateAuthority.load(args.ca), Identity(Role.ZOOKEEPER), args.out,
+                       datetime.timedelta(days=args.days), args.host)
+    print(f"ZooKeeper's certificate for {', '.join(args.host)} written to {args.out}")
+
+
+def _sandbox_identity(state_dir: Path, scratch: Path) -> "TlsFiles":
+    import datetime
+
+    from rackmesh.identity.authority import CertificateAuthority
+    from rackmesh.identity.credentials import Credentials
+    from rackmesh.identity.names import Identity, Role
+    from rackmesh_sandbox.lifecycle import CA_DIR
+
+    authority = CertificateAuthority.load(state_dir / CA_DIR)
+    return Credentials.issued(authority, Identity(Role.OPERATOR), scratch, datetime.timedelta(minutes=5), []).files
 
 
 def _sandbox_zk_hosts(state_dir: Path) -> str:

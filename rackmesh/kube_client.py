@@ -216,6 +216,11 @@ class KubeClient(SessionClient):
                      namespace: str | None = None) -> dict[str, Any]:
         return await self._call("POST", resource.path(namespace), body=body)
 
+    async def create_subresource(self, resource: ResourceRef, name: str, subresource: str, body: dict[str, Any],
+                                 namespace: str | None = None) -> dict[str, Any]:
+        """POST to an object's subresource (a ServiceAccount's ``token``: a TokenRequest)."""
+        return await self._call("POST", resource.path(namespace, name, subresource), body=body)
+
     async def patch(self, resource: ResourceRef, name: str, patch: dict[str, Any],
                     namespace: str | None = None, subresource: str = "") -> dict[str, Any]:
         return await self._call("PATCH", resource.path(namespace, name, subresource), body=patch,

@@ -1,6 +1,11 @@
-"""The objects a fresh sandbox cluster starts with: its Nodes and KubeVirt's u1 instancetypes."""
+"""The objects a fresh sandbox cluster starts with: its Nodes, KubeVirt's u1 instancetypes, the manifests'
+identities, RBAC and admission policy, and ServiceAccount tokens for the components."""
 
+import subprocess
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from rackmesh.kube_client import CLUSTER_INSTANCETYPES, NODES, KubeApiError, KubeClient, ResourceRef
 from rackmesh.labels import HOSTNAME_LABEL
@@ -22,10 +27,13 @@ def node_object(node: NodeSpec, rack_label: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node.name, "labels": labels}}
 
 
-def node_status(node: NodeSpec) -> dict[str, Any]:
+def node_status(node: NodeSpec, address: str | None = None) -> dict[str, Any]:
+    """As a kubelet reports it; ``address`` is the node's InternalIP (where its agent listens)."""
     resources = {"cpu": node.cpu, "memory": node.memory, "pods": "110"}
+    addresses = [{"type": "InternalIP", "address": address}] if address else []
     return {"status": {
         "capacity": resources, "allocatable": resources,
+        "addresses": [*addresses, {"type": "Hostname", "address": node.name}],
         "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
                         "message": "rackmesh sandbox node"}],
         "nodeInfo": {"kubeletVersion": "v1.32.0-rackmesh-sandbox", "architecture": "amd64",
@@ -41,20 +49,66 @@ def instancetype_object(name: str, cpus: int, memory: str) -> dict[str, Any]:
     }
 
 
-async def _create(kube: KubeClient, resource: ResourceRef, body: dict[str, Any]) -> None:
+async def _create(kube: KubeClient, resource: ResourceRef, body: dict[str, Any], namespace: str | None = None) -> None:
     try:
-        await kube.create(resource, body)
+        await kube.create(resource, body, namespace)
     except KubeApiError as exc:
         if exc.status != 409:
             raise
 
 
-async def seed(kube: KubeClient, topology: Topology, rack_label: str) -> None:
-    """Create the default namespace, one Node per topology node (status written as a kubelet would),
-    and the u1 instancetypes. Idempotent."""
+async def seed(kube: KubeClient, topology: Topology, rack_label: str, addresses: dict[str, str] | None = None) -> None:
+    """Create the default namespace, one Node per topology node (status written as a kubelet would, with
+    the InternalIP of ``addresses``), and the u1 instancetypes. Idempotent."""
     await _create(kube, NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})
     for node in topology.nodes:
         await _create(kube, NODES, node_object(node, rack_label))
-        await kube.patch(NODES, node.name, node_status(node), subresource="status")
+        await kube.patch(NODES, node.name, node_status(node, (addresses or {}).get(node.name)), subresource="status")
     for name, (cpus, memory) in U1_INSTANCETYPES.items():
         await _create(kube, CLUSTER_INSTANCETYPES, instancetype_object(name, cpus, memory))
+
+
+MANIFESTS = Path(__file__).resolve().parents[1] / "manifests" / "default"
+SERVICE_ACCOUNTS = ResourceRef("", "v1", "serviceaccounts")
+# What of the manifests decides who may do what, by kind: the sandbox applies exactly these.
+SECURITY_KINDS: dict[str, ResourceRef] = {
+    "Namespace": NAMESPACES,
+    "ServiceAccount": SERVICE_ACCOUNTS,
+    "ClusterRole": ResourceRef("rbac.authorization.k8s.io", "v1", "clusterroles", namespaced=False),
+    "ClusterRoleBinding": ResourceRef("rbac.authorization.k8s.io", "v1", "clusterrolebindings", namespaced=False),
+    "Role": ResourceRef("rbac.authorization.k8s.io", "v1", "roles"),
+    "RoleBinding": ResourceRef("rbac.authorization.k8s.io", "v1", "rolebindings"),
+    "ValidatingAdmissionPolicy": ResourceRef("admissionregistration.k8s.io", "v1", "validatingadmissionpolicies",
+                                             namespaced=False),
+    "ValidatingAdmissionPolicyBinding": ResourceRef("admissionregistration.k8s.io", "v1",
+                                                    "validatingadmissionpolicybindings", namespaced=False),
+}
+
+
+def manifest_security() -> list[dict[str, Any]]:
+    """The identities, RBAC and admission policies of ``manifests/default``, rendered by kubectl's kustomize."""
+    rendered = subprocess.run(["kubectl", "kustomize", str(MANIFESTS)], capture_output=True, text=True,
+                              check=True, timeout=60).stdout
+    return [doc for doc in yaml.safe_load_all(rendered) if doc and doc.get("kind") in SECURITY_KINDS]
+
+
+async def apply_manifest_security(kube: KubeClient) -> None:
+    """Create them as an install would (idempotent): the sandbox then authorizes with the shipped RBAC."""
+    for doc in manifest_security():
+        await _create(kube, SECURITY_KINDS[doc["kind"]], doc, doc["metadata"].get("namespace"))
+
+
+async def service_account_token(kube: KubeClient, account: tuple[str, str], seconds: int, node: str | None = None,
+                                audience: str | None = None) -> str:
+    """A TokenRequest's token for ``account`` (namespace, name): bound to ``node`` when given, as a pod's
+    projected token is bound to its pod and so to its node; for ``audience`` when given, else the API's."""
+    spec: dict[str, Any] = {"expirationSeconds": seconds}
+    if audience:
+        spec["audiences"] = [audience]
+    if node:
+        uid = (await kube.get(NODES, node))["metadata"]["uid"]
+        spec["boundObjectRef"] = {"kind": "Node", "apiVersion": "v1", "name": node, "uid": uid}
+    namespace, name = account
+    answer = await kube.create_subresource(SERVICE_ACCOUNTS, name, "token", {
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}, namespace)
+    return str(answer["status"]["token"])

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import sys
 import time
 from pathlib import Path
@@ -130,13 +131,16 @@ async def _patch(kube: KubeClient, vm: dict[str, Any], status: dict[str, Any]) -
 
 
 async def run(kube: KubeClient, stop: asyncio.Event, interval: float = DEFAULT_INTERVAL,
-              ready_file: Path | None = None) -> None:
-    """Reconcile every ``interval`` seconds until ``stop`` is set.
+              ready_file: Path | None = None, ca_file: Path | None = None) -> None:
+    """Reconcile every ``interval`` seconds until ``stop`` is set; image URLs over HTTPS are trusted as CDI's
+    importer trusts them with a DataVolume's ``certConfigMap``: by ``ca_file`` (the rackmesh CA) only.
 
     The first pass must succeed (it proves the API answers) before ``ready_file`` is written; later
     failures are logged and retried on the next pass, as a controller would.
     """
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT)) as http:
+    trust = ssl.create_default_context(cafile=ca_file) if ca_file else True
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT),
+                                     connector=aiohttp.TCPConnector(ssl=trust)) as http:
         await reconcile(kube, http)
         if ready_file is not None:
             write_atomically(ready_file, json.dumps({"pid": os.getpid()}))
@@ -164,6 +168,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kubeconfig", type=Path, required=True)
     parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL, help="seconds between passes")
     parser.add_argument("--ready-file", type=Path, help="written once the first pass succeeded")
+    parser.add_argument("--ca-file", type=Path, help="the CA that image URLs over HTTPS must be signed by")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--log-format", choices=["json", "plain"], default="json")
     return parser.parse_args(argv)
@@ -175,7 +180,7 @@ async def _serve(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with KubeClient(Credentials.from_kubeconfig(args.kubeconfig)) as kube:
-        await run(kube, stop, args.interval, args.ready_file)
+        await run(kube, stop, args.interval, args.ready_file, args.ca_file)
     logger.info("KubeVirt simulation stopped")
 
 

@@ -1,15 +1,22 @@
 """``rackmesh sandbox up`` and ``down``: a small real-looking cluster on loopback.
 
-``up`` starts, in order: ZooKeeper, the Kubernetes API (kmock + our fidelity layer), the
-cluster's initial objects, one agent process per node (each on its own 127.x address), and
-the operator; it returns once all are ready. Everything it starts is written to
-``DIR/sandbox.json`` as it goes, so ``down`` (or a failed ``up``) stops exactly that.
+``up`` makes, in order: rackmesh's CA; ZooKeeper over mutual TLS; the Kubernetes API (kmock + our
+fidelity layer) authenticating tokens and authorizing with the RBAC and admission policy of
+``manifests/``; the cluster's initial objects and a ServiceAccount token per component (each agent's
+bound to its Node, as a pod's is to its node); the operator (and its signer); one agent process per node
+(each on its own 127.x address), which gets its certificate from the signer; and the KubeVirt simulation.
+It returns once all are ready. Everything it starts is written to ``DIR/sandbox.json`` as it goes, so
+``down`` (or a failed ``up``) stops exactly that.
+
+Secrets stay in files of their own (0600) under ``DIR/identities/<component>/``, never in sandbox.json.
 """
 
 import asyncio
 import dataclasses
+import datetime
 import json
-import secrets
+import shutil
+import ssl
 import sys
 import time
 import urllib.error
@@ -18,24 +25,34 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from rackmesh.config import ENV_PREFIX, Settings
+from rackmesh.config import Settings
+from rackmesh.identity.authority import CA_CERT_FILE, CertificateAuthority
 from rackmesh.kube_client import Credentials, KubeClient
 from rackmesh_sandbox import processes
-from rackmesh_sandbox.cluster_seed import seed
+from rackmesh_sandbox.cluster_seed import apply_manifest_security, seed, service_account_token
 from rackmesh_sandbox.images import write_images
 from rackmesh_sandbox.kube_api.kubeconfig import write_kubeconfig
 from rackmesh_sandbox.ports import free_port, port_free_on
 from rackmesh_sandbox.processes import ProcessRecord
 from rackmesh_sandbox.topology import Topology
-from rackmesh_sandbox.zookeeper import ZooKeeperEnsemble, stop_from_state
+from rackmesh_sandbox.zookeeper import ZooKeeperEnsemble, issue_server_tls, stop_from_state
 
 CRD_DIR = Path(__file__).resolve().parents[1] / "crds"
 STATE_FILE = "sandbox.json"
-TOKEN_FILE = "agent-token"
-TOKEN_VARIABLE = ENV_PREFIX + "AGENT_TOKEN"
+CA_DIR = "ca"  # the CA's key and certificate: the operator's (a Secret in a cluster)
+TRUST_DIR = "trust"  # the CA's certificate alone: everyone else's (a ConfigMap in a cluster)
+IDENTITIES_DIR = "identities"
 READY_TIMEOUT = 60.0
-# Short sessions so a killed agent's entries vanish quickly; a real cluster keeps the default.
-SANDBOX_SETTINGS = {"zk_session_timeout": 4.0, "operator_peering": "", "record_sweep_interval": 2.0}
+# Short sessions so a killed agent's entries vanish quickly, and short certificates so renewal happens
+# while one watches; a real cluster keeps the defaults.
+SANDBOX_SETTINGS = {"zk_session_timeout": 4.0, "operator_peering": "", "record_sweep_interval": 2.0,
+                    "cert_lifetime": 600.0}
+# The sandbox lives for hours at most; kubelet would rotate a real pod's token long before it expired.
+TOKEN_SECONDS = 24 * 3600
+
+
+OPERATOR_ACCOUNT = ("rackmesh-system", "rackmesh-operator")
+AGENT_ACCOUNT = ("rackmesh-system", "rackmesh-agent")
 
 
 class SandboxError(RuntimeError):
@@ -47,19 +64,29 @@ class SandboxState:
     state_dir: Path
     zookeeper: dict[str, Any] | None = None
     api_url: str = ""
+    api_ca: str = ""  # the API's serving CA (PEM): it serves HTTPS
     processes: list[ProcessRecord] = dataclasses.field(default_factory=list)
     agents: dict[str, str] = dataclasses.field(default_factory=dict)  # node -> endpoint
 
     @property
     def kubeconfig(self) -> Path:
+        """The administrator's (kubectl's): a system:masters token."""
         return self.state_dir / "kubeconfig"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.state_dir / TRUST_DIR / CA_CERT_FILE
+
+    def identity_dir(self, component: str) -> Path:
+        """Where ``component`` (``operator``, ``agent-<node>``) keeps its token, kubeconfig and certificate."""
+        return self.state_dir / IDENTITIES_DIR / component
 
     @property
     def zk_hosts(self) -> str:
         return self.zookeeper["connect_string"] if self.zookeeper else ""
 
     def save(self) -> None:
-        document = {"zookeeper": self.zookeeper, "api_url": self.api_url, "agents": self.agents,
+        document = {"zookeeper": self.zookeeper, "api_url": self.api_url, "api_ca": self.api_ca, "agents": self.agents,
                     "processes": [record.to_json() for record in self.processes]}
         temporary = self.state_dir / f".{STATE_FILE}.tmp"
         temporary.write_text(json.dumps(document, indent=2))
@@ -71,7 +98,7 @@ class SandboxState:
         if not path.exists():
             return None
         raw = json.loads(path.read_text())
-        return cls(state_dir, raw["zookeeper"], raw["api_url"],
+        return cls(state_dir, raw["zookeeper"], raw["api_url"], raw.get("api_ca", ""),
                    [ProcessRecord.from_json(record) for record in raw["processes"]], raw["agents"])
 
 
@@ -90,16 +117,22 @@ def up(topology_path: Path, state_dir: Path, progress: TextIO = sys.stderr, zook
     state = SandboxState(state_dir)
     say = _reporter(progress)
     try:
-        _start_zookeeper(state, say, zookeeper_servers)
+        authority = _create_ca(state, say)
+        _start_zookeeper(state, say, zookeeper_servers, authority)
         _start_api(state, say)
         addresses = [agent_address(index) for index in range(len(topology.nodes))]
-        settings = Settings.from_env(zk_hosts=state.zk_hosts, agent_token=secrets.token_urlsafe(24),
-                                     agent_port=port_free_on(addresses), **SANDBOX_SETTINGS)
-        asyncio.run(_seed(state, topology, settings))
-        say(f"cluster seeded: {len(topology.nodes)} nodes, u1 instancetypes")
+        signer_port = free_port()
+        settings = Settings.from_env(zk_hosts=state.zk_hosts, agent_port=port_free_on(addresses),
+                                     ca_dir=str(state.ca_file.parent), signer_bind="127.0.0.1",
+                                     signer_port=signer_port, signer_url=f"https://127.0.0.1:{signer_port}",
+                                     **SANDBOX_SETTINGS)
+        asyncio.run(_seed(state, topology, settings, dict(zip((n.name for n in topology.nodes), addresses,
+                                                             strict=True))))
+        say(f"cluster seeded: {len(topology.nodes)} nodes, u1 instancetypes, the manifests' RBAC and admission "
+            "policy, a ServiceAccount token per component")
+        _start_operator(state, settings, say)
         _start_agents(state, topology, settings, say)
         _start_kubevirt_simulation(state, say)
-        _start_operator(state, settings, say)
     except BaseException:
         say("start-up failed; stopping what was started")
         _teardown(state)
@@ -135,57 +168,98 @@ def _reporter(progress: TextIO) -> Callable[[str], None]:
     return say
 
 
-def _start_zookeeper(state: SandboxState, say: Callable[[str], None], servers: int) -> None:
-    ensemble = ZooKeeperEnsemble(state.state_dir / "zookeeper", size=servers, detached=True)
+def _create_ca(state: SandboxState, say: Callable[[str], None]) -> CertificateAuthority:
+    authority = CertificateAuthority.create()
+    authority.save(state.state_dir / CA_DIR)
+    state.ca_file.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(state.state_dir / CA_DIR / CA_CERT_FILE, state.ca_file)
+    say(f"rackmesh CA created in {state.state_dir / CA_DIR}")
+    return authority
+
+
+def _start_zookeeper(state: SandboxState, say: Callable[[str], None], servers: int,
+                     authority: CertificateAuthority) -> None:
+    directory = state.state_dir / "zookeeper"
+    tls = issue_server_tls(authority, directory / "tls", lifetime=datetime.timedelta(days=30))
+    ensemble = ZooKeeperEnsemble(directory, size=servers, detached=True, tls=tls)
     try:
         ensemble.start()
     finally:
         state.zookeeper = ensemble.state()
         state.save()
-    say(f"zookeeper ready at {state.zk_hosts} ({servers} server{'s' * (servers > 1)})")
+    say(f"zookeeper ready at {state.zk_hosts} ({servers} server{'s' * (servers > 1)}, mutual TLS, x509 ACLs)")
 
 
 def _start_api(state: SandboxState, say: Callable[[str], None]) -> None:
     ready_file = state.state_dir / "kube-api.json"
     ready_file.unlink(missing_ok=True)
     argv = [sys.executable, "-m", "rackmesh_sandbox.kube_api", "--host", "127.0.0.1", "--port", "0",
-            "--ready-file", str(ready_file)]
+            "--ready-file", str(ready_file), "--auth",
+            "--service-account-key-file", str(state.identity_dir("kube-api") / "service-account.key")]
     for crd in sorted(CRD_DIR.glob("*.yaml")):
         argv += ["--crd", str(crd)]
     record = _spawn(state, "kube-api", argv, {})
     _wait_for(lambda: ready_file.exists(), f"the Kubernetes API (log: {record.log})", record)
-    state.api_url = json.loads(ready_file.read_text())["url"]
-    write_kubeconfig(state.kubeconfig, state.api_url)
+    ready = json.loads(ready_file.read_text())
+    state.api_url, state.api_ca = ready["url"], ready["ca"]
+    write_kubeconfig(state.kubeconfig, state.api_url, ca_pem=state.api_ca)
     state.save()
-    say(f"kubernetes API ready at {state.api_url}")
+    say(f"kubernetes API ready at {state.api_url} (tokens, RBAC, ValidatingAdmissionPolicies)")
 
 
-async def _seed(state: SandboxState, topology: Topology, settings: Settings) -> None:
+async def _seed(state: SandboxState, topology: Topology, settings: Settings, addresses: dict[str, str]) -> None:
+    """The cluster's objects, then a kubeconfig per component with its own ServiceAccount token: the
+    operator's, and each agent's bound to its Node (for the API, and for the signer: audience rackmesh)."""
     async with KubeClient(Credentials.from_kubeconfig(state.kubeconfig)) as kube:
-        await seed(kube, topology, settings.rack_label)
+        await seed(kube, topology, settings.rack_label, addresses)
+        await apply_manifest_security(kube)
+        operator = await service_account_token(kube, OPERATOR_ACCOUNT, TOKEN_SECONDS)
+        _write_identity(state, "operator", operator)
+        for node in topology.nodes:
+            api_token = await service_account_token(kube, AGENT_ACCOUNT, TOKEN_SECONDS, node=node.name)
+            signer_token = await service_account_token(kube, AGENT_ACCOUNT, TOKEN_SECONDS, node=node.name,
+                                                       audience=settings.token_audience)
+            directory = _write_identity(state, f"agent-{node.name}", api_token)
+            _write_private(directory / "token", signer_token)
+
+
+def _write_identity(state: SandboxState, component: str, token: str) -> Path:
+    directory = state.identity_dir(component)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_kubeconfig(directory / "kubeconfig", state.api_url, token=token, ca_pem=state.api_ca)
+    (directory / "kubeconfig").chmod(0o600)
+    return directory
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.touch(mode=0o600)
+    path.write_text(text)
+
+
+def _component_env(state: SandboxState, settings: Settings, component: str) -> dict[str, str]:
+    directory = state.identity_dir(component)
+    own = dataclasses.replace(settings, identity_dir=str(directory / "tls"), token_file=str(directory / "token"))
+    return {**own.to_env(), "KUBECONFIG": str(directory / "kubeconfig")}
 
 
 def _start_agents(state: SandboxState, topology: Topology, settings: Settings,
                   say: Callable[[str], None]) -> None:
-    token_file = state.state_dir / TOKEN_FILE
-    token_file.write_text(settings.agent_token)
-    token_file.chmod(0o600)
-    env = {**settings.to_env(), "KUBECONFIG": str(state.kubeconfig)}
     image_dirs = write_images(topology, state.state_dir / "images")
     records = []
     for index, node in enumerate(topology.nodes):
         address = agent_address(index)
         agent_settings = dataclasses.replace(settings, agent_bind=address, agent_advertise=address,
                                              image_dir=str(image_dirs[node.name]))
-        agent_env = {**env, **agent_settings.to_env()}
+        env = _component_env(state, agent_settings, f"agent-{node.name}")
         records.append(_spawn(state, f"agent-{node.name}",
-                              [sys.executable, "-m", "rackmesh", "agent", "--node-name", node.name], agent_env))
-        state.agents[node.name] = f"http://{address}:{settings.agent_port}"
+                              [sys.executable, "-m", "rackmesh", "agent", "--node-name", node.name], env))
+        state.agents[node.name] = f"https://{address}:{settings.agent_port}"
     state.save()
+    trust = ssl.create_default_context(cafile=state.ca_file)
     for record, (node, endpoint) in zip(records, state.agents.items(), strict=True):
-        _wait_for(lambda endpoint=endpoint, node=node: _answers(f"{endpoint}/healthz", node),
+        _wait_for(lambda endpoint=endpoint, node=node: _answers(f"{endpoint}/healthz", node, trust),
                   f"agent {node} (log: {record.log})", record)
-    say(f"{len(records)} agents ready and joined their racks")
+    say(f"{len(records)} agents ready (each with its own certificate) and joined their racks")
 
 
 def _start_kubevirt_simulation(state: SandboxState, say: Callable[[str], None]) -> None:
@@ -193,7 +267,7 @@ def _start_kubevirt_simulation(state: SandboxState, say: Callable[[str], None]) 
     ready_file = state.state_dir / "kubevirt-simulation.json"
     ready_file.unlink(missing_ok=True)
     argv = [sys.executable, "-m", "rackmesh_sandbox.kubevirt_simulation", "--kubeconfig", str(state.kubeconfig),
-            "--ready-file", str(ready_file)]
+            "--ready-file", str(ready_file), "--ca-file", str(state.ca_file)]
     record = _spawn(state, "kubevirt-simulation", argv, {})
     _wait_for(ready_file.exists, f"the KubeVirt simulation (log: {record.log})", record)
     say("kubevirt simulation ready (simulated: a VM turns Running once its image URL answers)")
@@ -201,29 +275,18 @@ def _start_kubevirt_simulation(state: SandboxState, say: Callable[[str], None]) 
 
 def _start_operator(state: SandboxState, settings: Settings, say: Callable[[str], None]) -> None:
     liveness = f"http://127.0.0.1:{free_port()}/healthz"
-    env = {**dataclasses.replace(settings, operator_liveness=liveness).to_env(),
-           "KUBECONFIG": str(state.kubeconfig)}
-    record = _spawn(state, "operator", [sys.executable, "-m", "rackmesh", "operator"], env)
+    operator = dataclasses.replace(settings, operator_liveness=liveness, ca_dir=str(state.state_dir / CA_DIR))
+    record = _spawn(state, "operator", [sys.executable, "-m", "rackmesh", "operator"],
+                    _component_env(state, operator, "operator"))
     _wait_for(lambda: _answers(liveness), f"the operator (log: {record.log})", record)
-    say("operator ready")
+    say(f"operator ready (signer at {settings.signer_url})")
 
 
 def _spawn(state: SandboxState, name: str, argv: list[str], env: dict[str, str]) -> ProcessRecord:
-    record = processes.spawn(name, argv, _public(env), state.state_dir / "logs", _secrets(state, env))
+    record = processes.spawn(name, argv, env, state.state_dir / "logs")
     state.processes.append(record)
     state.save()
     return record
-
-
-def _public(env: dict[str, str]) -> dict[str, str]:
-    """``env`` with the token's value left out (its name stays: it says the process needs it)."""
-    return {key: "" if key == TOKEN_VARIABLE else value for key, value in env.items()}
-
-
-def _secrets(state: SandboxState, env: dict[str, str]) -> dict[str, str]:
-    """The agent token, from its own file (0600), for the processes that use it; never in sandbox.json."""
-    token_file = state.state_dir / TOKEN_FILE
-    return {TOKEN_VARIABLE: token_file.read_text()} if TOKEN_VARIABLE in env and token_file.exists() else {}
 
 
 def restart(state_dir: Path, name: str, progress: TextIO = sys.stderr) -> ProcessRecord:
@@ -238,7 +301,7 @@ def restart(state_dir: Path, name: str, progress: TextIO = sys.stderr) -> Proces
     old = state.processes[known[name]]
     if old.alive():
         raise SandboxError(f"{name} (pid {old.pid}) is still running")
-    record = processes.spawn(name, old.argv, old.env, state.state_dir / "logs", _secrets(state, old.env))
+    record = processes.spawn(name, old.argv, old.env, state.state_dir / "logs")
     state.processes[known[name]] = record
     state.save()
     progress.write(f"{name} restarted (pid {record.pid})\n")
@@ -255,10 +318,10 @@ def _wait_for(ready: Callable[[], bool], what: str, record: ProcessRecord) -> No
         time.sleep(0.1)
 
 
-def _answers(url: str, node: str | None = None) -> bool:
+def _answers(url: str, node: str | None = None, trust: ssl.SSLContext | None = None) -> bool:
     """200 from ``url`` (and, for an agent, from the agent of ``node``, not a stranger on that address)."""
     try:
-        with urllib.request.urlopen(url, timeout=1.0) as response:
+        with urllib.request.urlopen(url, timeout=1.0, context=trust) as response:
             return response.status == 200 and (node is None or json.load(response).get("node") == node)
     except (urllib.error.URLError, OSError, ValueError):
         return False

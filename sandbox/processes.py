@@ -29,7 +29,7 @@ class ProcessRecord:
     pid: int
     start_ticks: int
     log: str
-    # How to start it again (``rackmesh sandbox restart``); secrets are not kept here.
+    # How to start it again (``rackmesh sandbox restart``); secrets live in files the environment names.
     argv: list[str] = dataclasses.field(default_factory=list)
     env: dict[str, str] = dataclasses.field(default_factory=dict)
 
@@ -52,14 +52,13 @@ def running(pid: int) -> bool:
         return False
 
 
-def spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path,
-          secrets: dict[str, str] | None = None) -> ProcessRecord:
+def spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> ProcessRecord:
     """Start a process that outlives us, in its own session, logging to ``log_dir/<name>.log`` (appended,
-    so a restarted process continues its log). ``secrets`` join its environment but not its record."""
+    so a restarted process continues its log)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"{name}.log"
     with log.open("ab") as out:
-        process = subprocess.Popen(argv, env={**os.environ, **env, **(secrets or {})}, stdout=out,
+        process = subprocess.Popen(argv, env={**os.environ, **env}, stdout=out,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     ticks = _start_ticks(process.pid)
     if ticks is None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from rackmesh.identity.authority import cert_pem, key_pem
+from rackmesh.identity.authority import CertificateAuthority, cert_pem, key_pem
 from rackmesh.identity.names import Identity
 
 KEY_FILE = "tls.key"
@@ -35,6 +35,12 @@ class TlsFiles:
     key_file: Path
 
 
+def files_in(directory: str | Path) -> TlsFiles:
+    """The files a component's ``Credentials`` keep in ``directory`` (for a process that reads them only)."""
+    path = Path(directory)
+    return TlsFiles(path / CA_FILE, path / CERT_FILE, path / KEY_FILE)
+
+
 class Credentials:
     def __init__(self, identity: Identity, directory: Path, ca_pem: bytes) -> None:
         self.identity = identity
@@ -46,9 +52,18 @@ class Credentials:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         _write(directory / CA_FILE, ca_pem, 0o644)
 
+    @classmethod
+    def issued(cls, authority: CertificateAuthority, identity: Identity, directory: Path,
+               lifetime: datetime.timedelta, addresses: list[str]) -> "Credentials":
+        """Credentials for a server the CA's holder sets up itself (ZooKeeper), naming the ``addresses``
+        clients reach it at."""
+        credentials = cls(identity, directory, authority.cert_pem)
+        credentials.install(*authority.issue(identity, lifetime, addresses))
+        return credentials
+
     @property
     def files(self) -> TlsFiles:
-        return TlsFiles(self.directory / CA_FILE, self.directory / CERT_FILE, self.directory / KEY_FILE)
+        return files_in(self.directory)
 
     @property
     def renew_at(self) -> datetime.datetime:
