@@ -103,10 +103,8 @@ def issue_server_tls(ca: CertificateAuthority, directory: Path, hosts: Sequence[
                      lifetime: datetime.timedelta = SERVER_CERT_LIFETIME) -> TlsFiles:
     """A ZooKeeper server key and certificate from ``ca``, naming ``hosts`` (and localhost) so that clients
     checking the host name accept it; one certificate serves every server of a loopback ensemble."""
-    key, cert = ca.issue(Identity(Role.ZOOKEEPER), lifetime, addresses=[*dict.fromkeys(hosts), "localhost"])
-    credentials = Credentials(Identity(Role.ZOOKEEPER), directory, ca.cert_pem)
-    credentials.install(key, cert)
-    return credentials.files
+    addresses = [*dict.fromkeys(hosts), "localhost"]
+    return Credentials.issued(ca, Identity(Role.ZOOKEEPER), directory, lifetime, addresses).files
 
 
 def four_letter_word(host: str, port: int, command: str, timeout: float = 1.0,
