@@ -29,8 +29,9 @@ from rackmesh.identity.credentials import Credentials as TlsCredentials
 from rackmesh.identity.credentials import TlsFiles
 from rackmesh.identity.names import Identity
 from rackmesh.identity.names import Role as IdentityRole
-from rackmesh.kube_client import Credentials, KubeClient
+from rackmesh.kube_client import NODES, Credentials, KubeClient
 from rackmesh.labels import Role
+from rackmesh.nodes import NodeState, node_state
 from rackmesh.peer_client import PeerClient
 from rackmesh.protocol import IMAGE_FILES, ImageHolder, image_file_name
 from rackmesh.zk_layout import ZkLayout
@@ -115,6 +116,7 @@ class Cluster:
         self.api_url = ""
         self.kube: KubeClient | None = None
         self.services: Services | None = None
+        self.nodes: dict[str, NodeState] = {}
         self._http: aiohttp.ClientSession | None = None
 
     @property
@@ -138,6 +140,9 @@ class Cluster:
         self._start_api()
         self.kube = KubeClient(Credentials(self.api_url, ssl_context=False), timeout=120)
         await seed(self.kube, self.topology, self.settings.rack_label)
+        # What the operator's Node index would hold (the handoff checks leader entries against it).
+        self.nodes = {node["metadata"]["name"]: node_state(node, self.settings.rack_label)
+                      for node in await self.kube.list(NODES)}
         self.say(f"cluster seeded: {len(self.compute)} compute nodes in {len(self.compute) // RACK_SIZE or 1} racks, "
                  f"{len(self.topology.nodes) - len(self.compute)} storage nodes")
         self._start_workers()

@@ -132,7 +132,7 @@ class Bench:
         await self.cluster.service_times()  # forget what earlier requests left
         before, reads_before = await self.cluster.snapshot(), self.own_zookeeper_reads
         sent_at = time.time()
-        await hand_over(services, order)
+        await hand_over(services, order, self.cluster.nodes)
         record = await self.settled(order, 60 + replicas / 20)
         if record.stage != Stage.SETTLED:
             raise RuntimeError(f"{order.request.name} did not place: {record.reason}: {record.message}")

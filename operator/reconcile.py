@@ -241,7 +241,7 @@ class Reconciler:
         if time.monotonic() - self._handoff_failed_at < HANDOFF_RETRY_SECONDS:
             return
         try:
-            handoff = await hand_over(self.services, order, avoid)
+            handoff = await hand_over(self.services, order, self._nodes(), avoid)
         except HandoffFailed as failure:
             self._handoff_failed_at = time.monotonic()
             logger.warning("no coordinator took the order", extra={"request": order.request.uid,
@@ -263,7 +263,7 @@ class Reconciler:
         if time.monotonic() - self._coordinator_checked_at < COORDINATOR_CHECK_SECONDS:
             return
         self._coordinator_checked_at = time.monotonic()
-        leaders = {leader.node for leader in await compute_leaders(self.services)}
+        leaders = {leader.node for leader in await compute_leaders(self.services, self._nodes())}
         if record.coordinator not in leaders:
             logger.warning("the coordinator no longer leads; handing the request to another",
                            extra={"request": self.request.uid, "coordinator": record.coordinator})
