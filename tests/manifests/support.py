@@ -201,3 +201,81 @@ def crd_for(crds: tuple[Doc, ...], api_version: str, kind: str) -> Doc | None:
         ):
             return crd
     return None
+
+
+def grants(docs: tuple[Doc, ...], service_account: str) -> dict[tuple[str, str, str | None], set[str]]:
+    """What the ServiceAccount's ClusterRoles allow, spelt out: (group, resource, resourceName or None for
+    every name) -> verbs. Wildcards stay as they are written ("*"), so a test comparing with a table of
+    exact grants fails on them."""
+    found: dict[tuple[str, str, str | None], set[str]] = {}
+    for role in service_account_rules(docs, service_account, NAMESPACE):
+        for rule in role.get("rules", []):
+            assert not rule.get("nonResourceURLs"), f"{role['metadata']['name']} grants non-resource URLs"
+            for group in rule.get("apiGroups", []):
+                for resource in rule.get("resources", []):
+                    for name in rule.get("resourceNames") or [None]:
+                        found.setdefault((group, resource, name), set()).update(rule.get("verbs", []))
+    return found
+
+
+# --- NetworkPolicy ------------------------------------------------------------------------------------
+
+
+Pod = tuple[str, dict[str, str]]  # (namespace, labels)
+
+
+def namespace_labels(namespace: str) -> dict[str, str]:
+    """A namespace's labels as the API server sets them (kubernetes.io/metadata.name, since 1.21)."""
+    return {"kubernetes.io/metadata.name": namespace}
+
+
+def _peer_matches(peer: Doc, policy_namespace: str, source: Pod) -> bool:
+    assert "ipBlock" not in peer, "ipBlock peers are not evaluated by these tests"
+    namespace, labels = source
+    if "namespaceSelector" in peer:
+        if not label_selector_matches(peer["namespaceSelector"], namespace_labels(namespace)):
+            return False
+    elif namespace != policy_namespace:  # a podSelector alone means the policy's namespace
+        return False
+    return "podSelector" not in peer or label_selector_matches(peer["podSelector"], labels)
+
+
+def _port_matches(rule_port: Doc, port: int, protocol: str) -> bool:
+    assert isinstance(rule_port.get("port", 0), int), "named ports are not evaluated by these tests"
+    if rule_port.get("protocol", "TCP") != protocol:
+        return False
+    if "port" not in rule_port:
+        return True
+    return bool(rule_port["port"] <= port <= rule_port.get("endPort", rule_port["port"]))
+
+
+def policy_types(policy: Doc) -> list[str]:
+    """spec.policyTypes, defaulted as the API server does: Ingress, plus Egress when egress rules exist."""
+    spec = policy["spec"]
+    return list(spec.get("policyTypes") or (["Ingress"] + (["Egress"] if spec.get("egress") else [])))
+
+
+def ingress_allowed(docs: tuple[Doc, ...], source: Pod, target: Pod, port: int, protocol: str = "TCP") -> bool:
+    """Whether NetworkPolicy lets ``source`` open ``port`` on ``target`` (pods as namespace and labels).
+
+    A pod no Ingress policy selects accepts everything; one that some select accepts what any rule of any
+    of them allows (they add up). Traffic from the target's own node (kubelet) is always allowed and is
+    not what this answers.
+    """
+    namespace, labels = target
+    selecting = [
+        p for p in docs
+        if p["kind"] == "NetworkPolicy" and p["metadata"].get("namespace") == namespace
+        and "Ingress" in policy_types(p) and label_selector_matches(p["spec"]["podSelector"], labels)
+    ]
+    if not selecting:
+        return True
+    for policy in selecting:
+        for rule in policy["spec"].get("ingress") or []:
+            ports = rule.get("ports") or []
+            peers = rule.get("from") or []
+            if (not ports or any(_port_matches(p, port, protocol) for p in ports)) and (
+                not peers or any(_peer_matches(peer, namespace, source) for peer in peers)
+            ):
+                return True
+    return False
