@@ -86,7 +86,8 @@ async def test_node_offers_and_pings_come_only_from_the_nodes_rack_leader(mesh):
                                                                OfferAsk(web, 2, 30), NodeOffer)
     assert "leader of compute rack compute-0" in await refused(other_leader, mesh.peer(target), NODE_PINGS, Ping())
     assert mesh.agent(target).capacity.reservations.get(web.request.uid) is None
-    assert "only the leader of compute rack" in await refused(mesh.peers, mesh.peer(target), NODE_OFFERS, OfferAsk(web, 2, 30))
+    operator_asks = await refused(mesh.peers, mesh.peer(target), NODE_OFFERS, OfferAsk(web, 2, 30))
+    assert "only the leader of compute rack" in operator_asks
 
 
 async def test_commits_releases_and_removals_come_only_from_the_recorded_coordinator(mesh):

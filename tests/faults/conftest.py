@@ -203,11 +203,8 @@ class FaultCluster:
         return True
 
     def view(self, node: str) -> dict[str, Any] | None:
-        request = urllib.request.Request(f"{self.sandbox.state.agents[node]}/v1/view",
-                                         headers={"Authorization": f"Bearer {self.sandbox.token()}"})
         try:
-            with urllib.request.urlopen(request, timeout=2) as response:
-                return json.load(response)
+            return self.sandbox.view(node, timeout=2)
         except (urllib.error.URLError, OSError):
             return None
 

@@ -52,15 +52,8 @@ def test_status_shows_one_leader_per_rack_and_every_member(sandbox):
     assert len(table.splitlines()) == 6
 
 
-def agent_view(sandbox, node, token):
-    request = urllib.request.Request(f"{sandbox.state.agents[node]}/v1/view",
-                                     headers={"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(request, timeout=5) as response:
-        return json.load(response)
-
-
 def test_agent_reports_its_view_to_authenticated_peers_only(sandbox):
-    view = agent_view(sandbox, "c-0-0", sandbox.token())
+    view = sandbox.view("c-0-0")
     assert view["node"] == "c-0-0"
     assert view["rack"] == "compute-0"
     assert [role["role"] for role in view["roles"]] == ["compute"]
@@ -68,9 +61,9 @@ def test_agent_reports_its_view_to_authenticated_peers_only(sandbox):
     assert view["endpoint"] == sandbox.state.agents["c-0-0"]
 
     with pytest.raises(urllib.error.HTTPError) as refused:
-        agent_view(sandbox, "c-0-0", "wrong-token")
+        sandbox.view("c-0-0", identity=None)  # TLS, but no client certificate
     assert refused.value.code == 401
-    assert json.load(refused.value)["reason"] == "Unauthorized"
+    assert json.load(refused.value)["reason"] == "Unauthenticated"
 
 
 def test_killing_a_leader_elects_another_member_within_the_session_timeout(sandbox):
@@ -90,7 +83,7 @@ def test_killing_a_leader_elects_another_member_within_the_session_timeout(sandb
     after = eventually(new_leader_elected, timeout=deadline, what=f"a new leader of {rack}")
     assert leaders(after, "compute")[rack] in COMPUTE_RACKS[rack]
     assert members(after, "compute")[rack] == [n for n in COMPUTE_RACKS[rack] if n != old_leader]
-    view = agent_view(sandbox, leaders(after, "compute")[rack], sandbox.token())
+    view = sandbox.view(leaders(after, "compute")[rack])
     assert [role["leader"] for role in view["roles"]] == [True]
 
     sandbox.restart(f"agent-{old_leader}")  # the session's other tests expect every agent

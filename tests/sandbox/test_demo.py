@@ -17,7 +17,8 @@ def test_demo_places_the_seed_request_reports_where_and_how_long_and_stops_every
     placements = re.findall(r"^  (rack-[abc]) +(c-[abc]-\d) +(\d+)$", out, re.MULTILINE)
     assert len(placements) == 9 and sum(int(count) for _, _, count in placements) == 50
     assert re.search(r"^  total +50$", out, re.MULTILINE)
-    copies = re.findall(r"^  (rack-s\d) +(s-\w-\d) +(\d+)  (http://\S+/images/lob123-rhel-6.0.img)$", out, re.MULTILINE)
+    copies = re.findall(r"^  (rack-s\d) +(s-\w-\d) +(\d+)  (https://\S+/images/lob123-rhel-6.0.img)$", out,
+                        re.MULTILINE)
     assert len({rack for rack, *_ in copies}) == 2 and sum(int(vms) for _, _, vms, _ in copies) == 50
     for label in TIMINGS:
         assert re.search(rf"^  {re.escape(label)} +\d+\.\d{{3}}$", out, re.MULTILINE), label

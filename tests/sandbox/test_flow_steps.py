@@ -11,8 +11,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from kazoo.client import KazooClient
-
 from rackmesh import request_record
 from rackmesh.request_record import RequestRecord, Stage
 from rackmesh.zk_layout import ZkLayout
@@ -91,7 +89,7 @@ def test_the_nine_steps_of_the_seed(sandbox, tmp_path):
     assert sum(portions.values()) == REPLICAS and all(portions[n] <= offers[n] for n in portions)
     committed = {e["process"].removeprefix("agent-"): e["count"] for e in messages_of(steps[5], "committed portion")}
     assert committed == portions
-    record = read_record(sandbox.state.zk_hosts, uid)
+    record = read_record(sandbox, uid)
     assert record.stage == Stage.SETTLED and record.coordinator == coordinator
     assert {p.node: len(p.indices) for p in record.portions} == portions
     assert {p.rack for p in record.portions} == set(compute_leaders), "portions not spread over every rack"
@@ -130,19 +128,14 @@ def test_the_nine_steps_of_the_seed(sandbox, tmp_path):
     sandbox.kubectl("delete", "dr", "ninesteps")
     eventually(lambda: not json.loads(sandbox.kubectl("get", "vm", "-l", "rackmesh.io/request=ninesteps",
                                                       "-o", "json").stdout)["items"], what="VMs removed")
-    eventually(lambda: read_record(sandbox.state.zk_hosts, uid, missing_ok=True) is None,
+    eventually(lambda: read_record(sandbox, uid, missing_ok=True) is None,
                what="the request record removed from ZooKeeper")
 
 
-def read_record(zk_hosts: str, uid: str, missing_ok: bool = False) -> RequestRecord | None:
-    client = KazooClient(hosts=zk_hosts)
-    client.start(timeout=10)
-    try:
+def read_record(sandbox, uid: str, missing_ok: bool = False) -> RequestRecord | None:
+    with sandbox.zookeeper() as client:
         path = ZkLayout().request(uid)
         if missing_ok and not client.exists(path):
             return None
         data, _ = client.get(path)
         return request_record.decode(data)
-    finally:
-        client.stop()
-        client.close()

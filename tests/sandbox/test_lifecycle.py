@@ -16,7 +16,7 @@ from tests.support.waiting import eventually
 
 
 def listening(address: str) -> bool:
-    host, port = address.removeprefix("http://").rsplit(":", 1)
+    host, port = address.removeprefix("https://").removeprefix("http://").rsplit(":", 1)
     try:
         socket.create_connection((host, int(port)), timeout=0.5).close()
         return True

@@ -7,8 +7,6 @@ the record of a request that exists is kept.
 
 import json
 
-from kazoo.client import KazooClient
-
 from rackmesh import messages
 from rackmesh.protocol import Order, RequestRef
 from rackmesh.request_record import RequestRecord, Stage
@@ -24,15 +22,12 @@ def test_a_record_whose_request_is_gone_is_swept(sandbox, tmp_path):
     layout = ZkLayout()
     orphan = RequestRecord(Order(RequestRef("no-such-request", "default", "ghost"), 1, "u1.small",
                                  "lob123-rhel-6.0"), "c-0-0", Stage.PLACING)
-    client = KazooClient(hosts=sandbox.state.zk_hosts)
-    client.start(timeout=10)
     try:
-        client.create(layout.request("no-such-request"), messages.encode_bytes(orphan), makepath=True)
-        eventually(lambda: client.exists(layout.request(live)), what="the live request's record")
-        eventually(lambda: not client.exists(layout.request("no-such-request")),
-                   timeout=4 * SANDBOX_SETTINGS["record_sweep_interval"] + 5, what="the orphan record swept")
-        assert client.exists(layout.request(live))
+        with sandbox.zookeeper() as client:
+            client.create(layout.request("no-such-request"), messages.encode_bytes(orphan), makepath=True)
+            eventually(lambda: client.exists(layout.request(live)), what="the live request's record")
+            eventually(lambda: not client.exists(layout.request("no-such-request")),
+                       timeout=4 * SANDBOX_SETTINGS["record_sweep_interval"] + 5, what="the orphan record swept")
+            assert client.exists(layout.request(live))
     finally:
-        client.stop()
-        client.close()
         sandbox.kubectl("delete", "dr", "swept-neighbour", "--ignore-not-found")

@@ -1,15 +1,30 @@
 """A sandbox started and stopped through the real CLI, as a user would (shared by test tiers)."""
 
+import contextlib
+import datetime
+import functools
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rackmesh_sandbox.lifecycle import TOKEN_FILE, SandboxState
+from kazoo.client import KazooClient
+
+from rackmesh.identity.authority import CertificateAuthority
+from rackmesh.identity.credentials import Credentials
+from rackmesh.identity.names import Identity, Role
+from rackmesh.zk_acl import rackmesh_acl
+from rackmesh_sandbox.lifecycle import CA_DIR, SandboxState
+
+OPERATOR = Identity(Role.OPERATOR)
 
 
 class Sandbox:
@@ -49,8 +64,44 @@ class Sandbox:
             time.sleep(0.05)
         self.rackmesh("sandbox", "restart", "--state-dir", str(self.state_dir), name)
 
-    def token(self) -> str:
-        return (self.state_dir / TOKEN_FILE).read_text()
+    def kubectl_as(self, component: str, *args: str, stdin: str | None = None,
+                   check: bool = True) -> subprocess.CompletedProcess[str]:
+        """kubectl with ``component``'s own ServiceAccount token (``operator``, ``agent-<node>``)."""
+        kubeconfig = self.state.identity_dir(component) / "kubeconfig"
+        return run(["kubectl", "--kubeconfig", str(kubeconfig), *args], stdin=stdin, check=check)
+
+    @functools.cache  # noqa: B019 (a Sandbox lives for the session)
+    def credentials(self, identity: Identity) -> Credentials:
+        """A certificate for ``identity`` from the sandbox's CA (as a test, we hold the CA)."""
+        authority = CertificateAuthority.load(self.state_dir / CA_DIR)
+        return Credentials.issued(authority, identity, Path(tempfile.mkdtemp(prefix="identity-")),
+                                  datetime.timedelta(hours=1), [])
+
+    def tls(self, identity: Identity | None = OPERATOR) -> ssl.SSLContext:
+        """A client context trusting the sandbox's CA, presenting ``identity``'s certificate (None: none)."""
+        if identity is None:
+            return ssl.create_default_context(cafile=self.state.ca_file)
+        return self.credentials(identity).client_context()
+
+    @contextlib.contextmanager
+    def zookeeper(self, identity: Identity = OPERATOR) -> Iterator[KazooClient]:
+        """A started ZooKeeper client presenting ``identity``'s certificate (the only way in)."""
+        files = self.credentials(identity).files
+        client = KazooClient(hosts=self.state.zk_hosts, use_ssl=True, ca=str(files.ca_file),
+                             certfile=str(files.cert_file), keyfile=str(files.key_file), check_hostname=True,
+                             default_acl=rackmesh_acl())
+        client.start(timeout=10)
+        try:
+            yield client
+        finally:
+            client.stop()
+            client.close()
+
+    def view(self, node: str, identity: Identity | None = OPERATOR, timeout: float = 5.0) -> dict[str, Any]:
+        """``GET /v1/view`` of ``node``'s agent, over TLS as ``identity`` (the agent's cert names its IP)."""
+        with urllib.request.urlopen(f"{self.state.agents[node]}/v1/view", timeout=timeout,
+                                    context=self.tls(identity)) as response:
+            return json.load(response)
 
 
 def run(argv: list[str], stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
