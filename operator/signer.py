@@ -4,7 +4,9 @@ operator its own.
 An agent proves its node with its ServiceAccount token: a TokenReview must find it authentic, for the
 audience ``token_audience``, of the agent ServiceAccount, and bound to exactly one node (the extra
 ``authentication.kubernetes.io/node-name`` the API sets for tokens bound to a pod or node). The certificate
-names that node and its InternalIP addresses (image importers connect by IP), whatever the CSR asks.
+names that node and the addresses the agent is reached at (image importers connect by IP): its pod's IPs
+when the token is bound to a pod (a cluster's projected token), else the Node's InternalIPs (the sandbox's
+node-bound tokens, and agents on the host network) — whatever the CSR asks.
 """
 
 import asyncio
@@ -24,10 +26,11 @@ from rackmesh.identity.authority import CertificateAuthority, CsrError, cert_pem
 from rackmesh.identity.credentials import Credentials
 from rackmesh.identity.names import Identity, Role
 from rackmesh.identity.signing import CERTIFICATES, CertificateIssued, CertificateRequest
-from rackmesh.kube_client import NODES, TOKEN_REVIEWS, KubeApiError, KubeClient
+from rackmesh.kube_client import NODES, PODS, TOKEN_REVIEWS, KubeApiError, KubeClient
 
 logger = logging.getLogger(__name__)
 NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name"
+POD_NAME_EXTRA = "authentication.kubernetes.io/pod-name"
 SIGNER_KEY = web.AppKey("signer", "Signer")
 
 
@@ -48,10 +51,10 @@ class Signer:
         self.issued = 0
 
     async def sign_agent(self, request: CertificateRequest) -> x509.Certificate:
-        node = await self._node_of(request.token)
+        node, pod = await self._reviewed(request.token)
+        addresses = await self._pod_addresses(pod) if pod else await self._node_addresses(node)
         try:
-            cert = self.authority.sign(request.csr.encode(), Identity.agent(node), self.lifetime,
-                                       await self._addresses(node))
+            cert = self.authority.sign(request.csr.encode(), Identity.agent(node), self.lifetime, addresses)
         except CsrError as exc:
             raise SigningRefused(400, "BadCsr", str(exc)) from None
         self.issued += 1
@@ -59,7 +62,8 @@ class Signer:
                                                          "expires": cert.not_valid_after_utc.isoformat()})
         return cert
 
-    async def _node_of(self, token: str) -> str:
+    async def _reviewed(self, token: str) -> tuple[str, str | None]:
+        """The node the token is bound to, and its pod (None for a token bound to the node alone)."""
         review = await self.kube.create(TOKEN_REVIEWS, {
             "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
             "spec": {"token": token, "audiences": [self.settings.token_audience]}})
@@ -71,13 +75,19 @@ class Signer:
         if user.get("username") != self.settings.agent_service_account:
             raise SigningRefused(403, "NotAnAgent", f"{user.get('username')} is not the agents' ServiceAccount "
                                                     f"({self.settings.agent_service_account})")
-        nodes = (user.get("extra") or {}).get(NODE_NAME_EXTRA, [])
-        if len(nodes) != 1:
+        extra = user.get("extra") or {}
+        nodes, pods = extra.get(NODE_NAME_EXTRA, []), extra.get(POD_NAME_EXTRA, [])
+        if len(nodes) != 1 or len(pods) > 1:
             raise SigningRefused(403, "NotBoundToNode", "the token is not bound to a pod on a node (no "
                                                         f"{NODE_NAME_EXTRA} in its user info)")
-        return str(nodes[0])
+        return str(nodes[0]), str(pods[0]) if pods else None
 
-    async def _addresses(self, node: str) -> list[str]:
+    async def _pod_addresses(self, pod: str) -> list[str]:
+        namespace = self.settings.agent_service_account.split(":")[2]  # system:serviceaccount:<ns>:<name>
+        found = await self.kube.get(PODS, pod, namespace)
+        return [ip["ip"] for ip in found.get("status", {}).get("podIPs", []) if ip.get("ip")]
+
+    async def _node_addresses(self, node: str) -> list[str]:
         try:
             found = await self.kube.get(NODES, node)
         except KubeApiError as exc:

@@ -68,6 +68,7 @@ class ResourceRef:
 
 
 NODES = ResourceRef("", "v1", "nodes", namespaced=False)
+PODS = ResourceRef("", "v1", "pods")
 EVENTS = ResourceRef("", "v1", "events")
 VIRTUAL_MACHINES = ResourceRef("kubevirt.io", "v1", "virtualmachines")
 CLUSTER_INSTANCETYPES = ResourceRef("instancetype.kubevirt.io", "v1beta1", "virtualmachineclusterinstancetypes",

@@ -16,7 +16,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from rackmesh.identity.authority import CertificateAuthority, cert_pem, key_pem
+from rackmesh.identity.authority import CLOCK_SKEW, CertificateAuthority, cert_pem, key_pem
 from rackmesh.identity.names import Identity
 
 KEY_FILE = "tls.key"
@@ -69,7 +69,8 @@ class Credentials:
     def renew_at(self) -> datetime.datetime:
         if self.cert is None:
             return datetime.datetime.now(datetime.UTC)
-        start, end = self.cert.not_valid_before_utc, self.cert.not_valid_after_utc
+        # Measured from when it was signed: its validity starts CLOCK_SKEW earlier.
+        start, end = self.cert.not_valid_before_utc + CLOCK_SKEW, self.cert.not_valid_after_utc
         return start + (end - start) * RENEW_AT
 
     @property
