@@ -125,10 +125,11 @@ def role_allows(role: Doc, group: str, resource: str, verb: str, name: str | Non
 
 
 def service_account_rules(docs: tuple[Doc, ...], service_account: str, namespace: str) -> list[Doc]:
-    """Every ClusterRole bound to the ServiceAccount (by a ClusterRoleBinding, as rackmesh binds them)."""
+    """Every role bound to the ServiceAccount: ClusterRoles by ClusterRoleBindings, and the Roles of
+    RoleBindings (which grant in their own namespace only)."""
     roles = []
     for binding in docs:
-        if binding["kind"] != "ClusterRoleBinding":
+        if binding["kind"] not in ("ClusterRoleBinding", "RoleBinding"):
             continue
         subjects = binding.get("subjects", [])
         if any(

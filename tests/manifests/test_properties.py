@@ -307,6 +307,7 @@ OPERATOR_GRANTS = {
     ("instancetype.kubevirt.io", "virtualmachineclusterinstancetypes", None): {"list", "watch"},
     ("", "nodes", None): {"get", "list", "watch"},
     ("authentication.k8s.io", "tokenreviews", None): {"create"},
+    ("", "pods", None): {"get"},  # in rackmesh-system only (a Role): the signer reads agent pods' IPs
     ("", "events", None): {"create"},
     ("kopf.dev", "clusterkopfpeerings", None): {"list", "watch"},
     ("kopf.dev", "clusterkopfpeerings", "rackmesh"): {"patch"},
