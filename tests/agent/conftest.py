@@ -5,6 +5,7 @@ the agents' certificates come straight from the test's CA, and the test calls ag
 
 import asyncio
 import contextlib
+import datetime
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from rackmesh_sandbox.ports import port_free_on
 from rackmesh_sandbox.topology import Topology
 from rackmesh_sandbox.zookeeper import ZooKeeperEnsemble
 from tests.support.builders import TopologyBuilder
-from tests.support.pki import LIFETIME, Pki
+from tests.support.pki import Pki
 
 SESSION_TIMEOUT = 2.0
 
@@ -103,7 +104,8 @@ async def mesh(zookeeper: ZooKeeperEnsemble, zk_root: str, pki: Pki, tmp_path: P
             agent_settings = Settings.from_env(settings.to_env(), agent_bind=address, agent_advertise=address,
                                                image_dir=str(image_dirs[node.name]),
                                                identity_dir=str(tmp_path / "identity" / node.name))
-            agent = Agent(agent_settings, node.name, kube, pki.ca.signer(Identity.agent(node.name), LIFETIME))
+            lifetime = datetime.timedelta(seconds=settings.cert_lifetime)
+            agent = Agent(agent_settings, node.name, kube, pki.ca.signer(Identity.agent(node.name), lifetime))
             mesh.agents[node.name] = agent
             mesh.tasks[node.name] = asyncio.create_task(agent.run())
         stack.push_async_callback(_stop_all, mesh)
