@@ -1,19 +1,24 @@
-"""Locating an image (flow steps 6-9) and serving its files, with real agents, real HTTP and real ZooKeeper.
+"""Locating an image (flow steps 6-9) and serving its files, with real agents, real HTTPS (mutual TLS) and
+real ZooKeeper.
 
 Case matrix:
 - a storage leader locates an image held in two racks: every holder, the first two in distinct racks;
   every storage leader gives the same answer
-- a holder's URL serves the file without a token: whole, and a Range request gives 206 with those bytes
+- a holder's URL serves the file over HTTPS without a client certificate (CDI importers have none): whole,
+  and a Range request gives 206 with those bytes; ``PeerClient.answers`` finds it there, but not when the
+  certificate behind the URL names another node than the holder
 - an image with one holder (redundancy 2): 409 InsufficientImageReplicas with a message naming the holder;
   the same with a storage rack that does not answer: 503 StorageUnreachable naming that rack
 - a storage agent that does not lead its rack: 409 NotLeader for rack and leader lookups, but it answers
   for itself; a compute agent: 409 NotStorage for every lookup
 - malformed bodies (not JSON, a missing field, a bad image name): 400 BadMessage naming the problem
-- no token: 401 for lookups; image files stay open; an unknown image, a file that is not ``<image>.img``,
-  or a file asked of a compute agent: 404 ImageNotFound
+- no client certificate: 401 Unauthenticated for lookups; the operator's certificate: 403 Forbidden (only
+  agents look images up); image files stay open; an unknown image, a file that is not ``<image>.img``, or a
+  file asked of a compute agent: 404 ImageNotFound
 - find_image on a compute agent: holders in distinct racks, steps 6-9 logged with the request uid; it
-  goes on to the next storage leader when the first is unreachable or no longer leads; it follows a new
-  leader after the old one stops; the image's shortage reaches it as InsufficientImageReplicas
+  goes on to the next storage leader when the first is unreachable, answers with a certificate that does
+  not name the leader recorded, or no longer leads (409 NotLeader); it follows a new leader after the old
+  one stops; the image's shortage reaches it as InsufficientImageReplicas
 - find_image with no storage leader at all: NoStorageLeaders
 """
 
@@ -23,6 +28,8 @@ import aiohttp
 import pytest
 
 from rackmesh import registry, rendezvous, zk_async
+from rackmesh.identity.names import Identity
+from rackmesh.identity.names import Role as IdentityRole
 from rackmesh.labels import Role
 from rackmesh.peer_client import PeerError
 from rackmesh.protocol import IMAGE_FILES, IMAGE_LOCATIONS, NODE_IMAGES, RACK_IMAGES, Holders, LocateAsk
@@ -30,7 +37,8 @@ from rackmesh.zk_layout import MemberRecord
 from rackmesh_node_agent.images.locate import ImageLookupFailed, find_image
 from rackmesh_sandbox.images import image_content
 from rackmesh_sandbox.ports import free_port
-from tests.agent.conftest import TOKEN, Mesh
+from tests.agent.conftest import Mesh
+from tests.support.agent_tls import Callers, agent_name
 from tests.support.builders import make_topology
 from tests.support.waiting import async_eventually
 
@@ -49,30 +57,47 @@ async def storage_followers(mesh: Mesh) -> list[str]:
     return sorted(name for name, agent in mesh.agents.items() if agent.has_role(Role.STORAGE) and name not in leaders)
 
 
+def ranks_first(record: MemberRecord, leaders: list[MemberRecord], node: str) -> bool:
+    """Whether ``node`` asks ``record`` before the real ``leaders`` (find_image's rendezvous order)."""
+    return rendezvous.ranked([*leaders, record], node, lambda leader: leader.node)[0] == record
+
+
+async def publish_leader(mesh: Mesh, record: MemberRecord) -> MemberRecord:
+    await zk_async.wait(mesh.zk.create_async(mesh.layout.leader(Role.STORAGE, record.rack), record.encode(),
+                                             ephemeral=True, makepath=True))
+    return record
+
+
 async def publish_ghost_leader(mesh: Mesh, first_for: str, endpoint: str) -> MemberRecord:
     """A leader record of a made-up storage rack, named so that ``first_for`` ranks it first: it makes that
-    compute agent's first storage leader one that cannot answer (``endpoint`` decides how)."""
+    compute agent's first storage leader one that cannot answer (``endpoint`` decides how; no agent has a
+    certificate for a ghost's name, so at a real agent's endpoint the handshake refuses it)."""
     real = list((await storage_leaders(mesh)).values())
     candidates = (MemberRecord(f"ghost-{index}", "storage-ghost", Role.STORAGE, endpoint) for index in range(1000))
-    ghost = next(record for record in candidates
-                 if rendezvous.ranked([*real, record], first_for, lambda leader: leader.node)[0] == record)
-    await zk_async.wait(mesh.zk.create_async(mesh.layout.leader(Role.STORAGE, ghost.rack), ghost.encode(),
-                                             ephemeral=True, makepath=True))
-    return ghost
+    return await publish_leader(mesh, next(record for record in candidates if ranks_first(record, real, first_for)))
 
 
-async def raw_post(url: str, body: bytes, token: str | None = TOKEN) -> tuple[int, dict[str, str]]:
-    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
-    async with aiohttp.ClientSession() as session, session.post(url, data=body, headers=headers) as response:
+async def raw_post(mesh: Mesh, node: str, route: str, body: bytes,
+                   caller: Identity | None) -> tuple[int, dict[str, str]]:
+    """POST ``body`` as it is to ``node``, over TLS presenting ``caller``'s certificate (None: none)."""
+    async with aiohttp.ClientSession() as session, session.post(
+            mesh.endpoint(node) + route, data=body, headers={"Content-Type": "application/json"},
+            ssl=Callers(mesh.pki).context(caller), server_hostname=agent_name(node)) as response:
         return response.status, await response.json()
+
+
+def anonymous(mesh: Mesh) -> aiohttp.ClientSession:
+    """A client with no certificate of its own (a CDI importer) that trusts the rackmesh CA."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=Callers(mesh.pki).context(None)))
 
 
 async def test_locate_returns_holders_in_distinct_racks_and_their_urls_serve_the_image(mesh):
     mesh = await mesh(make_topology().storage_racks(2, nodes=2), image_redundancy=2)
     leaders = await storage_leaders(mesh)
     ask = LocateAsk(image=IMAGE, redundancy=2, request_uid="uid-locate")
+    agent = await mesh.as_agent("s-0-0")  # image lookups are for agents
 
-    answers = [await mesh.peers.post(leader.endpoint, IMAGE_LOCATIONS, ask, Holders) for leader in leaders.values()]
+    answers = [await agent.post(leader, IMAGE_LOCATIONS, ask, Holders) for leader in leaders.values()]
     assert answers[0] == answers[1]
     holders = answers[0].holders
     assert {holder.node for holder in holders} == {"s-0-0", "s-0-1", "s-1-0", "s-1-1"}
@@ -82,15 +107,20 @@ async def test_locate_returns_holders_in_distinct_racks_and_their_urls_serve_the
         assert holder.url == f"{mesh.endpoint(holder.node)}{IMAGE_FILES}/{IMAGE}.img"
 
     content = image_content(IMAGE)
-    async with aiohttp.ClientSession() as anonymous:  # CDI importers carry no agent token
+    async with anonymous(mesh) as importer:  # CDI importers carry no client certificate
         for holder in holders:
-            async with anonymous.get(holder.url) as response:
+            name = agent_name(holder.node)
+            async with importer.get(holder.url, server_hostname=name) as response:
                 assert response.status == 200
                 assert await response.read() == content
-            async with anonymous.get(holder.url, headers={"Range": "bytes=1000-1999"}) as response:
+            async with importer.get(holder.url, headers={"Range": "bytes=1000-1999"},
+                                    server_hostname=name) as response:
                 assert response.status == 206
                 assert response.headers["Content-Range"] == f"bytes 1000-1999/{len(content)}"
                 assert await response.read() == content[1000:2000]
+    # How an agent checks a holder before writing VMs that boot from it: the certificate must name the holder.
+    assert await agent.answers(holders[0].node, holders[0].url, 2.0)
+    assert not await agent.answers(holders[1].node, holders[0].url, 2.0)
 
 
 async def test_an_image_with_too_few_holders_is_refused_with_a_clear_message(mesh):
@@ -99,9 +129,10 @@ async def test_an_image_with_too_few_holders_is_refused_with_a_clear_message(mes
     mesh = await mesh(topology, image_redundancy=2)
     leader = (await storage_leaders(mesh))["storage-1"]  # not the rack that holds the copy: it must ask
     expected = f"image {RARE} has 1 holder (s-rare in storage-0); 2 are required"
+    compute = await mesh.as_agent("c-0-0")
 
     with pytest.raises(PeerError) as refused:
-        await mesh.peers.post(leader.endpoint, IMAGE_LOCATIONS, LocateAsk(RARE, 2), Holders)
+        await compute.post(leader, IMAGE_LOCATIONS, LocateAsk(RARE, 2), Holders)
     assert (refused.value.status, refused.value.reason, refused.value.message) == (
         409, "InsufficientImageReplicas", expected)
 
@@ -110,11 +141,11 @@ async def test_an_image_with_too_few_holders_is_refused_with_a_clear_message(mes
     assert (failed.value.reason, failed.value.message) == ("InsufficientImageReplicas", expected)
 
     # A storage rack that does not answer may hold the missing copy: not final, and it is named.
-    await publish_ghost_leader(mesh, "c-0-0", f"http://127.0.0.1:{free_port()}")
+    await publish_ghost_leader(mesh, "c-0-0", f"https://127.0.0.1:{free_port()}")
 
     async def unreachable() -> PeerError:  # once the leader's directory has seen the new rack (a watch event)
         with pytest.raises(PeerError) as refused:
-            await mesh.peers.post(leader.endpoint, IMAGE_LOCATIONS, LocateAsk(RARE, 2), Holders)
+            await compute.post(leader, IMAGE_LOCATIONS, LocateAsk(RARE, 2), Holders)
         assert (refused.value.status, refused.value.reason) == (503, "StorageUnreachable")
         return refused.value
 
@@ -126,63 +157,91 @@ async def test_lookups_are_refused_by_the_wrong_agents_and_bad_requests(mesh):
     mesh = await mesh(make_topology().compute_racks(1, nodes=1).storage_racks(1, nodes=2))
     (follower,) = await storage_followers(mesh)
     ask = LocateAsk(IMAGE, 1)
+    compute = await mesh.as_agent("c-0-0")
 
     for route in (RACK_IMAGES, IMAGE_LOCATIONS):
         with pytest.raises(PeerError) as refused:
-            await mesh.peers.post(mesh.peer(follower), route, ask, Holders)
+            await compute.post(mesh.peer(follower), route, ask, Holders)
         assert (refused.value.status, refused.value.reason) == (409, "NotLeader")
-    itself = await mesh.peers.post(mesh.peer(follower), NODE_IMAGES, ask, Holders)
+    itself = await compute.post(mesh.peer(follower), NODE_IMAGES, ask, Holders)
     assert [holder.node for holder in itself.holders] == [follower]
 
     for route in (NODE_IMAGES, RACK_IMAGES, IMAGE_LOCATIONS):
         with pytest.raises(PeerError) as refused:
-            await mesh.peers.post(mesh.peer("c-0-0"), route, ask, Holders)
+            await compute.post(mesh.peer("c-0-0"), route, ask, Holders)
         assert (refused.value.status, refused.value.reason) == (409, "NotStorage")
         assert "c-0-0 is not a storage node" in refused.value.message
 
-    url = mesh.endpoint(follower) + NODE_IMAGES
     for body, problem in ((b"{not json", "not JSON"), (b'{"image": "x"}', "redundancy: required"),
                           (b'{"image": "Bad Name!", "redundancy": 2}', "is not an image name")):
-        status, payload = await raw_post(url, body)
+        status, payload = await raw_post(mesh, follower, NODE_IMAGES, body, Identity.agent("c-0-0"))
         assert (status, payload["reason"]) == (400, "BadMessage")
         assert problem in payload["message"]
 
 
-async def test_lookups_need_the_token_but_image_files_are_open(mesh):
+async def test_lookups_need_an_agent_certificate_but_image_files_are_open(mesh):
     mesh = await mesh(make_topology().compute_racks(1, nodes=1).storage_racks(1, nodes=1))
-    storage = mesh.endpoint("s-0-0")
+    ask = b'{"image": "lob123-rhel-6.0", "redundancy": 1}'
     for route in (NODE_IMAGES, RACK_IMAGES, IMAGE_LOCATIONS):
-        status, payload = await raw_post(storage + route, b'{"image": "lob123-rhel-6.0", "redundancy": 1}', None)
-        assert (status, payload["reason"]) == (401, "Unauthorized")
+        status, payload = await raw_post(mesh, "s-0-0", route, ask, None)
+        assert (status, payload["reason"]) == (401, "Unauthenticated"), route
+        status, payload = await raw_post(mesh, "s-0-0", route, ask, Identity(IdentityRole.OPERATOR))
+        assert (status, payload["reason"]) == (403, "Forbidden"), route
+        assert "only agents call it" in payload["message"]
+        status, _ = await raw_post(mesh, "s-0-0", route, ask, Identity.agent("c-0-0"))
+        assert status == 200, route
 
-    async with aiohttp.ClientSession() as anonymous:
-        async with anonymous.get(f"{storage}{IMAGE_FILES}/{IMAGE}.img") as response:
+    storage, name = mesh.endpoint("s-0-0"), agent_name("s-0-0")
+    async with anonymous(mesh) as importer:
+        async with importer.get(f"{storage}{IMAGE_FILES}/{IMAGE}.img", server_hostname=name) as response:
             assert response.status == 200
             assert await response.read() == image_content(IMAGE)
-        for url in (f"{storage}{IMAGE_FILES}/unknown-image.img", f"{storage}{IMAGE_FILES}/{IMAGE}",
-                    f"{storage}{IMAGE_FILES}/..img", f"{mesh.endpoint('c-0-0')}{IMAGE_FILES}/{IMAGE}.img"):
-            async with anonymous.get(url) as response:
+        for url, node in ((f"{storage}{IMAGE_FILES}/unknown-image.img", "s-0-0"),
+                          (f"{storage}{IMAGE_FILES}/{IMAGE}", "s-0-0"), (f"{storage}{IMAGE_FILES}/..img", "s-0-0"),
+                          (f"{mesh.endpoint('c-0-0')}{IMAGE_FILES}/{IMAGE}.img", "c-0-0")):
+            async with importer.get(url, server_hostname=agent_name(node)) as response:
                 assert response.status == 404, url
                 assert (await response.json())["reason"] == "ImageNotFound"
 
 
-@pytest.mark.parametrize("ghost", ["unreachable", "not-leading"])
-async def test_find_image_goes_on_to_the_next_storage_leader(mesh, ghost, caplog):
-    mesh = await mesh(make_topology().compute_racks(1, nodes=1).storage_racks(2, nodes=2))
-    compute = mesh.agent("c-0-0")
-    # Its first choice cannot answer: nothing listens there, or a storage agent that leads nothing does.
-    endpoint = f"http://127.0.0.1:{free_port()}" if ghost == "unreachable" else mesh.endpoint(
-        (await storage_followers(mesh))[0])
-    ghost_leader = await publish_ghost_leader(mesh, "c-0-0", endpoint)
+async def not_leading_first(mesh: Mesh) -> tuple[str, MemberRecord]:
+    """A compute agent, and a leader record (of a made-up rack) naming a storage agent that leads nothing,
+    at its own endpoint (so its certificate fits), which that compute agent asks first.
+
+    c-0-0 and c-1-0 rank s-1-0 and s-1-1 first among the storage nodes: whichever of the two does not lead
+    storage-1 is some compute agent's first choice."""
+    real, followers = list((await storage_leaders(mesh)).values()), await storage_followers(mesh)
+    records = [MemberRecord(follower, "storage-ghost", Role.STORAGE, mesh.endpoint(follower)) for follower in followers]
+    return next((compute, record) for compute in ("c-0-0", "c-1-0") for record in records
+                if ranks_first(record, real, compute))
+
+
+@pytest.mark.parametrize(("ghost", "reason"), [
+    ("unreachable", "Unreachable"), ("another-certificate", "Unreachable"), ("not-leading", "NotLeader")])
+async def test_find_image_goes_on_to_the_next_storage_leader(mesh, ghost, reason, caplog):
+    mesh = await mesh(make_topology().compute_racks(2, nodes=1).storage_racks(2, nodes=2))
+    # Its first choice cannot answer: nothing listens there; a real agent does, whose certificate does not
+    # name the leader recorded (the handshake refuses it); or a storage agent that leads nothing does.
+    if ghost == "not-leading":
+        node, first = await not_leading_first(mesh)
+        await publish_leader(mesh, first)
+    else:
+        node = "c-0-0"
+        endpoint = f"https://127.0.0.1:{free_port()}" if ghost == "unreachable" else mesh.endpoint(
+            (await storage_followers(mesh))[0])
+        first = await publish_ghost_leader(mesh, node, endpoint)
 
     with caplog.at_level(logging.INFO, logger="rackmesh_node_agent.images.locate"):
-        holders = await find_image(compute, IMAGE, 2, "uid-find")
+        holders = await find_image(mesh.agent(node), IMAGE, 2, "uid-find")
     assert len(holders) == 4 and holders[0].rack != holders[1].rack
 
     steps = {(record.step, getattr(record, "leader", None)) for record in caplog.records
              if hasattr(record, "step") and getattr(record, "request", None) == "uid-find"}
     assert {step for step, _ in steps} == {6, 7, 8, 9}
-    assert (7, ghost_leader.node) in steps  # asked first, then the next one
+    assert (7, first.node) in steps  # asked first, then the next one
+    failed = [(record.leader, record.reason) for record in caplog.records
+              if record.getMessage() == "storage leader could not answer" and record.request == "uid-find"]
+    assert failed == [(first.node, reason)]
 
 
 async def test_find_image_follows_a_new_storage_leader(mesh):
