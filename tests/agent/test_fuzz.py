@@ -239,7 +239,7 @@ class Vocabulary:
     def message(self, kind: type) -> st.SearchStrategy[Any]:
         """A ``kind`` message: plausible, or with one hostile value somewhere in it, or with a field missing, an
         unknown field, or not an object at all. One bad thing at a time, so each check gets its turn."""
-        base = self.wire(kind)
+        base = self.orders if kind is Order else self.wire(kind)
         one_hostile = st.one_of(*[st.builds(replaced, base, st.just(path), hostile(hint))
                                   for path, hint in leaves(kind)])
         return weighted(
