@@ -30,6 +30,7 @@ from rackmesh.zk_layout import MemberRecord, ZkLayout
 from rackmesh_node_agent.capacity.view import CapacityView
 from rackmesh_node_agent.http_api import Refusal, app_runner, build_app
 from rackmesh_node_agent.images import routes as image_routes
+from rackmesh_node_agent.images.access import ImageAccess
 from rackmesh_node_agent.images.store import ImageStore
 from rackmesh_node_agent.membership.presence import Presence
 from rackmesh_node_agent.own_node import OwnNode
@@ -72,6 +73,7 @@ class Agent:
         self.presence: Presence | None = None
         self.capacity: CapacityView | None = None
         self.images = ImageStore(Path(settings.image_dir))
+        self.image_access = ImageAccess(lambda: self.zk, self.layout)
         self.coordinator = Coordinator(self)
         self.node_side = NodeSide(self)
         self.peers = PeerClient(self.credentials, settings.call_timeout)

@@ -9,6 +9,7 @@ route allows only the callers the protocol has for it (``rackmesh/protocol.py``)
     /v1/node/releases                the coordinator recorded for the request, or this node's rack leader
     /v1/node/removals                the coordinator recorded for the request, or the operator
     /v1/rack/pings, image lookups    any agent; /v1/view: any rackmesh identity
+    GET /images/<image>.img          any agent, or a namespace's image credential (basic auth; CDI)
 
 A refusal is a 403 with a reason saying which rule the caller failed. Leadership and the record are read
 through the agent's ZooKeeper caches; a check that fails on the cache is tried once on a fresh read, since
@@ -19,8 +20,9 @@ from aiohttp import web
 
 from rackmesh import request_record
 from rackmesh.identity.names import Identity, Role
+from rackmesh.image_access import REALM, basic_credentials
 from rackmesh.labels import Role as NodeRole
-from rackmesh_node_agent.http_api import Refusal, agent_of, caller
+from rackmesh_node_agent.http_api import Refusal, agent_of, caller, caller_if_any
 
 
 def _refuse(who: Identity, rule: str) -> Refusal:
@@ -38,6 +40,19 @@ def any_agent(request: web.Request) -> Identity:
     if who.role is not Role.AGENT:
         raise _refuse(who, "only agents call it")
     return who
+
+
+async def image_reader(request: web.Request) -> None:
+    """An agent (its certificate) or an importer with a namespace's image credential (401 otherwise)."""
+    who = caller_if_any(request)
+    if who is not None and who.role is Role.AGENT:
+        return
+    credentials = basic_credentials(request.headers.get("Authorization", ""))
+    if credentials is not None and await agent_of(request).image_access.allows(*credentials):
+        return
+    raise Refusal(401, "Unauthenticated", "image files need a namespace's image credential (basic auth, the "
+                                          "Secret rackmesh-image-access) or an agent's certificate",
+                  {"WWW-Authenticate": f'Basic realm="{REALM}"'})
 
 
 async def compute_leader(request: web.Request) -> None:

@@ -54,14 +54,14 @@ CALLER_KEY = web.RequestKey("caller", Identity)
 class Refusal(Exception):
     """Raised by a handler to answer ``status`` with a reason and message."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(self, status: int, reason: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(f"{status} {reason}: {message}")
-        self.status, self.reason, self.message = status, reason, message
+        self.status, self.reason, self.message, self.headers = status, reason, message, headers
 
 
-def error(status: int, reason: str, message: str) -> web.Response:
+def error(status: int, reason: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
     """A 4xx/5xx answer peers can act on: a CamelCase reason and a human message."""
-    return web.json_response({"reason": reason, "message": message}, status=status)
+    return web.json_response({"reason": reason, "message": message}, status=status, headers=headers)
 
 
 def answer(message: Any, status: int = 200) -> web.Response:
@@ -102,18 +102,23 @@ def caller(request: web.Request) -> Identity:
     return request[CALLER_KEY]
 
 
+def caller_if_any(request: web.Request) -> Identity | None:
+    """The caller's identity on an open route, where a client certificate is optional."""
+    return request.get(CALLER_KEY)
+
+
 def authenticated() -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not is_open(request):
-            identity = Identity.of_peer(request.transport.get_extra_info("peercert") if request.transport else None)
-            if identity is None:
-                return error(401, "Unauthenticated", "this route needs a client certificate from the rackmesh CA")
+        identity = Identity.of_peer(request.transport.get_extra_info("peercert") if request.transport else None)
+        if identity is not None:
             request[CALLER_KEY] = identity
+        elif not is_open(request):
+            return error(401, "Unauthenticated", "this route needs a client certificate from the rackmesh CA")
         try:
             return await handler(request)
         except Refusal as refusal:
-            return error(refusal.status, refusal.reason, refusal.message)
+            return error(refusal.status, refusal.reason, refusal.message, refusal.headers)
         except web.HTTPException as exc:  # aiohttp's own: unknown route, wrong method, body too large
             if exc.status < 400:
                 raise

@@ -241,12 +241,19 @@ class Reconciler:
         if time.monotonic() - self._handoff_failed_at < HANDOFF_RETRY_SECONDS:
             return
         try:
+            if self.services.image_grants is not None:
+                await self.services.image_grants.ensure(order.request.namespace)
             handoff = await hand_over(self.services, order, self._nodes(), avoid)
         except HandoffFailed as failure:
             self._handoff_failed_at = time.monotonic()
             logger.warning("no coordinator took the order", extra={"request": order.request.uid,
                                                                    "reason": failure.reason,
                                                                    "error": failure.message})
+            return
+        except KubeApiError as exc:  # the namespace's image access could not be written: its imports would fail
+            self._handoff_failed_at = time.monotonic()
+            logger.warning("image access not granted; handing the order over later", extra={
+                "request": order.request.uid, "namespace": order.request.namespace, "error": str(exc)})
             return
         self._handed = (order, time.monotonic())
         self._record_read_at = 0.0

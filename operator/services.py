@@ -13,6 +13,7 @@ from rackmesh.peer_client import PeerClient
 from rackmesh.registry import Directory
 from rackmesh.zk_layout import ZkLayout
 from rackmesh_operator import signer as signing
+from rackmesh_operator.image_grants import ImageGrants, derived_key
 
 
 @dataclasses.dataclass
@@ -23,7 +24,9 @@ class Services:
     peers: PeerClient
     layout: ZkLayout
     directory: Directory
-    stop_signer: Callable[[], Awaitable[None]] | None = None  # None: no signer here (the benchmark's driver)
+    # None for the benchmark's driver, which hands orders without an operator.
+    stop_signer: Callable[[], Awaitable[None]] | None = None
+    image_grants: ImageGrants | None = None
 
     @classmethod
     async def open(cls, settings: Settings) -> "Services":
@@ -32,8 +35,9 @@ class Services:
         stop_signer = await signing.serve(signer)
         zk = await zk_async.start_client(settings.zk_hosts, settings.zk_session_timeout, tls=signer.credentials.files)
         layout = ZkLayout(settings.zk_root)
+        grants = ImageGrants(kube, zk, layout, derived_key(signer.authority.key), signer.authority.cert_pem)
         return cls(settings, zk, kube, PeerClient(signer.credentials, settings.call_timeout), layout,
-                   Directory(zk, layout), stop_signer)
+                   Directory(zk, layout), stop_signer, grants)
 
     async def close(self) -> None:
         await self.peers.close()

@@ -69,6 +69,8 @@ class ResourceRef:
 
 NODES = ResourceRef("", "v1", "nodes", namespaced=False)
 PODS = ResourceRef("", "v1", "pods")
+SECRETS = ResourceRef("", "v1", "secrets")
+CONFIG_MAPS = ResourceRef("", "v1", "configmaps")
 EVENTS = ResourceRef("", "v1", "events")
 VIRTUAL_MACHINES = ResourceRef("kubevirt.io", "v1", "virtualmachines")
 CLUSTER_INSTANCETYPES = ResourceRef("instancetype.kubevirt.io", "v1beta1", "virtualmachineclusterinstancetypes",

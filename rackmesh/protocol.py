@@ -43,6 +43,7 @@ RACK_RELEASES = "/v1/rack/releases"
 NODE_PINGS = "/v1/node/pings"
 IMAGE_FILES = "/images"
 
+SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 IMAGE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?\Z")  # the CRD's pattern for spec.image
 MAX_IMAGE_NAME = 63  # the CRD's maxLength for spec.image
 MAX_REPLICAS = 10000
@@ -209,11 +210,14 @@ class ImageHolder:
     node: str
     rack: str
     url: str
+    sha256: str = ""  # of the holder's copy, lowercase hex; the importer checks the file against it
 
     def __post_init__(self) -> None:
         require(is_dns_subdomain(self.node), "node", self.node, "a node name (a DNS-1123 subdomain)")
         require(is_label_value(self.rack), "rack", self.rack, "a rack (a label value)")
         require(is_http_url(self.url), "url", self.url, f"an http(s) URL of at most {MAX_URL} characters")
+        require(self.sha256 == "" or SHA256.match(self.sha256) is not None, "sha256", self.sha256,
+                "a sha256 (64 lowercase hex digits)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,6 +5,10 @@ from typing import Any
 
 from rackmesh.labels import HOSTNAME_LABEL, REQUEST_KIND
 
+# The primary copy's sha256, for the importer to check. CDI's DataVolume has a `source.http.checksum` for it,
+# but the VirtualMachine schema's dataVolumeTemplates (KubeVirt's, sandbox/schemas/kubevirt) do not know it yet.
+IMAGE_SHA256_ANNOTATION = "rackmesh.io/image-sha256"
+
 
 def disk_source_url(vm: dict[str, Any]) -> str:
     """The HTTP source of the VM's first DataVolume template (CDI's import source); "" if it has none."""

@@ -3,9 +3,11 @@
 There is no KubeVirt here: a real cluster has CDI, which imports each VM's disk from its
 DataVolume's HTTP source, and virt-controller, which starts the VM once the disk is there and
 reports it in the VM's status. This process stands in for both, just far enough for rackmesh to
-follow its VMs: it lists VirtualMachines in every namespace and, for each one not ready yet,
-fetches the first byte of its ``dataVolumeTemplates[0]`` HTTP source (``Range: bytes=0-0``, as
-CDI's importer resumes). If the storage agent answers, the VM's status becomes what KubeVirt
+follow its VMs: it lists VirtualMachines in every namespace and, for each one not ready yet, imports
+its ``dataVolumeTemplates[0]`` HTTP source as CDI's importer would: trusting the CAs of the source's
+``certConfigMap``, with the basic-auth credential of its ``secretRef`` (both read from the VM's namespace),
+and checking the file against the VM's ``rackmesh.io/image-sha256``. If the import succeeds, the VM's
+status becomes what KubeVirt
 reports for a running VM (``Running``, ready, condition Ready True); if not, it stays
 ``Provisioning`` (KubeVirt's status while DataVolumes import) with Ready False, and is tried again
 on the next pass. A running VM whose node is not Ready (or gone) turns not ready, as a real VM's
@@ -19,6 +21,9 @@ runs until SIGTERM/SIGINT (exit 0); ``--ready-file`` is written once the first p
 
 import argparse
 import asyncio
+import base64
+import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -32,9 +37,10 @@ from typing import Any
 import aiohttp
 
 from rackmesh import logs
-from rackmesh.kube_client import NODES, VIRTUAL_MACHINES, Credentials, KubeApiError, KubeClient
+from rackmesh.image_access import basic_header
+from rackmesh.kube_client import CONFIG_MAPS, NODES, SECRETS, VIRTUAL_MACHINES, Credentials, KubeApiError, KubeClient
 from rackmesh.nodes import node_state
-from rackmesh.vm_fields import disk_source_url, is_ready, pinned_node
+from rackmesh.vm_fields import IMAGE_SHA256_ANNOTATION, disk_source_url, is_ready, pinned_node
 from rackmesh_sandbox.kube_api.kubeconfig import write_atomically
 
 logger = logging.getLogger("rackmesh_sandbox.kubevirt_simulation")
@@ -64,14 +70,53 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-async def image_answers(http: aiohttp.ClientSession, url: str) -> bool:
-    """The URL serves bytes: 206 (or 200 from a server that ignores Range) to a one-byte GET."""
+@dataclasses.dataclass(frozen=True)
+class ImportSource:
+    """What a DataVolume's HTTP source tells CDI's importer (the VM's first DataVolume template)."""
+
+    namespace: str
+    url: str
+    secret: str = ""  # secretRef: accessKeyId / secretKey, basic auth
+    ca_config_map: str = ""  # certConfigMap: the CAs to trust for an https URL
+    sha256: str = ""
+
+    @classmethod
+    def of(cls, vm: dict[str, Any]) -> "ImportSource | None":
+        url = disk_source_url(vm)
+        if not url:
+            return None
+        http = vm["spec"]["dataVolumeTemplates"][0]["spec"]["source"]["http"]
+        return cls(vm["metadata"]["namespace"], url, http.get("secretRef", ""), http.get("certConfigMap", ""),
+                   (vm["metadata"].get("annotations") or {}).get(IMAGE_SHA256_ANNOTATION, ""))
+
+
+async def imports(kube: KubeClient, http: aiohttp.ClientSession, source: ImportSource) -> bool:
+    """Whether the importer would get the image: its CA and credential exist, the server is trusted and
+    takes the credential, and the bytes match the published sha256."""
+    headers: dict[str, str] = {}
+    trust: ssl.SSLContext | bool = True
     try:
-        # Leaving the block unread closes the connection, so a 200 never streams the whole image.
-        async with http.get(url, headers={"Range": "bytes=0-0"}) as response:
-            return response.status in (200, 206)
-    except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+        if source.ca_config_map:
+            found = await kube.get(CONFIG_MAPS, source.ca_config_map, source.namespace)
+            trust = ssl.create_default_context(cadata="".join((found.get("data") or {}).values()))
+        if source.secret:
+            data = (await kube.get(SECRETS, source.secret, source.namespace)).get("data") or {}
+            user, password = (base64.b64decode(data.get(key, "")).decode() for key in ("accessKeyId", "secretKey"))
+            headers["Authorization"] = basic_header(user, password)
+        async with http.get(source.url, headers=headers, ssl=trust) as response:
+            if response.status != 200:
+                return False
+            body = await response.read()
+    except KubeApiError as exc:
+        if exc.status == 404:  # the importer waits for its ConfigMap or Secret
+            return False
+        raise
+    except (aiohttp.ClientError, TimeoutError, OSError, ValueError, ssl.SSLError):
         return False
+    if source.sha256 and hashlib.sha256(body).hexdigest() != source.sha256:
+        logger.warning("image does not match its sha256 (simulated import fails)", extra={"url": source.url})
+        return False
+    return True
 
 
 def node_not_ready_status() -> dict[str, Any]:
@@ -93,16 +138,18 @@ async def reconcile(kube: KubeClient, http: aiohttp.ClientSession) -> None:
         logger.warning("VMs not ready: their node is not Ready (simulated)",
                        extra={"vms": sorted(vm["metadata"]["name"] for vm in cut_off)})
     waiting = [vm for vm in vms if not is_ready(vm) and pinned_node(vm) in ready_nodes]
-    urls = sorted({url for vm in waiting if (url := disk_source_url(vm))})
-    # Many VMs share a holder's URL; ask each one once per pass, a bounded number at a time.
+    sources = {vm["metadata"]["uid"]: ImportSource.of(vm) for vm in waiting}
+    distinct = sorted({source for source in sources.values() if source is not None}, key=lambda s: s.url)
+    # Many VMs share a holder's copy; import each once per pass, a bounded number at a time.
     limit = asyncio.Semaphore(PROBE_CONCURRENCY)
 
-    async def probe(url: str) -> bool:
+    async def probe(source: ImportSource) -> bool:
         async with limit:
-            return await image_answers(http, url)
+            return await imports(kube, http, source)
 
-    answers = dict(zip(urls, await asyncio.gather(*(probe(url) for url in urls)), strict=True))
-    await asyncio.gather(*(_report(kube, vm, answers.get(disk_source_url(vm), False)) for vm in waiting))
+    answers = dict(zip(distinct, await asyncio.gather(*(probe(source) for source in distinct)), strict=True))
+    await asyncio.gather(*(_report(kube, vm, answers.get(sources[vm["metadata"]["uid"]], False))
+                           for vm in waiting))
 
 
 async def _report(kube: KubeClient, vm: dict[str, Any], answers: bool) -> None:
@@ -131,16 +178,13 @@ async def _patch(kube: KubeClient, vm: dict[str, Any], status: dict[str, Any]) -
 
 
 async def run(kube: KubeClient, stop: asyncio.Event, interval: float = DEFAULT_INTERVAL,
-              ready_file: Path | None = None, ca_file: Path | None = None) -> None:
-    """Reconcile every ``interval`` seconds until ``stop`` is set; image URLs over HTTPS are trusted as CDI's
-    importer trusts them with a DataVolume's ``certConfigMap``: by ``ca_file`` (the rackmesh CA) only.
+              ready_file: Path | None = None) -> None:
+    """Reconcile every ``interval`` seconds until ``stop`` is set.
 
     The first pass must succeed (it proves the API answers) before ``ready_file`` is written; later
     failures are logged and retried on the next pass, as a controller would.
     """
-    trust = ssl.create_default_context(cafile=ca_file) if ca_file else True
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT),
-                                     connector=aiohttp.TCPConnector(ssl=trust)) as http:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT)) as http:
         await reconcile(kube, http)
         if ready_file is not None:
             write_atomically(ready_file, json.dumps({"pid": os.getpid()}))
@@ -168,7 +212,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kubeconfig", type=Path, required=True)
     parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL, help="seconds between passes")
     parser.add_argument("--ready-file", type=Path, help="written once the first pass succeeded")
-    parser.add_argument("--ca-file", type=Path, help="the CA that image URLs over HTTPS must be signed by")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--log-format", choices=["json", "plain"], default="json")
     return parser.parse_args(argv)
@@ -180,7 +223,7 @@ async def _serve(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with KubeClient(Credentials.from_kubeconfig(args.kubeconfig)) as kube:
-        await run(kube, stop, args.interval, args.ready_file, args.ca_file)
+        await run(kube, stop, args.interval, args.ready_file)
     logger.info("KubeVirt simulation stopped")
 
 

@@ -267,7 +267,7 @@ def _start_kubevirt_simulation(state: SandboxState, say: Callable[[str], None]) 
     ready_file = state.state_dir / "kubevirt-simulation.json"
     ready_file.unlink(missing_ok=True)
     argv = [sys.executable, "-m", "rackmesh_sandbox.kubevirt_simulation", "--kubeconfig", str(state.kubeconfig),
-            "--ready-file", str(ready_file), "--ca-file", str(state.ca_file)]
+            "--ready-file", str(ready_file)]
     record = _spawn(state, "kubevirt-simulation", argv, {})
     _wait_for(ready_file.exists, f"the KubeVirt simulation (log: {record.log})", record)
     say("kubevirt simulation ready (simulated: a VM turns Running once its image URL answers)")

@@ -52,10 +52,11 @@ class ImageLookupFailed(Exception):
 def node_holders(agent: "Agent", ask: LocateAsk) -> Holders:
     """This storage agent, if it holds the image."""
     node = agent.node
-    if agent.images.path(ask.image) is None:
+    sha256 = agent.images.sha256(ask.image)
+    if sha256 is None:
         return Holders(image=ask.image, holders=[])
     url = f"{agent.endpoint}{IMAGE_FILES}/{image_file_name(ask.image)}"
-    return Holders(image=ask.image, holders=[ImageHolder(node=node.name, rack=node.rack, url=url)])
+    return Holders(image=ask.image, holders=[ImageHolder(node=node.name, rack=node.rack, url=url, sha256=sha256)])
 
 
 async def rack_holders(agent: "Agent", ask: LocateAsk) -> Holders:

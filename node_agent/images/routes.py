@@ -59,6 +59,7 @@ async def image_file(request: web.Request) -> web.StreamResponse:
     if image_file_name(image) != name or not is_image_name(image):
         return error(404, "ImageNotFound", f"{shown(name)} is not an image file (<image>{IMAGE_SUFFIX}, with an "
                                            f"image name of at most {MAX_IMAGE_NAME} of a-z0-9-.)")
+    await authorization.image_reader(request)
     path = agent.images.path(image) if agent.has_role(Role.STORAGE) else None
     if path is None:
         return error(404, "ImageNotFound", f"{agent.node_name} does not hold {name}")

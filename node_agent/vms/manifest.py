@@ -7,8 +7,10 @@ write meets its own earlier copy (409 AlreadyExists) instead of creating a secon
 import json
 from typing import Any
 
+from rackmesh.image_access import ACCESS_SECRET, CA_CONFIG_MAP
 from rackmesh.labels import GROUP, HOSTNAME_LABEL, NODE_LABEL, REQUEST_KIND, REQUEST_LABEL, VERSION
 from rackmesh.protocol import ImageHolder, Order
+from rackmesh.vm_fields import IMAGE_SHA256_ANNOTATION
 from rackmesh.vm_names import vm_name
 
 IMAGE_SOURCES_ANNOTATION = "rackmesh.io/image-sources"
@@ -30,7 +32,9 @@ def image_sources(holders: list[ImageHolder], index: int) -> list[str]:
 
 def virtual_machine(order: Order, node: str, index: int, holders: list[ImageHolder],
                     disk_size: str) -> dict[str, Any]:
-    """VM ``index`` of ``order``, pinned to ``node``, its root disk imported over HTTP from a holder.
+    """VM ``index`` of ``order``, pinned to ``node``, its root disk imported over HTTPS from a holder (CDI
+    trusts the rackmesh CA from ``certConfigMap`` and authenticates with the namespace's ``secretRef``,
+    ``rackmesh/image_access.py``); the copy's sha256 is in an annotation.
 
     The annotation lists every holder's URL, primary first, so whoever repairs a failed import knows
     the other copies.
@@ -38,6 +42,10 @@ def virtual_machine(order: Order, node: str, index: int, holders: list[ImageHold
     request = order.request
     name = vm_name(request.name, index)
     sources = image_sources(holders, index)
+    annotations = {IMAGE_SOURCES_ANNOTATION: json.dumps(sources)}
+    primary = holders[index % len(holders)]
+    if primary.sha256:
+        annotations[IMAGE_SHA256_ANNOTATION] = primary.sha256
     labels = {REQUEST_LABEL: request.name, NODE_LABEL: node}
     disk = data_volume_name(name)
     return {
@@ -47,7 +55,7 @@ def virtual_machine(order: Order, node: str, index: int, holders: list[ImageHold
             "name": name,
             "namespace": request.namespace,
             "labels": dict(labels),
-            "annotations": {IMAGE_SOURCES_ANNOTATION: json.dumps(sources)},
+            "annotations": annotations,
             "ownerReferences": [{
                 "apiVersion": f"{GROUP}/{VERSION}",
                 "kind": REQUEST_KIND,
@@ -64,7 +72,8 @@ def virtual_machine(order: Order, node: str, index: int, holders: list[ImageHold
             "dataVolumeTemplates": [{
                 "metadata": {"name": disk},
                 "spec": {
-                    "source": {"http": {"url": sources[0]}},
+                    "source": {"http": {"url": sources[0], "certConfigMap": CA_CONFIG_MAP,
+                                        "secretRef": ACCESS_SECRET}},
                     "storage": {"resources": {"requests": {"storage": disk_size}}},
                 },
             }],

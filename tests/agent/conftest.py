@@ -6,14 +6,16 @@ the agents' certificates come straight from the test's CA, and the test calls ag
 import asyncio
 import contextlib
 import datetime
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
+from kazoo.exceptions import NodeExistsError
 
-from rackmesh import registry, zk_async
+from rackmesh import image_access, registry, zk_async
 from rackmesh.config import Settings
 from rackmesh.identity.names import Identity
 from rackmesh.kube_client import Credentials, KubeClient
@@ -56,6 +58,17 @@ class Mesh:
         """A peer client presenting a certificate of ``identity`` (closed with the mesh)."""
         return await self._stack.enter_async_context(PeerClient(self.pki.credentials(identity),
                                                                 self.settings.call_timeout))
+
+    async def image_credential(self, namespace: str = "default") -> str:
+        """An ``Authorization`` header that opens image files, granted to ``namespace`` as the operator grants
+        it (the password's digest in ZooKeeper)."""
+        password = secrets.token_hex(16)
+        path, digest = self.layout.image_access(namespace), image_access.digest(password).encode()
+        try:
+            await zk_async.wait(self.zk.create_async(path, digest, makepath=True))
+        except NodeExistsError:
+            await zk_async.wait(self.zk.set_async(path, digest))
+        return image_access.basic_header(namespace, password)
 
     async def as_agent(self, node: str) -> PeerClient:
         return await self.client_as(Identity.agent(node))

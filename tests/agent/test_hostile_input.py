@@ -225,9 +225,10 @@ async def test_every_route_but_health_and_image_files_needs_a_rackmesh_certifica
     status, payload = await call(mesh, "c-0-0", "/v1/view", method="GET", caller=None)
     assert (status, payload["reason"]) == (401, "Unauthenticated")
     await assert_healthy(mesh)  # without a certificate
+    credential = await mesh.image_credential()  # image files: a namespace's credential instead (CDI has no cert)
     async with aiohttp.ClientSession() as session, session.get(
             mesh.endpoint("s-0-0") + f"{IMAGE_FILES}/{IMAGE}.img", ssl=Callers(mesh.pki).context(None),
-            server_hostname=agent_name("s-0-0")) as response:
+            server_hostname=agent_name("s-0-0"), headers={"Authorization": credential}) as response:
         assert response.status == 200 and len(await response.read()) > 0
 
 

@@ -22,12 +22,13 @@ Case matrix:
 - find_image with no storage leader at all: NoStorageLeaders
 """
 
+import hashlib
 import logging
 
 import aiohttp
 import pytest
 
-from rackmesh import registry, rendezvous, zk_async
+from rackmesh import image_access, registry, rendezvous, zk_async
 from rackmesh.identity.names import Identity
 from rackmesh.identity.names import Role as IdentityRole
 from rackmesh.labels import Role
@@ -107,13 +108,16 @@ async def test_locate_returns_holders_in_distinct_racks_and_their_urls_serve_the
         assert holder.url == f"{mesh.endpoint(holder.node)}{IMAGE_FILES}/{IMAGE}.img"
 
     content = image_content(IMAGE)
-    async with anonymous(mesh) as importer:  # CDI importers carry no client certificate
+    assert {holder.sha256 for holder in holders} == {hashlib.sha256(content).hexdigest()}  # published with each
+    credential = await mesh.image_credential("default")
+    async with anonymous(mesh) as importer:  # CDI importers carry no client certificate: a namespace's credential
         for holder in holders:
             name = agent_name(holder.node)
-            async with importer.get(holder.url, server_hostname=name) as response:
+            async with importer.get(holder.url, server_hostname=name,
+                                    headers={"Authorization": credential}) as response:
                 assert response.status == 200
                 assert await response.read() == content
-            async with importer.get(holder.url, headers={"Range": "bytes=1000-1999"},
+            async with importer.get(holder.url, headers={"Range": "bytes=1000-1999", "Authorization": credential},
                                     server_hostname=name) as response:
                 assert response.status == 206
                 assert response.headers["Content-Range"] == f"bytes 1000-1999/{len(content)}"
@@ -179,7 +183,7 @@ async def test_lookups_are_refused_by_the_wrong_agents_and_bad_requests(mesh):
         assert problem in payload["message"]
 
 
-async def test_lookups_need_an_agent_certificate_but_image_files_are_open(mesh):
+async def test_lookups_need_an_agent_certificate_and_image_files_a_namespace_credential(mesh):
     mesh = await mesh(make_topology().compute_racks(1, nodes=1).storage_racks(1, nodes=1))
     ask = b'{"image": "lob123-rhel-6.0", "redundancy": 1}'
     for route in (NODE_IMAGES, RACK_IMAGES, IMAGE_LOCATIONS):
@@ -192,14 +196,24 @@ async def test_lookups_need_an_agent_certificate_but_image_files_are_open(mesh):
         assert status == 200, route
 
     storage, name = mesh.endpoint("s-0-0"), agent_name("s-0-0")
+    granted = await mesh.image_credential("team-a")
+    forged = image_access.basic_header("team-a", "guessed")
     async with anonymous(mesh) as importer:
-        async with importer.get(f"{storage}{IMAGE_FILES}/{IMAGE}.img", server_hostname=name) as response:
+        file = f"{storage}{IMAGE_FILES}/{IMAGE}.img"
+        for refused in ({}, {"Authorization": forged}, {"Authorization": image_access.basic_header("team-b", "x")},
+                        {"Authorization": granted.replace("Basic", "Bearer")}):
+            async with importer.get(file, server_hostname=name, headers=refused) as response:
+                assert response.status == 401, refused
+                assert response.headers["WWW-Authenticate"] == 'Basic realm="rackmesh-images"'
+                assert (await response.json())["reason"] == "Unauthenticated"
+        async with importer.get(file, server_hostname=name, headers={"Authorization": granted}) as response:
             assert response.status == 200
             assert await response.read() == image_content(IMAGE)
         for url, node in ((f"{storage}{IMAGE_FILES}/unknown-image.img", "s-0-0"),
                           (f"{storage}{IMAGE_FILES}/{IMAGE}", "s-0-0"), (f"{storage}{IMAGE_FILES}/..img", "s-0-0"),
                           (f"{mesh.endpoint('c-0-0')}{IMAGE_FILES}/{IMAGE}.img", "c-0-0")):
-            async with importer.get(url, server_hostname=agent_name(node)) as response:
+            async with importer.get(url, server_hostname=agent_name(node),
+                                    headers={"Authorization": granted}) as response:
                 assert response.status == 404, url
                 assert (await response.json())["reason"] == "ImageNotFound"
 

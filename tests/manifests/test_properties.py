@@ -308,6 +308,8 @@ OPERATOR_GRANTS = {
     ("", "nodes", None): {"get", "list", "watch"},
     ("authentication.k8s.io", "tokenreviews", None): {"create"},
     ("", "pods", None): {"get"},  # in rackmesh-system only (a Role): the signer reads agent pods' IPs
+    ("", "configmaps", None): {"create", "patch"},  # the CA and credential CDI's importers need
+    ("", "secrets", None): {"create", "patch"},
     ("", "events", None): {"create"},
     ("kopf.dev", "clusterkopfpeerings", None): {"list", "watch"},
     ("kopf.dev", "clusterkopfpeerings", "rackmesh"): {"patch"},

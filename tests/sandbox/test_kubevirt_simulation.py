@@ -1,7 +1,11 @@
-"""The sandbox's simulated KubeVirt: VMs turn Running once their image URL answers.
+"""The sandbox's simulated KubeVirt: VMs turn Running once their disk imports as CDI's importer would import it.
 
-Case matrix (in process: the API server, an image server and the simulation's loop share the test's loop):
-- a VM whose image URL answers (206 to a one-byte Range GET) becomes created, ready, Running, Ready True
+Case matrix (in process: the API server, an image server and the simulation's loop share the test's loop; the
+image server serves HTTPS with a rackmesh certificate and wants the namespace's credential, as an agent does):
+- a VM whose image imports (the CA of its certConfigMap trusts the server, the credential of its secretRef
+  is taken, the bytes match its sha256) becomes created, ready, Running, Ready True
+- a VM whose Secret or ConfigMap is missing, whose credential is wrong, or whose copy does not match its
+  sha256 stays Provisioning
 - a VM whose URL does not answer (a closed port) stays Provisioning, Ready False (VMINotExists), not ready,
   and its status is not rewritten on every pass
 - a VM whose URL answers 404 (the holder lost the image) is Provisioning until the file appears, then Running
@@ -14,7 +18,10 @@ ready file, marks VMs Running, and exits 0 on SIGTERM.
 """
 
 import asyncio
+import base64
 import contextlib
+import datetime
+import hashlib
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -24,7 +31,18 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from rackmesh.kube_client import DEPLOYMENT_REQUESTS, NODES, VIRTUAL_MACHINES, Credentials, KubeClient
+from rackmesh.identity.credentials import Credentials as TlsCredentials
+from rackmesh.identity.names import Identity
+from rackmesh.image_access import ACCESS_SECRET, CA_CONFIG_MAP, CA_CONFIG_MAP_KEY, basic_credentials
+from rackmesh.kube_client import (
+    CONFIG_MAPS,
+    DEPLOYMENT_REQUESTS,
+    NODES,
+    SECRETS,
+    VIRTUAL_MACHINES,
+    Credentials,
+    KubeClient,
+)
 from rackmesh.protocol import ImageHolder, Order, RequestRef
 from rackmesh_node_agent.vms.manifest import virtual_machine
 from rackmesh_sandbox import kubevirt_simulation
@@ -38,14 +56,19 @@ from tests.support.builders import RequestBuilder
 from tests.support.waiting import async_eventually
 
 VM_SCHEMA = load_kubevirt_schemas()["VirtualMachine"]
+PASSWORD = "the-namespace-password"
 
 
 class Cluster:
     def __init__(self, api: KubeApiServer, kube: KubeClient, images: Path, image_base: str, order: Order) -> None:
         self.api, self.kube, self.images, self.image_base, self.order = api, kube, images, image_base, order
 
-    async def vm(self, index: int, url: str) -> str:
-        body = virtual_machine(self.order, "c-a-1", index, [ImageHolder("s-a-1", "rack-a", url)], "10Gi")
+    async def vm(self, index: int, url: str, sha256: str | None = None) -> str:
+        """VM ``index`` importing ``url``, published with ``sha256`` (by default: of the file, if it exists)."""
+        if sha256 is None:
+            file = self.images / url.rsplit("/", 1)[1]
+            sha256 = hashlib.sha256(file.read_bytes()).hexdigest() if file.exists() else ""
+        body = virtual_machine(self.order, "c-a-1", index, [ImageHolder("s-a-1", "rack-a", url, sha256)], "10Gi")
         await self.kube.create(VIRTUAL_MACHINES, body, "default")
         return body["metadata"]["name"]
 
@@ -61,30 +84,47 @@ class Cluster:
         return vm if vm.get("status", {}).get("printableStatus") == "Provisioning" else None
 
 
+@web.middleware
+async def namespace_credential(request: web.Request, handler: Any) -> web.StreamResponse:
+    if basic_credentials(request.headers.get("Authorization", "")) != ("default", PASSWORD):
+        return web.json_response({"reason": "Unauthenticated"}, status=401)
+    return await handler(request)
+
+
 @pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+async def cluster(tmp_path: Path, pki) -> AsyncIterator[Cluster]:
     images = tmp_path / "images"
     images.mkdir()
     (images / "present.img").write_bytes(b"\0" * 4096)
-    app = web.Application()
+    app = web.Application(middlewares=[namespace_credential])
     app.router.add_static("/images", images)  # a FileResponse per file: Range answers 206, like an agent's
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    server = TlsCredentials.issued(pki.ca, Identity.agent("s-a-1"), tmp_path / "tls", datetime.timedelta(hours=1),
+                                   ["127.0.0.1"])
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server.server_context())
     await site.start()
-    image_base = f"http://127.0.0.1:{runner.addresses[0][1]}/images"
+    image_base = f"https://127.0.0.1:{runner.addresses[0][1]}/images"
     try:
         async with (KubeApiServer(crd_paths=sorted(CRD_DIR.glob("*.yaml"))) as api,
                     KubeClient(Credentials(api.url, ssl_context=False)) as kube):
             node = Topology.parse({"nodes": [{"name": "c-a-1", "rack": "rack-a", "roles": ["compute"]}]}).nodes[0]
             await kube.create(NODES, node_object(node, "topology.rackmesh.io/rack"))
             await kube.patch(NODES, node.name, node_status(node), subresource="status")
+            await kube.create(CONFIG_MAPS, {"metadata": {"name": CA_CONFIG_MAP},
+                                            "data": {CA_CONFIG_MAP_KEY: pki.ca.cert_pem.decode()}}, "default")
+            await kube.create(SECRETS, {"metadata": {"name": ACCESS_SECRET}, "data": {
+                "accessKeyId": _b64("default"), "secretKey": _b64(PASSWORD)}}, "default")
             stored = await kube.create(DEPLOYMENT_REQUESTS, RequestBuilder("lob123").replicas(10).obj(), "default")
             order = Order(RequestRef(stored["metadata"]["uid"], "default", "lob123"), 10, "u1.small",
                           "lob123-rhel-6.0")
             yield Cluster(api, kube, images, image_base, order)
     finally:
         await runner.cleanup()
+
+
+def _b64(value: str) -> str:
+    return base64.b64encode(value.encode()).decode()
 
 
 @pytest.fixture
@@ -126,8 +166,25 @@ async def test_a_vm_whose_image_does_not_answer_stays_provisioning(cluster, simu
     assert again["metadata"]["resourceVersion"] == vm["metadata"]["resourceVersion"]
 
 
+async def test_a_vm_imports_only_with_its_credential_and_ca_and_a_copy_matching_its_sha256(cluster, simulation):
+    corrupt = await cluster.vm(0, f"{cluster.image_base}/present.img", sha256=hashlib.sha256(b"other").hexdigest())
+    await async_eventually(lambda: cluster.provisioning(corrupt), what="a copy that does not match: provisioning")
+    await cluster.kube.patch(SECRETS, ACCESS_SECRET, {"data": {"secretKey": _b64("wrong")}}, "default")
+    wrong = await cluster.vm(1, f"{cluster.image_base}/present.img")
+    await async_eventually(lambda: cluster.provisioning(wrong), what="a wrong credential: provisioning")
+    await cluster.kube.delete(SECRETS, ACCESS_SECRET, "default")
+    await cluster.kube.create(SECRETS, {"metadata": {"name": ACCESS_SECRET}, "data": {
+        "accessKeyId": _b64("default"), "secretKey": _b64(PASSWORD)}}, "default")
+    await async_eventually(lambda: cluster.running(wrong), what="running once the credential is right")
+    await cluster.kube.delete(CONFIG_MAPS, CA_CONFIG_MAP, "default")
+    untrusted = await cluster.vm(2, f"{cluster.image_base}/present.img")
+    await async_eventually(lambda: cluster.provisioning(untrusted), what="no CA to trust the server: provisioning")
+    assert (await cluster.get(corrupt))["status"]["printableStatus"] == "Provisioning"
+
+
 async def test_a_vm_runs_once_its_missing_image_appears(cluster, simulation):
-    name = await cluster.vm(0, f"{cluster.image_base}/late.img")
+    sha256 = hashlib.sha256(b"\0" * 16).hexdigest()
+    name = await cluster.vm(0, f"{cluster.image_base}/late.img", sha256)
     await async_eventually(lambda: cluster.provisioning(name), what="VM provisioning while the image is missing")
     (cluster.images / "late.img").write_bytes(b"\0" * 16)
     await async_eventually(lambda: cluster.running(name), what="VM running once the image exists")

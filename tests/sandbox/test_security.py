@@ -13,7 +13,10 @@ Case matrix:
 """
 
 import asyncio
+import base64
+import hashlib
 import json
+import ssl
 import threading
 import urllib.error
 import urllib.request
@@ -30,6 +33,7 @@ from kazoo.handlers.threading import KazooTimeoutError
 
 from rackmesh.identity.authority import csr_for, new_key
 from rackmesh.identity.names import Identity
+from rackmesh.image_access import basic_header
 from rackmesh.labels import Role
 from rackmesh.protocol import ImageHolder, Order, RequestRef
 from rackmesh.zk_layout import MemberRecord, ZkLayout
@@ -111,6 +115,29 @@ def test_a_fake_leader_published_by_a_compromised_agent_gets_no_order(sandbox, f
         assert "leader entries that no Node backs are ignored" in log and "rack-evil/c-0-0" in log
     finally:
         sandbox.kubectl("delete", "dr", "after-attack", "--ignore-not-found")
+
+
+def test_image_files_need_the_namespace_credential_the_operator_granted(sandbox, tmp_path):
+    manifest = make_request("imported").replicas(1).instancetype("u1.small").write(tmp_path / "dr.yaml")
+    sandbox.kubectl("apply", "-f", str(manifest))
+    try:
+        [vm] = eventually(lambda: json.loads(sandbox.kubectl("get", "vm", "-l", "rackmesh.io/request=imported",
+                                                             "-o", "json").stdout)["items"], what="the VM")
+        source = vm["spec"]["dataVolumeTemplates"][0]["spec"]["source"]["http"]
+        assert (source["certConfigMap"], source["secretRef"]) == ("rackmesh-ca", "rackmesh-image-access")
+        secret = json.loads(sandbox.kubectl("get", "secret", source["secretRef"], "-o", "json").stdout)["data"]
+        user, password = (base64.b64decode(secret[key]).decode() for key in ("accessKeyId", "secretKey"))
+        ca = json.loads(sandbox.kubectl("get", "configmap", source["certConfigMap"], "-o", "json").stdout)["data"]
+        trust = ssl.create_default_context(cadata=ca["ca.pem"])  # what CDI's importer is given
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(source["url"], timeout=10, context=trust)
+        assert refused.value.code == 401
+        request = urllib.request.Request(source["url"], headers={"Authorization": basic_header(user, password)})
+        with urllib.request.urlopen(request, timeout=10, context=trust) as response:
+            image = response.read()
+        assert hashlib.sha256(image).hexdigest() == vm["metadata"]["annotations"]["rackmesh.io/image-sha256"]
+    finally:
+        sandbox.kubectl("delete", "dr", "imported", "--ignore-not-found")
 
 
 def _sign(sandbox, token: str, csr: str) -> tuple[int, dict[str, Any]]:

@@ -15,7 +15,7 @@ def test_environment_overrides_defaults_and_explicit_values_override_the_environ
 
 
 def test_settings_survive_the_trip_through_a_child_environment():
-    settings = Settings.from_env({}, zk_hosts="a:1,b:2", agent_token="s3cret", operator_peering="")
+    settings = Settings.from_env({}, zk_hosts="a:1,b:2", cert_lifetime=60.0, operator_peering="")
     assert Settings.from_env(settings.to_env()) == settings
 
 

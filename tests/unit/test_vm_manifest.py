@@ -12,6 +12,7 @@ Case matrix:
 - every generated VM (and its DataVolume template as a DataVolume) passes KubeVirt's/CDI's real schema
 """
 
+import hashlib
 import json
 import re
 
@@ -32,7 +33,8 @@ def order(name: str = "lob123", namespace: str = "team-a", replicas: int = 50) -
 
 
 def holders(count: int) -> list[ImageHolder]:
-    return [ImageHolder(f"s-{n}", f"rack-{n}", f"http://127.0.1.{n + 1}:9000/images/lob123-rhel-6.0.img")
+    return [ImageHolder(f"s-{n}", f"rack-{n}", f"https://127.0.1.{n + 1}:9000/images/lob123-rhel-6.0.img",
+                        hashlib.sha256(str(n).encode()).hexdigest())
             for n in range(count)]
 
 
@@ -118,7 +120,10 @@ def test_root_disk_imports_from_the_primary_holder():
     spec = vm["spec"]
     [template] = spec["dataVolumeTemplates"]
     assert template["metadata"]["name"] == "lob123-0004-rootdisk"
-    assert template["spec"]["source"] == {"http": {"url": holders(3)[1].url}}  # 4 % 3 == 1
+    primary = holders(3)[1]  # 4 % 3 == 1
+    assert template["spec"]["source"] == {"http": {  # the CA CDI's importer trusts, and its credential
+        "url": primary.url, "certConfigMap": "rackmesh-ca", "secretRef": "rackmesh-image-access"}}
+    assert vm["metadata"]["annotations"]["rackmesh.io/image-sha256"] == primary.sha256
     assert template["spec"]["storage"] == {"resources": {"requests": {"storage": "20Gi"}}}
     vmi = spec["template"]["spec"]
     assert vmi["volumes"] == [{"name": "rootdisk", "dataVolume": {"name": "lob123-0004-rootdisk"}}]
