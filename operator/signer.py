@@ -1,12 +1,11 @@
 """The operator's signer: issues agents their certificates (``rackmesh/identity/signing.py``), and the
 operator its own.
 
-An agent proves its node with its ServiceAccount token: a TokenReview must find it authentic, for the
-audience ``token_audience``, of the agent ServiceAccount, and bound to exactly one node (the extra
-``authentication.kubernetes.io/node-name`` the API sets for tokens bound to a pod or node). The certificate
-names that node and the addresses the agent is reached at (image importers connect by IP): its pod's IPs
-when the token is bound to a pod (a cluster's projected token), else the Node's InternalIPs (the sandbox's
-node-bound tokens, and agents on the host network) — whatever the CSR asks.
+An agent proves its node with its projected ServiceAccount token: a TokenReview must find it authentic,
+for the audience ``token_audience``, of the agent ServiceAccount, and bound to a pod on exactly one node
+(the extras ``authentication.kubernetes.io/pod-name`` and ``node-name`` the API sets for pod-bound tokens,
+from Kubernetes 1.30). The certificate names that node and the pod's IPs (image importers connect by IP),
+whatever the CSR asks.
 """
 
 import asyncio
@@ -26,7 +25,7 @@ from rackmesh.identity.authority import CertificateAuthority, CsrError, cert_pem
 from rackmesh.identity.credentials import Credentials
 from rackmesh.identity.names import Identity, Role
 from rackmesh.identity.signing import CERTIFICATES, CertificateIssued, CertificateRequest
-from rackmesh.kube_client import NODES, PODS, TOKEN_REVIEWS, KubeApiError, KubeClient
+from rackmesh.kube_client import PODS, TOKEN_REVIEWS, KubeApiError, KubeClient
 
 logger = logging.getLogger(__name__)
 NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name"
@@ -52,9 +51,9 @@ class Signer:
 
     async def sign_agent(self, request: CertificateRequest) -> x509.Certificate:
         node, pod = await self._reviewed(request.token)
-        addresses = await self._pod_addresses(pod) if pod else await self._node_addresses(node)
         try:
-            cert = self.authority.sign(request.csr.encode(), Identity.agent(node), self.lifetime, addresses)
+            cert = self.authority.sign(request.csr.encode(), Identity.agent(node), self.lifetime,
+                                       await self._pod_addresses(pod))
         except CsrError as exc:
             raise SigningRefused(400, "BadCsr", str(exc)) from None
         self.issued += 1
@@ -62,8 +61,8 @@ class Signer:
                                                          "expires": cert.not_valid_after_utc.isoformat()})
         return cert
 
-    async def _reviewed(self, token: str) -> tuple[str, str | None]:
-        """The node the token is bound to, and its pod (None for a token bound to the node alone)."""
+    async def _reviewed(self, token: str) -> tuple[str, str]:
+        """The node and the pod the token is bound to."""
         review = await self.kube.create(TOKEN_REVIEWS, {
             "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
             "spec": {"token": token, "audiences": [self.settings.token_audience]}})
@@ -77,25 +76,20 @@ class Signer:
                                                     f"({self.settings.agent_service_account})")
         extra = user.get("extra") or {}
         nodes, pods = extra.get(NODE_NAME_EXTRA, []), extra.get(POD_NAME_EXTRA, [])
-        if len(nodes) != 1 or len(pods) > 1:
-            raise SigningRefused(403, "NotBoundToNode", "the token is not bound to a pod on a node (no "
-                                                        f"{NODE_NAME_EXTRA} in its user info)")
-        return str(nodes[0]), str(pods[0]) if pods else None
+        if len(nodes) != 1 or len(pods) != 1:
+            raise SigningRefused(403, "NotBoundToPod", "the token is not bound to a pod on a node (no "
+                                                       f"{POD_NAME_EXTRA} and {NODE_NAME_EXTRA} in its user info)")
+        return str(nodes[0]), str(pods[0])
 
     async def _pod_addresses(self, pod: str) -> list[str]:
         namespace = self.settings.agent_service_account.split(":")[2]  # system:serviceaccount:<ns>:<name>
-        found = await self.kube.get(PODS, pod, namespace)
-        return [ip["ip"] for ip in found.get("status", {}).get("podIPs", []) if ip.get("ip")]
-
-    async def _node_addresses(self, node: str) -> list[str]:
         try:
-            found = await self.kube.get(NODES, node)
+            found = await self.kube.get(PODS, pod, namespace)
         except KubeApiError as exc:
             if exc.status == 404:
-                raise SigningRefused(403, "NoSuchNode", f"the token names node {node}, which does not exist") from None
+                raise SigningRefused(403, "NoSuchPod", f"the token's pod {pod} does not exist") from None
             raise
-        return [address["address"] for address in found.get("status", {}).get("addresses", [])
-                if address.get("type") == "InternalIP"]
+        return [ip["ip"] for ip in found.get("status", {}).get("podIPs", []) if ip.get("ip")]
 
 
 async def certificates(request: web.Request) -> web.Response:

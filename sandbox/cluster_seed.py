@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from rackmesh.kube_client import CLUSTER_INSTANCETYPES, NODES, KubeApiError, KubeClient, ResourceRef
+from rackmesh.kube_client import CLUSTER_INSTANCETYPES, NODES, PODS, KubeApiError, KubeClient, ResourceRef
 from rackmesh.labels import HOSTNAME_LABEL
 from rackmesh_sandbox.topology import NodeSpec, Topology
 
@@ -98,17 +98,33 @@ async def apply_manifest_security(kube: KubeClient) -> None:
         await _create(kube, SECURITY_KINDS[doc["kind"]], doc, doc["metadata"].get("namespace"))
 
 
-async def service_account_token(kube: KubeClient, account: tuple[str, str], seconds: int, node: str | None = None,
+async def agent_pod(kube: KubeClient, account: tuple[str, str], node: str, address: str) -> str:
+    """The Pod object the DaemonSet would have made for ``node``'s agent (nothing runs it: the agent is a
+    process of the sandbox), so that its tokens are bound to a pod on that node, as a cluster's are: the
+    token names the node, and outlives the Node object's deletion as a pod does until it is collected."""
+    namespace, service_account = account
+    name = f"rackmesh-agent-{node}"
+    await _create(kube, PODS, {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "rackmesh-agent"}},
+        "spec": {"nodeName": node, "serviceAccountName": service_account,
+                 "containers": [{"name": "agent", "image": "rackmesh-agent:0.1.0"}]}}, namespace)
+    await kube.patch(PODS, name, {"status": {"phase": "Running", "podIP": address, "podIPs": [{"ip": address}]}},
+                     namespace, subresource="status")
+    return name
+
+
+async def service_account_token(kube: KubeClient, account: tuple[str, str], seconds: int, pod: str | None = None,
                                 audience: str | None = None) -> str:
-    """A TokenRequest's token for ``account`` (namespace, name): bound to ``node`` when given, as a pod's
-    projected token is bound to its pod and so to its node; for ``audience`` when given, else the API's."""
+    """A TokenRequest's token for ``account`` (namespace, name): bound to ``pod`` (and so to its node) when
+    given, as a projected token is; for ``audience`` when given, else the API's."""
     spec: dict[str, Any] = {"expirationSeconds": seconds}
     if audience:
         spec["audiences"] = [audience]
-    if node:
-        uid = (await kube.get(NODES, node))["metadata"]["uid"]
-        spec["boundObjectRef"] = {"kind": "Node", "apiVersion": "v1", "name": node, "uid": uid}
     namespace, name = account
+    if pod:
+        uid = (await kube.get(PODS, pod, namespace))["metadata"]["uid"]
+        spec["boundObjectRef"] = {"kind": "Pod", "apiVersion": "v1", "name": pod, "uid": uid}
     answer = await kube.create_subresource(SERVICE_ACCOUNTS, name, "token", {
         "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}, namespace)
     return str(answer["status"]["token"])

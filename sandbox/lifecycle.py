@@ -3,8 +3,9 @@
 ``up`` makes, in order: rackmesh's CA; ZooKeeper over mutual TLS; the Kubernetes API (kmock + our
 fidelity layer) authenticating tokens and authorizing with the RBAC and admission policy of
 ``manifests/``; the cluster's initial objects and a ServiceAccount token per component (each agent's
-bound to its Node, as a pod's is to its node); the operator (and its signer); one agent process per node
-(each on its own 127.x address), which gets its certificate from the signer; and the KubeVirt simulation.
+bound to a Pod object on its node, as the DaemonSet's pod would be); the operator (and its signer); one
+agent process per node (each on its own 127.x address), which gets its certificate from the signer; and
+the KubeVirt simulation.
 It returns once all are ready. Everything it starts is written to ``DIR/sandbox.json`` as it goes, so
 ``down`` (or a failed ``up``) stops exactly that.
 
@@ -29,7 +30,7 @@ from rackmesh.config import Settings
 from rackmesh.identity.authority import CA_CERT_FILE, CertificateAuthority
 from rackmesh.kube_client import Credentials, KubeClient
 from rackmesh_sandbox import processes
-from rackmesh_sandbox.cluster_seed import apply_manifest_security, seed, service_account_token
+from rackmesh_sandbox.cluster_seed import agent_pod, apply_manifest_security, seed, service_account_token
 from rackmesh_sandbox.images import write_images
 from rackmesh_sandbox.kube_api.kubeconfig import write_kubeconfig
 from rackmesh_sandbox.ports import free_port, port_free_on
@@ -209,15 +210,17 @@ def _start_api(state: SandboxState, say: Callable[[str], None]) -> None:
 
 async def _seed(state: SandboxState, topology: Topology, settings: Settings, addresses: dict[str, str]) -> None:
     """The cluster's objects, then a kubeconfig per component with its own ServiceAccount token: the
-    operator's, and each agent's bound to its Node (for the API, and for the signer: audience rackmesh)."""
+    operator's, and each agent's bound to its pod on its node (for the API, and for the signer: audience
+    rackmesh)."""
     async with KubeClient(Credentials.from_kubeconfig(state.kubeconfig)) as kube:
         await seed(kube, topology, settings.rack_label, addresses)
         await apply_manifest_security(kube)
         operator = await service_account_token(kube, OPERATOR_ACCOUNT, TOKEN_SECONDS)
         _write_identity(state, "operator", operator)
         for node in topology.nodes:
-            api_token = await service_account_token(kube, AGENT_ACCOUNT, TOKEN_SECONDS, node=node.name)
-            signer_token = await service_account_token(kube, AGENT_ACCOUNT, TOKEN_SECONDS, node=node.name,
+            pod = await agent_pod(kube, AGENT_ACCOUNT, node.name, addresses[node.name])
+            api_token = await service_account_token(kube, AGENT_ACCOUNT, TOKEN_SECONDS, pod=pod)
+            signer_token = await service_account_token(kube, AGENT_ACCOUNT, TOKEN_SECONDS, pod=pod,
                                                        audience=settings.token_audience)
             directory = _write_identity(state, f"agent-{node.name}", api_token)
             _write_private(directory / "token", signer_token)

@@ -21,8 +21,7 @@ Case matrix:
 - a client that sends its headers byte by byte is disconnected after the header timeout without an answer; a
   body that does not arrive within the body timeout is a 408 RequestTimeout (run with short ServerLimits on a
   second TLS site serving the same agent, through the same ``build_app``/``app_runner`` the agent uses); a
-  client that connects and never completes the TLS handshake should be cut off after the header timeout too
-  (xfail: asyncio's 60 s handshake timeout holds it, see the test)
+  client that connects and never completes the TLS handshake is cut off after the header timeout too
 - a body over 1 MiB, announced (Content-Length) or chunked: 413 RequestEntityTooLarge; a compressed body is taken
   as sent (a gzip bomb is 8 KB of not-JSON: 400 BadMessage; an encoding aiohttp cannot decode is no parser
   error); an unknown route 404 and a wrong method 405; all JSON
@@ -40,7 +39,6 @@ from typing import Any, Literal
 import aiohttp
 import pytest
 import yarl
-from aiohttp import web
 
 from rackmesh import messages
 from rackmesh.identity.names import Identity
@@ -66,7 +64,7 @@ from rackmesh.protocol import (
     Order,
     RequestRef,
 )
-from rackmesh_node_agent.http_api import ServerLimits, app_runner, build_app
+from rackmesh_node_agent.http_api import ServerLimits, app_runner, build_app, serve_tls
 from rackmesh_node_agent.images import routes as image_routes
 from rackmesh_node_agent.placement import routes as placement_routes
 from rackmesh_sandbox.ports import free_port
@@ -267,7 +265,7 @@ async def short_limits_site(mesh: Mesh, node: str) -> AsyncIterator[tuple[str, i
     await runner.setup()
     host = agent.settings.agent_bind
     port = free_port(host)
-    await web.TCPSite(runner, host, port, ssl_context=agent.credentials.server_context()).start()
+    await serve_tls(runner, host, port, agent.credentials.server_context())
     try:
         yield host, port
     finally:
@@ -335,9 +333,6 @@ async def test_a_body_slower_than_the_limit_is_a_408(mesh):
     assert SHORT.body_timeout <= elapsed < SHORT.body_timeout + 1.5
 
 
-@pytest.mark.xfail(strict=True, raises=TimeoutError,
-                   reason="product gap: the agent's TCPSite leaves the TLS handshake to asyncio's default "
-                          "ssl_handshake_timeout (60 s), which ServerLimits does not bound")
 async def test_a_client_that_never_completes_the_tls_handshake_is_cut_off(mesh):
     mesh = await mesh(topology())
     async with short_limits_site(mesh, "c-0-0") as (host, port):

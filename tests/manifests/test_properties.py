@@ -305,7 +305,7 @@ OPERATOR_GRANTS = {
     ("rackmesh.io", "deploymentrequests/status", None): {"patch"},
     ("kubevirt.io", "virtualmachines", None): {"get", "list", "watch", "delete"},
     ("instancetype.kubevirt.io", "virtualmachineclusterinstancetypes", None): {"list", "watch"},
-    ("", "nodes", None): {"get", "list", "watch"},
+    ("", "nodes", None): {"list", "watch"},
     ("authentication.k8s.io", "tokenreviews", None): {"create"},
     ("", "pods", None): {"get"},  # in rackmesh-system only (a Role): the signer reads agent pods' IPs
     ("", "configmaps", None): {"create", "patch"},  # the CA and credential CDI's importers need

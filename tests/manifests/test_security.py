@@ -34,7 +34,6 @@ from tests.manifests.support import (
     REPO,
     WORKLOAD_BUILDS,
     Doc,
-    allowed,
     build,
     container,
     containers,
@@ -198,36 +197,6 @@ def test_the_signer_service_reaches_the_operator(directory: str) -> None:
     assert label_selector_matches({"matchLabels": service["spec"]["selector"]},
                                   deployment["spec"]["template"]["metadata"]["labels"])
     assert settings(directory, deployment, "operator").signer_port == 8471
-
-
-# --- RBAC: what no code calls -----------------------------------------------------------------------------
-
-NOT_FOR_AGENTS = [
-    *(("kubevirt.io", "virtualmachines", verb) for verb in ("update", "patch", "deletecollection")),
-    *(("cdi.kubevirt.io", "datavolumes", verb) for verb in ("get", "list", "watch", "create", "delete")),
-    ("", "events", "create"),
-    ("events.k8s.io", "events", "create"),
-    ("", "nodes", "get"),
-    ("rackmesh.io", "deploymentrequests", "patch"),
-    ("authentication.k8s.io", "tokenreviews", "create"),
-]
-NOT_FOR_THE_OPERATOR = [
-    *(("rackmesh.io", "deploymentrequests", verb) for verb in ("create", "update", "delete", "deletecollection")),
-    ("rackmesh.io", "deploymentrequests/status", "update"),
-    *(("kubevirt.io", "virtualmachines", verb) for verb in ("create", "update", "patch")),
-    ("kubevirt.io", "virtualmachineinstances", "list"),
-    ("", "namespaces", "list"),
-    ("", "events", "patch"),
-    ("events.k8s.io", "events", "create"),
-]
-
-
-@builds
-@pytest.mark.parametrize(("service_account", "grant"),
-                         [(AGENT_SA, g) for g in NOT_FOR_AGENTS] + [(OPERATOR_SA, g) for g in NOT_FOR_THE_OPERATOR],
-                         ids=lambda v: "/".join(v) if isinstance(v, tuple) else v)
-def test_rbac_leaves_out_what_no_code_calls(directory: str, service_account: str, grant: tuple[str, str, str]) -> None:
-    assert not allowed(build(directory), service_account, *grant)
 
 
 # --- the admission policy ---------------------------------------------------------------------------------

@@ -28,8 +28,6 @@ NOT_EXERCISED = {
         # kopf peering: the sandbox runs one operator, standalone (SANDBOX_SETTINGS operator_peering "").
         ("list", "kopf.dev", "clusterkopfpeerings"), ("watch", "kopf.dev", "clusterkopfpeerings"),
         ("patch", "kopf.dev", "clusterkopfpeerings"),
-        # operator/signer.py _pod_addresses: the sandbox's agent tokens are bound to Nodes, not to pods.
-        ("get", "", "pods"),
         # operator/image_grants.py _put: restoring a namespace's image access that already exists (an operator
         # writes it once per namespace and process; the run does not restart the operator).
         ("patch", "", "configmaps"), ("patch", "", "secrets"),
