@@ -28,7 +28,7 @@ from rackmesh.peer_client import PeerClient
 from rackmesh.registry import Directory
 from rackmesh.zk_layout import MemberRecord, ZkLayout
 from rackmesh_node_agent.capacity.view import CapacityView
-from rackmesh_node_agent.http_api import Refusal, app_runner, build_app
+from rackmesh_node_agent.http_api import Refusal, app_runner, build_app, serve_tls
 from rackmesh_node_agent.images import routes as image_routes
 from rackmesh_node_agent.images.access import ImageAccess
 from rackmesh_node_agent.images.store import ImageStore
@@ -190,8 +190,8 @@ class Agent:
         routes = [*placement_routes.routes(), *image_routes.routes()]
         self._runner = app_runner(build_app(self, routes))
         await self._runner.setup()
-        await web.TCPSite(self._runner, self.settings.agent_bind, self.settings.agent_port,
-                          ssl_context=self.credentials.server_context()).start()
+        await serve_tls(self._runner, self.settings.agent_bind, self.settings.agent_port,
+                        self.credentials.server_context())
 
     async def _shutdown(self) -> None:
         await self.coordinator.stop()
