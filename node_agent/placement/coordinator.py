@@ -272,13 +272,13 @@ class Coordinator:
         calls = {leader.rack: agent.call(leader, lambda: rack_offers(agent, ask), RACK_OFFERS, ask, RackOffers, timeout)
                  for leader in leaders}
         answers, failures = await gather(calls)
-        racks: list[RackOffers] = [answer for answer in answers.values() if answer is not None]
+        racks = {rack: answer for rack, answer in answers.items() if answer is not None}
         asked = {leader.rack for leader in leaders}
         offers = [*(offer for offer in offers or [] if offer.rack not in asked),
-                  *(offer for rack in racks for offer in rack.offers)]
+                  *_own_rack_offers(racks)]
         unanswered = {rack: f"rack {rack} ({why})" for rack, why in describe(failures).items()}
         unanswered |= {rack.rack: ", ".join(f"node {node}" for node in rack.unanswered)
-                       for rack in racks if rack.unanswered}
+                       for rack in racks.values() if rack.unanswered}
         if again is not None:  # a rack that had a leader before and has none now did not answer either
             unanswered |= {rack: why for rack, why in again.items() if rack not in asked}
         flow_step(logger, 5, "received offers", uid, offers={o.node: o.count for o in offers},
@@ -413,6 +413,21 @@ class Retry:
         if time.monotonic() - self._started > self._budget:
             return None
         return min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** (attempt - 1))
+
+
+def _own_rack_offers(racks: dict[str, RackOffers]) -> list[NodeOffer]:
+    """Each rack's offers from its own nodes, one per node. A leader entry is a claim anyone with an agent's
+    certificate can write: an entry for a made-up rack can only bring offers of nodes of another rack (or
+    the same node twice), which would skew the spread and double-book the node."""
+    kept: dict[str, NodeOffer] = {}
+    for rack, answer in racks.items():
+        for offer in answer.offers:
+            if offer.rack == rack and offer.node not in kept:
+                kept[offer.node] = offer
+            else:
+                logger.warning("an offer not from the rack asked is ignored", extra={
+                    "rack": rack, "node": offer.node, "nodeRack": offer.rack})
+    return list(kept.values())
 
 
 def _needs_round(record: RequestRecord, version: int, order: Order) -> bool:

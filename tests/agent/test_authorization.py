@@ -10,13 +10,15 @@ Case matrix (real agents, mutual TLS, real ZooKeeper):
 - the operator may remove VMs (its stray sweep); it may not commit
 - a deployment from the recorded coordinator for a request that does not exist, or exists with another
   namespace, uid or image, or beyond its replicas: 403 UnknownRequest, no VM written
+- a leader entry for a made-up rack naming the coordinator itself: its offers (of another rack's nodes) are
+  ignored, and the round places exactly the request's VMs, one portion a node
 """
 
 import dataclasses
 
 import pytest
 
-from rackmesh import request_record
+from rackmesh import request_record, zk_async
 from rackmesh.labels import Role
 from rackmesh.peer_client import PeerClient, PeerError
 from rackmesh.protocol import (
@@ -44,6 +46,7 @@ from rackmesh.protocol import (
     RequestRef,
 )
 from rackmesh.request_record import RequestRecord, Stage
+from rackmesh.zk_layout import MemberRecord
 from tests.agent.test_handshake import leader_of, settled_round, stored_order, topology, vms_of
 
 pytestmark = pytest.mark.zookeeper
@@ -156,3 +159,19 @@ async def test_the_operator_may_remove_vms(mesh):
     [portion, *_] = record.portions
     removed = await mesh.peers.post(portion, NODE_REMOVALS, Removal(web.request, portion.indices), Removed)
     assert removed.deleted == portion.indices
+
+
+async def test_a_made_up_rack_naming_the_coordinator_itself_changes_nothing(mesh):
+    """Any agent may write a leader entry: one for a rack that does not exist, naming the coordinator (so
+    its certificate fits, and the call is even in-process), brings only offers of another rack's nodes."""
+    mesh = await mesh(topology())
+    coordinator = leader_of(mesh)
+    fake = MemberRecord(coordinator, "rack-evil", Role.COMPUTE, mesh.endpoint(coordinator))
+    await zk_async.wait(mesh.zk.create_async(mesh.layout.leader(Role.COMPUTE, "rack-evil"), fake.encode(),
+                                             ephemeral=True, makepath=True))
+    web = await stored_order(mesh, "web", 6)
+    record, _ = await settled_round(mesh, coordinator, web)
+    assert record.stage == Stage.SETTLED and sorted(record.indices()) == list(range(6))
+    assert {portion.rack for portion in record.portions} <= {"compute-0", "compute-1"}
+    assert len({portion.node for portion in record.portions}) == len(record.portions)  # one portion a node
+    assert sorted(vm["metadata"]["name"] for vm in await vms_of(mesh, "web")) == [f"web-000{i}" for i in range(6)]
