@@ -52,7 +52,7 @@ class Killer:
     any read, and ``victim`` gets the uid only (the record may have moved on by the time it is read).
     """
 
-    def __init__(self, zk_hosts: str, stage: str, victim: Victim) -> None:
+    def __init__(self, client: KazooClient, stage: str, victim: Victim) -> None:
         self.stage_seen = ""
         self.uid = ""
         self.killed_pid = 0
@@ -62,7 +62,7 @@ class Killer:
         self._victim = victim
         self._stage = stage
         self._layout = ZkLayout()
-        self._client = KazooClient(hosts=zk_hosts)
+        self._client = client
         self._client.start(timeout=10)
         self._client.ensure_path(self._layout.requests())
         self._before = set(self._client.get_children(self._layout.requests()))
@@ -225,7 +225,7 @@ def killer(faults: FaultCluster) -> Iterator[Callable[..., Killer]]:
     made: list[Killer] = []
 
     def arm(stage: str, victim: Victim) -> Killer:
-        made.append(Killer(faults.sandbox.state.zk_hosts, stage, victim))
+        made.append(Killer(faults.sandbox.zookeeper_client(), stage, victim))
         return made[-1]
 
     yield arm

@@ -17,6 +17,7 @@ import urllib.request
 
 import pytest
 
+from rackmesh.kube_client import Credentials
 from rackmesh.request_record import RequestRecord
 from tests.faults.conftest import FaultCluster
 from tests.support.waiting import eventually
@@ -80,12 +81,14 @@ def test_the_coordinator_killed_at_a_stage(faults, killer, restore, stage):
 
 def test_the_coordinator_killed_after_some_vms_exist(faults, killer, restore):
     pids, replicas = agent_pids(faults), 40
-    api = faults.sandbox.state.api_url
+    admin = Credentials.from_kubeconfig(faults.sandbox.state.kubeconfig)  # kubectl is too slow to catch it
     written_when_killed: list[int] = []
 
     def written(name: str) -> int:
-        url = f"{api}/apis/kubevirt.io/v1/namespaces/default/virtualmachines?labelSelector=rackmesh.io/request={name}"
-        with urllib.request.urlopen(url, timeout=5) as response:
+        url = (f"{admin.server}/apis/kubevirt.io/v1/namespaces/default/virtualmachines"
+               f"?labelSelector=rackmesh.io/request={name}")
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {admin.token}"})
+        with urllib.request.urlopen(request, timeout=5, context=admin.ssl_context) as response:
             return len(json.load(response)["items"])
 
     def victim(_: str, record: RequestRecord | None) -> int:

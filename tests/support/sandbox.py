@@ -83,13 +83,17 @@ class Sandbox:
             return ssl.create_default_context(cafile=self.state.ca_file)
         return self.credentials(identity).client_context()
 
+    def zookeeper_client(self, identity: Identity = OPERATOR) -> KazooClient:
+        """A ZooKeeper client (not started) presenting ``identity``'s certificate (the only way in)."""
+        files = self.credentials(identity).files
+        return KazooClient(hosts=self.state.zk_hosts, use_ssl=True, ca=str(files.ca_file),
+                           certfile=str(files.cert_file), keyfile=str(files.key_file), check_hostname=True,
+                           default_acl=rackmesh_acl())
+
     @contextlib.contextmanager
     def zookeeper(self, identity: Identity = OPERATOR) -> Iterator[KazooClient]:
-        """A started ZooKeeper client presenting ``identity``'s certificate (the only way in)."""
-        files = self.credentials(identity).files
-        client = KazooClient(hosts=self.state.zk_hosts, use_ssl=True, ca=str(files.ca_file),
-                             certfile=str(files.cert_file), keyfile=str(files.key_file), check_hostname=True,
-                             default_acl=rackmesh_acl())
+        """A started ``zookeeper_client``, stopped on leaving."""
+        client = self.zookeeper_client(identity)
         client.start(timeout=10)
         try:
             yield client
