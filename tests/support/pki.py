@@ -20,10 +20,8 @@ class Pki:
     def credentials(self, identity: Identity, directory: Path | None = None) -> Credentials:
         """Installed credentials for ``identity`` (a fresh directory unless given)."""
         self._issued += 1
-        credentials = Credentials(identity, directory or self.directory / f"issued-{self._issued}",
-                                  self.ca.cert_pem)
-        credentials.install(*self.ca.issue(identity, LIFETIME))
-        return credentials
+        return Credentials.issued(self.ca, identity, directory or self.directory / f"issued-{self._issued}",
+                                  LIFETIME, [])
 
     def operator(self) -> Credentials:
         return self.credentials(Identity(Role.OPERATOR))

@@ -61,11 +61,8 @@ def test_a_peer_certificate_with_two_identities_names_none() -> None:
     assert Identity.of_peer({}) is None
 
 
-def _credentials(ca: CertificateAuthority, identity: Identity, directory: Path,
-                 lifetime: datetime.timedelta = HOUR) -> Credentials:
-    credentials = Credentials(identity, directory, ca.cert_pem)
-    credentials.install(*ca.issue(identity, lifetime))
-    return credentials
+def _credentials(ca: CertificateAuthority, identity: Identity, directory: Path) -> Credentials:
+    return Credentials.issued(ca, identity, directory, HOUR, [])
 
 
 async def _serve(credentials: Credentials) -> tuple[web.AppRunner, int]:
