@@ -76,8 +76,7 @@ async def coordinator(request: web.Request, uid: str, *, or_rack_leader: bool = 
     if or_operator and who.role is Role.OPERATOR:
         return
     if who.role is Role.AGENT:
-        found = await request_record.read(agent_of(request).zk, agent_of(request).layout, uid)
-        if found is not None and found[0].coordinator == who.node:
+        if await request_record.coordinator_of(agent_of(request).zk, agent_of(request).layout, uid) == who.node:
             return
         if or_rack_leader and await _is_rack_leader(request):
             return

@@ -4,6 +4,7 @@
     <root>/election/<role>/<rack>/n_<seq>   ephemeral sequential  contenders, lowest wins
     <root>/leaders/<role>/<rack>            ephemeral  MemberRecord of the elected leader
     <root>/requests/<uid>                   persistent (request flow): decided allocation, for resumption
+    <root>/coordinators/<uid>               persistent  the record's coordinator alone (written with it)
     <root>/image-access/<namespace>         persistent  sha256 of the namespace's image password (operator)
 
 Capacity is never stored here: each agent is the single writer of its own node's capacity.
@@ -42,6 +43,12 @@ class ZkLayout:
 
     def request(self, uid: str) -> str:
         return _join(self.root, "requests", uid)
+
+    def coordinators(self) -> str:
+        return _join(self.root, "coordinators")
+
+    def coordinator(self, uid: str) -> str:
+        return _join(self.root, "coordinators", uid)
 
     def image_access(self, namespace: str) -> str:
         return _join(self.root, "image-access", namespace)
