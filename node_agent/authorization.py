@@ -76,9 +76,11 @@ async def coordinator(request: web.Request, uid: str, *, or_rack_leader: bool = 
     if or_operator and who.role is Role.OPERATOR:
         return
     if who.role is Role.AGENT:
-        if await request_record.coordinator_of(agent_of(request).zk, agent_of(request).layout, uid) == who.node:
-            return
+        # The rack leader first: it is in the Directory's cache, where the coordinator is a ZooKeeper read
+        # (and a rack leader's releases go to every member of its rack).
         if or_rack_leader and await _is_rack_leader(request):
+            return
+        if await request_record.coordinator_of(agent_of(request).zk, agent_of(request).layout, uid) == who.node:
             return
     raise _refuse(who, f"only the coordinator recorded for request {uid} in ZooKeeper"
                        + (" or this node's rack leader" if or_rack_leader else "")
