@@ -7,6 +7,7 @@
     node_holders    storage agent: itself (0 or 1 holder)
 """
 
+import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Collection
@@ -49,10 +50,11 @@ class ImageLookupFailed(Exception):
         self.reason, self.message = reason, message
 
 
-def node_holders(agent: "Agent", ask: LocateAsk) -> Holders:
-    """This storage agent, if it holds the image."""
+async def node_holders(agent: "Agent", ask: LocateAsk) -> Holders:
+    """This storage agent, if it holds the image. The first lookup of an image hashes its file, which can
+    take minutes for a real disk image: in a thread, so the agent keeps answering meanwhile."""
     node = agent.node
-    sha256 = agent.images.sha256(ask.image)
+    sha256 = await asyncio.to_thread(agent.images.sha256, ask.image)
     if sha256 is None:
         return Holders(image=ask.image, holders=[])
     url = f"{agent.endpoint}{IMAGE_FILES}/{image_file_name(ask.image)}"
@@ -67,10 +69,8 @@ async def rack_holders(agent: "Agent", ask: LocateAsk) -> Holders:
     flow_step(logger, 8, "asking rack storage agents for the image", ask.request_uid, image=ask.image, rack=rack,
               agents=[member.node for member in members])
 
-    async def local() -> Holders:
-        return node_holders(agent, ask)
-
-    calls = {member.node: agent.call(member, local, NODE_IMAGES, ask, Holders) for member in members}
+    calls = {member.node: agent.call(member, lambda: node_holders(agent, ask), NODE_IMAGES, ask, Holders)
+             for member in members}
     answers, failures = await gather(calls)
     if failures:
         logger.warning("rack storage agents did not answer",

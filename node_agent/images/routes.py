@@ -36,7 +36,7 @@ def _storage_agent(request: web.Request) -> "Agent":
 async def node_images(request: web.Request) -> web.Response:
     agent = _storage_agent(request)
     authorization.any_agent(request)
-    return answer(node_holders(agent, await read_message(request, LocateAsk)))
+    return answer(await node_holders(agent, await read_message(request, LocateAsk)))
 
 
 async def rack_images(request: web.Request) -> web.Response:
