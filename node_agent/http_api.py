@@ -17,6 +17,7 @@ from aiohttp import web
 from rackmesh import messages
 from rackmesh.identity.names import Identity
 from rackmesh.protocol import IMAGE_FILES
+from rackmesh.tls_site import TlsSite
 
 if TYPE_CHECKING:
     from rackmesh_node_agent.agent import Agent
@@ -149,27 +150,9 @@ def build_app(agent: "Agent", routes: Iterable[web.RouteDef], limits: ServerLimi
     return app
 
 
-class TlsSite(web.TCPSite):
-    """A TLS site whose handshake is bounded by the runner's ``header_timeout`` too: a client that connects
-    and never finishes the handshake would otherwise hold the connection for asyncio's default 60 s
-    (aiohttp's ``TCPSite`` does not pass ``ssl_handshake_timeout`` on)."""
-
-    def __init__(self, runner: web.AppRunner, host: str, port: int, ssl_context: ssl.SSLContext,
-                 handshake_timeout: float) -> None:
-        super().__init__(runner, host, port, ssl_context=ssl_context)
-        self._handshake_timeout = handshake_timeout
-
-    async def start(self) -> None:
-        await web.BaseSite.start(self)
-        server = self._runner.server
-        assert server is not None
-        self._server = await asyncio.get_running_loop().create_server(
-            server, self._host, self._port, ssl=self._ssl_context, ssl_handshake_timeout=self._handshake_timeout)
-        self._bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self._port
-
-
 def serve_tls(runner: web.AppRunner, host: str, port: int, ssl_context: ssl.SSLContext) -> Awaitable[None]:
-    """Serve ``runner`` (an ``app_runner``) on ``host:port`` over TLS, within its app's ``ServerLimits``."""
+    """Serve ``runner`` (an ``app_runner``) on ``host:port`` over TLS, within its app's ``ServerLimits`` (the
+    handshake too, within ``header_timeout``)."""
     limits = runner.app[LIMITS_KEY]
     return TlsSite(runner, host, port, ssl_context, limits.header_timeout).start()
 

@@ -26,11 +26,15 @@ from rackmesh.identity.credentials import Credentials
 from rackmesh.identity.names import Identity, Role
 from rackmesh.identity.signing import CERTIFICATES, CertificateIssued, CertificateRequest
 from rackmesh.kube_client import PODS, TOKEN_REVIEWS, KubeApiError, KubeClient
+from rackmesh.tls_site import TlsSite
 
 logger = logging.getLogger(__name__)
 NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name"
 POD_NAME_EXTRA = "authentication.kubernetes.io/pod-name"
 SIGNER_KEY = web.AppKey("signer", "Signer")
+# Agents give up on a signing call after call_timeout (5 s); a handshake still unfinished after this is someone
+# holding the connection open.
+HANDSHAKE_TIMEOUT = 20.0
 
 
 class SigningRefused(Exception):
@@ -118,8 +122,8 @@ async def serve(signer: Signer) -> Callable[[], Awaitable[None]]:
     app.router.add_post(CERTIFICATES, certificates)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, signer.settings.signer_bind, signer.settings.signer_port,
-                      ssl_context=signer.credentials.server_context()).start()
+    await TlsSite(runner, signer.settings.signer_bind, signer.settings.signer_port,
+                  signer.credentials.server_context(), HANDSHAKE_TIMEOUT).start()
     logger.info("signer serving", extra={"bind": signer.settings.signer_bind, "port": signer.settings.signer_port})
 
     async def stop() -> None:
