@@ -79,7 +79,7 @@ class Credentials:
 
     def install(self, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> None:
         """Make ``cert`` the one presented from now on (files, then every context made from them)."""
-        if Identity.of_peer({"subjectAltName": [("DNS", name) for name in _dns_names(cert)]}) != self.identity:
+        if Identity.of_dns_names(_dns_names(cert)) != self.identity:
             raise ValueError(f"the certificate does not name {self.identity}")
         _write(self.directory / KEY_FILE, key_pem(key), 0o600)
         _write(self.directory / CERT_FILE, cert_pem(cert), 0o600)

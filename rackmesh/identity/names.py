@@ -8,6 +8,7 @@ ZooKeeper the same way).
 
 import dataclasses
 import enum
+from collections.abc import Iterable
 from typing import Any
 
 from cryptography import x509
@@ -66,8 +67,12 @@ class Identity:
             return None
 
     @classmethod
-    def of_peer(cls, peercert: dict[str, Any] | None) -> "Identity | None":
-        """The identity in a verified peer certificate (``SSLSocket.getpeercert()``): its one rackmesh DNS name."""
-        names = [value for kind, value in (peercert or {}).get("subjectAltName", ()) if kind == "DNS"]
+    def of_dns_names(cls, names: Iterable[str]) -> "Identity | None":
+        """The identity a certificate with these DNS names stands for: its one rackmesh name, else None."""
         identities = {identity for identity in map(cls.from_dns_name, names) if identity is not None}
         return identities.pop() if len(identities) == 1 else None
+
+    @classmethod
+    def of_peer(cls, peercert: dict[str, Any] | None) -> "Identity | None":
+        """The identity in a verified peer certificate (``SSLSocket.getpeercert()``)."""
+        return cls.of_dns_names(value for kind, value in (peercert or {}).get("subjectAltName", ()) if kind == "DNS")
