@@ -28,6 +28,7 @@ from typing import Any, TextIO
 
 from rackmesh.config import Settings
 from rackmesh.identity.authority import CA_CERT_FILE, CertificateAuthority
+from rackmesh.identity.files import write_private
 from rackmesh.kube_client import Credentials, KubeClient
 from rackmesh_sandbox import processes
 from rackmesh_sandbox.cluster_seed import agent_pod, apply_manifest_security, seed, service_account_token
@@ -223,7 +224,7 @@ async def _seed(state: SandboxState, topology: Topology, settings: Settings, add
             signer_token = await service_account_token(kube, AGENT_ACCOUNT, TOKEN_SECONDS, pod=pod,
                                                        audience=settings.token_audience)
             directory = _write_identity(state, f"agent-{node.name}", api_token)
-            _write_private(directory / "token", signer_token)
+            write_private(directory / "token", signer_token.encode())
 
 
 def _write_identity(state: SandboxState, component: str, token: str) -> Path:
@@ -232,11 +233,6 @@ def _write_identity(state: SandboxState, component: str, token: str) -> Path:
     write_kubeconfig(directory / "kubeconfig", state.api_url, token=token, ca_pem=state.api_ca)
     (directory / "kubeconfig").chmod(0o600)
     return directory
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.touch(mode=0o600)
-    path.write_text(text)
 
 
 def _component_env(state: SandboxState, settings: Settings, component: str) -> dict[str, str]:

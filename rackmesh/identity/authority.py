@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from rackmesh.identity.files import write_private
 from rackmesh.identity.names import ORGANIZATIONAL_UNIT, Identity
 
 CA_LIFETIME = datetime.timedelta(days=3650)
@@ -86,10 +87,8 @@ class CertificateAuthority:
     def save(self, directory: Path) -> None:
         """The key (0600) and the certificate; the certificate alone is what others are given."""
         directory.mkdir(parents=True, exist_ok=True)
-        key_file = directory / CA_KEY_FILE
-        key_file.touch(mode=0o600)
-        key_file.write_bytes(key_pem(self.key))
-        (directory / CA_CERT_FILE).write_bytes(self.cert_pem)
+        write_private(directory / CA_KEY_FILE, key_pem(self.key))
+        write_private(directory / CA_CERT_FILE, self.cert_pem, 0o644)
 
     @property
     def cert_pem(self) -> bytes:

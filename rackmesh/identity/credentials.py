@@ -9,7 +9,6 @@ the new certificate, connections already open keep theirs.
 
 import dataclasses
 import datetime
-import os
 import ssl
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from rackmesh.identity.authority import CLOCK_SKEW, CertificateAuthority, cert_pem, key_pem
+from rackmesh.identity.files import write_private
 from rackmesh.identity.names import Identity
 
 KEY_FILE = "tls.key"
@@ -50,7 +50,7 @@ class Credentials:
         self.renewals = 0  # certificates installed after the first
         self._contexts: list[ssl.SSLContext] = []
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _write(directory / CA_FILE, ca_pem, 0o644)
+        write_private(directory / CA_FILE, ca_pem, 0o644)
 
     @classmethod
     def issued(cls, authority: CertificateAuthority, identity: Identity, directory: Path,
@@ -81,8 +81,8 @@ class Credentials:
         """Make ``cert`` the one presented from now on (files, then every context made from them)."""
         if Identity.of_dns_names(_dns_names(cert)) != self.identity:
             raise ValueError(f"the certificate does not name {self.identity}")
-        _write(self.directory / KEY_FILE, key_pem(key), 0o600)
-        _write(self.directory / CERT_FILE, cert_pem(cert), 0o600)
+        write_private(self.directory / KEY_FILE, key_pem(key))
+        write_private(self.directory / CERT_FILE, cert_pem(cert))
         if self.cert is not None:
             self.renewals += 1
         self.cert = cert
@@ -121,12 +121,3 @@ def _dns_names(cert: x509.Certificate) -> list[str]:
         return []
     return names.get_values_for_type(x509.DNSName)
 
-
-def _write(path: Path, data: bytes, mode: int) -> None:
-    """Replace ``path`` atomically, never readable by others even for a moment."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(descriptor, "wb") as out:
-        out.write(data)
-    os.chmod(temporary, mode)
-    temporary.replace(path)
