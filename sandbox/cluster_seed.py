@@ -98,7 +98,7 @@ async def apply_manifest_security(kube: KubeClient) -> None:
         await _create(kube, SECURITY_KINDS[doc["kind"]], doc, doc["metadata"].get("namespace"))
 
 
-async def agent_pod(kube: KubeClient, account: tuple[str, str], node: str, address: str) -> str:
+async def agent_pod(kube: KubeClient, account: tuple[str, str], node: str, address: str) -> dict[str, Any]:
     """The Pod object the DaemonSet would have made for ``node``'s agent (nothing runs it: the agent is a
     process of the sandbox), so that its tokens are bound to a pod on that node, as a cluster's are: the
     token names the node, and outlives the Node object's deletion as a pod does until it is collected."""
@@ -109,22 +109,21 @@ async def agent_pod(kube: KubeClient, account: tuple[str, str], node: str, addre
         "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "rackmesh-agent"}},
         "spec": {"nodeName": node, "serviceAccountName": service_account,
                  "containers": [{"name": "agent", "image": "rackmesh-agent:0.1.0"}]}}, namespace)
-    await kube.patch(PODS, name, {"status": {"phase": "Running", "podIP": address, "podIPs": [{"ip": address}]}},
-                     namespace, subresource="status")
-    return name
+    return await kube.patch(PODS, name, {"status": {"phase": "Running", "podIP": address,
+                                                    "podIPs": [{"ip": address}]}}, namespace, subresource="status")
 
 
-async def service_account_token(kube: KubeClient, account: tuple[str, str], seconds: int, pod: str | None = None,
-                                audience: str | None = None) -> str:
-    """A TokenRequest's token for ``account`` (namespace, name): bound to ``pod`` (and so to its node) when
+async def service_account_token(kube: KubeClient, account: tuple[str, str], seconds: int,
+                                pod: dict[str, Any] | None = None, audience: str | None = None) -> str:
+    """A TokenRequest's token for ``account`` (namespace, name): bound to ``pod`` (the object; and so to its node) when
     given, as a projected token is; for ``audience`` when given, else the API's."""
     spec: dict[str, Any] = {"expirationSeconds": seconds}
     if audience:
         spec["audiences"] = [audience]
     namespace, name = account
     if pod:
-        uid = (await kube.get(PODS, pod, namespace))["metadata"]["uid"]
-        spec["boundObjectRef"] = {"kind": "Pod", "apiVersion": "v1", "name": pod, "uid": uid}
+        spec["boundObjectRef"] = {"kind": "Pod", "apiVersion": "v1", "name": pod["metadata"]["name"],
+                                  "uid": pod["metadata"]["uid"]}
     answer = await kube.create_subresource(SERVICE_ACCOUNTS, name, "token", {
         "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}, namespace)
     return str(answer["status"]["token"])
