@@ -10,9 +10,10 @@ from rackmesh.labels import DNS_LABEL, Role
 from rackmesh.protocol import IMAGE_NAME
 from rackmesh.quantities import parse_quantity
 
-# A storage-only node still has some room of its own; it only matters if it is also compute.
-DEFAULT_CPU = "8"
-DEFAULT_MEMORY = "32Gi"
+# A storage-only node's Node still needs an allocatable; it hosts no VMs, so a file may leave it out. A node
+# that can host VMs (compute, or no role yet: it may be labelled compute) must state its own.
+STORAGE_ONLY_CPU = "8"
+STORAGE_ONLY_MEMORY = "32Gi"
 
 
 class TopologyError(ValueError):
@@ -45,7 +46,8 @@ class Topology:
     def parse(cls, document: Any, source: str = "topology") -> "Topology":
         if not isinstance(document, dict) or not isinstance(document.get("nodes"), list) or not document["nodes"]:
             raise TopologyError(f"{source}: expected a mapping with a non-empty list 'nodes'")
-        nodes = tuple(_node(entry, f"{source}: nodes[{index}]") for index, entry in enumerate(document["nodes"]))
+        nodes = tuple(_node(entry, f"{source}: nodes[{index}]{_named(entry)}")
+                      for index, entry in enumerate(document["nodes"]))
         names = [node.name for node in nodes]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
@@ -75,7 +77,12 @@ def _node(entry: Any, where: str) -> NodeSpec:
     roles = entry.get("roles")
     if not isinstance(roles, list) or not set(roles) <= {role.value for role in Role}:
         raise TopologyError(f"{where}: roles must be a subset of {[role.value for role in Role]}")
-    cpu, memory = str(entry.get("cpu", DEFAULT_CPU)), str(entry.get("memory", DEFAULT_MEMORY))
+    missing = [field for field in ("cpu", "memory") if field not in entry]
+    if missing and set(roles) != {Role.STORAGE.value}:
+        raise TopologyError(f"{where}: {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing; a "
+                            f"compute node (or one without a role yet, which may be labelled compute) must state "
+                            f"its cpu and memory, e.g. cpu: 32, memory: 128Gi")
+    cpu, memory = str(entry.get("cpu", STORAGE_ONLY_CPU)), str(entry.get("memory", STORAGE_ONLY_MEMORY))
     for field, value in (("cpu", cpu), ("memory", memory)):
         try:
             if parse_quantity(value) <= 0:
@@ -88,3 +95,8 @@ def _node(entry: Any, where: str) -> NodeSpec:
     if images and roles and Role.STORAGE.value not in roles:
         raise TopologyError(f"{where}: only storage nodes (or nodes without a role yet) hold images")
     return NodeSpec(name, rack, tuple(Role(role) for role in roles), cpu, memory, tuple(images))
+
+
+def _named(entry: Any) -> str:
+    """`` (c-a-1)`` when the entry has a name, so a message points at the node as well as its index."""
+    return f" ({entry['name']})" if isinstance(entry, dict) and entry.get("name") else ""

@@ -146,7 +146,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 .storage_racks(2, nodes=1, images=(IMAGE,))
                 .node("s-lonely", "storage-0", ["storage"], images=[SINGLE_COPY_IMAGE, LATE_COPY_IMAGE])
                 .node(SPARE_COMPUTE, "compute-1", [], cpu=32, memory="128Gi")
-                .node(SPARE_STORAGE, "storage-1", [], images=[LATE_COPY_IMAGE]))
+                .node(SPARE_STORAGE, "storage-1", [], cpu=8, memory="32Gi", images=[LATE_COPY_IMAGE]))
     sandbox = start(tmp_path_factory.mktemp("acceptance"), topology.obj())
     try:
         yield Cluster(sandbox.state_dir / "kubeconfig")

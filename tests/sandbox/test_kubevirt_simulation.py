@@ -108,7 +108,8 @@ async def cluster(tmp_path: Path, pki) -> AsyncIterator[Cluster]:
     try:
         async with (KubeApiServer(crd_paths=sorted(CRD_DIR.glob("*.yaml"))) as api,
                     KubeClient(Credentials(api.url, ssl_context=False)) as kube):
-            node = Topology.parse({"nodes": [{"name": "c-a-1", "rack": "rack-a", "roles": ["compute"]}]}).nodes[0]
+            node = Topology.parse({"nodes": [{"name": "c-a-1", "rack": "rack-a", "roles": ["compute"], "cpu": 8,
+                                              "memory": "32Gi"}]}).nodes[0]
             await kube.create(NODES, node_object(node, "topology.rackmesh.io/rack"))
             await kube.patch(NODES, node.name, node_status(node), subresource="status")
             await kube.create(CONFIG_MAPS, {"metadata": {"name": CA_CONFIG_MAP},
