@@ -9,7 +9,7 @@ import asyncio
 import logging
 import random
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rackmesh.kube_client import VIRTUAL_MACHINES, KubeApiError
 from rackmesh.logs import flow_step
@@ -104,10 +104,11 @@ class NodeSide:
         key = (deployment.order.request.uid, frozenset(deployment.indices))
         writer = self._writers.get(key)
         if writer is None:
-            await require_request(self.agent.requests, deployment.order, deployment.indices,
-                                  self.agent.settings.call_timeout)
+            request = await require_request(self.agent.requests, deployment.order, deployment.indices,
+                                            self.agent.settings.call_timeout)
             await self._hold(deployment.order, deployment.indices)
-            writer = asyncio.create_task(self._write(deployment))
+            # The template is immutable (the CRD's rule), so every agent writes its VMs from the same one.
+            writer = asyncio.create_task(self._write(deployment, request["spec"].get("template")))
             self._writers[key] = writer
             writer.add_done_callback(lambda _: self._writers.pop(key, None))
         node = self.agent.node.name
@@ -196,7 +197,7 @@ class NodeSide:
         return [index for index, vm in zip(deployment.indices, cached, strict=True)
                 if vm is None or controller_uid(vm) != request.uid]
 
-    async def _write(self, deployment: Deployment) -> int:
+    async def _write(self, deployment: Deployment, template: dict[str, Any] | None) -> int:
         """Write until every VM of the deployment exists (409 from our own VM counts as written), then free
         its reservation. Failed writes are retried while the commitment holds (``commit_ttl``)."""
         agent, order = self.agent, deployment.order
@@ -209,7 +210,7 @@ class NodeSide:
                 try:
                     await write_vms(agent.kube, order, agent.node.name, self._unwritten(deployment),
                                     await self._answering(deployment.holders), agent.settings.vm_disk_size,
-                                    agent.vms)
+                                    template, agent.vms)
                     written = len(deployment.indices)
                     break
                 except (KubeApiError, OSError) as exc:

@@ -37,9 +37,10 @@ def mismatch(found: dict[str, Any] | None, order: Order, indices: list[int]) -> 
     return None
 
 
-async def require_request(requests: Informer, order: Order, indices: list[int], call_timeout: float) -> None:
-    """Refuse (403 UnknownRequest) an order that does not match its request, after giving the cache a while
-    to catch up with a request (or a change of one) the operator saw first."""
+async def require_request(requests: Informer, order: Order, indices: list[int],
+                          call_timeout: float) -> dict[str, Any]:
+    """The request ``order`` is for; refuse (403 UnknownRequest) an order that does not match it, after giving
+    the cache a while to catch up with a request (or a change of one) the operator saw first."""
     request = order.request
 
     def matches() -> bool:
@@ -48,3 +49,6 @@ async def require_request(requests: Informer, order: Order, indices: list[int], 
     if not await requests.wait_until(matches, call_timeout * CATCH_UP_SHARE):
         reason = mismatch(requests.get(request.namespace, request.name), order, indices)
         raise Refusal(403, "UnknownRequest", f"no VMs are written for this order: {reason}")
+    found = requests.get(request.namespace, request.name)
+    assert found is not None  # it matched just now, and only an await could change the cache
+    return found

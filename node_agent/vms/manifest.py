@@ -4,6 +4,7 @@ Pure functions: the same order, node, index and holders always give the same obj
 write meets its own earlier copy (409 AlreadyExists) instead of creating a second VM.
 """
 
+import copy
 import json
 from typing import Any
 
@@ -30,32 +31,62 @@ def image_sources(holders: list[ImageHolder], index: int) -> list[str]:
     return [holder.url for holder in holders[first:] + holders[:first]]
 
 
-def virtual_machine(order: Order, node: str, index: int, holders: list[ImageHolder],
-                    disk_size: str) -> dict[str, Any]:
+def virtual_machine(order: Order, node: str, index: int, holders: list[ImageHolder], disk_size: str,
+                    template: dict[str, Any] | None = None) -> dict[str, Any]:
     """VM ``index`` of ``order``, pinned to ``node``, its root disk imported over HTTPS from a holder (CDI
     trusts the rackmesh CA from ``certConfigMap`` and authenticates with the namespace's ``secretRef``,
     ``rackmesh/image_access.py``); the copy's sha256 is in an annotation.
 
+    ``template`` is the request's ``spec.template`` (the CRD has checked it): the user's metadata, networks,
+    cloud-init, credentials, preference and extra disks. rackmesh's own parts are set over it: labels,
+    pinning, instancetype, run strategy and the root disk (``disk_size`` unless ``rootDisk.size`` says).
+    Each extra DataVolume is made per VM, ``<vm>-<name>``, and the volumes naming it follow.
+
     The annotation lists every holder's URL, primary first, so whoever repairs a failed import knows
     the other copies.
     """
+    template = copy.deepcopy(template or {})
     request = order.request
     name = vm_name(request.name, index)
     sources = image_sources(holders, index)
-    annotations = {IMAGE_SOURCES_ANNOTATION: json.dumps(sources)}
     primary = holders[index % len(holders)]
+    labels = {REQUEST_LABEL: request.name, NODE_LABEL: node}
+    annotations = {IMAGE_SOURCES_ANNOTATION: json.dumps(sources)}
     if primary.sha256:
         annotations[IMAGE_SHA256_ANNOTATION] = primary.sha256
-    labels = {REQUEST_LABEL: request.name, NODE_LABEL: node}
+    machine = template.get("spec") or {}
+    instance = machine.get("template") or {}
+    instance_spec = instance.get("spec") or {}
+    devices = instance_spec.setdefault("domain", {}).setdefault("devices", {})
     disk = data_volume_name(name)
+    extras = machine.get("dataVolumeTemplates") or []
+    per_vm = {extra["metadata"]["name"]: f"{name}-{extra['metadata']['name']}" for extra in extras}
+    for volume in instance_spec.get("volumes") or []:
+        if "dataVolume" in volume:
+            volume["dataVolume"]["name"] = per_vm[volume["dataVolume"]["name"]]
+    devices["disks"] = [{"name": ROOT_DISK, "disk": {"bus": "virtio"}}, *devices.get("disks", [])]
+    instance_spec["volumes"] = [{"name": ROOT_DISK, "dataVolume": {"name": disk}}, *instance_spec.get("volumes", [])]
+    instance_spec["nodeSelector"] = {HOSTNAME_LABEL: node}
+    extra_disks = [{**extra, "metadata": {**extra["metadata"], "name": per_vm[extra["metadata"]["name"]]}}
+                   for extra in extras]
+    spec = {
+        **machine,
+        "runStrategy": "Always",
+        # Sizing comes only from the instancetype: KubeVirt rejects cpu/memory in the template beside it.
+        "instancetype": {"kind": INSTANCETYPE_KIND, "name": order.instancetype},
+        "dataVolumeTemplates": [root_disk(disk, sources[0], template.get("rootDisk") or {}, disk_size), *extra_disks],
+        "template": {
+            "metadata": owned_metadata(instance.get("metadata"), labels),
+            "spec": instance_spec,
+        },
+    }
     return {
         "apiVersion": "kubevirt.io/v1",
         "kind": "VirtualMachine",
         "metadata": {
             "name": name,
             "namespace": request.namespace,
-            "labels": dict(labels),
-            "annotations": annotations,
+            **owned_metadata(template.get("metadata"), labels, annotations),
             "ownerReferences": [{
                 "apiVersion": f"{GROUP}/{VERSION}",
                 "kind": REQUEST_KIND,
@@ -65,25 +96,30 @@ def virtual_machine(order: Order, node: str, index: int, holders: list[ImageHold
                 "blockOwnerDeletion": True,
             }],
         },
+        "spec": spec,
+    }
+
+
+def owned_metadata(user: dict[str, Any] | None, labels: dict[str, str],
+                   annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    """The user's labels and annotations with rackmesh's set over them (the CRD refuses rackmesh.io/ keys)."""
+    user = user or {}
+    result: dict[str, Any] = {"labels": {**(user.get("labels") or {}), **labels}}
+    merged = {**(user.get("annotations") or {}), **(annotations or {})}
+    if merged:
+        result["annotations"] = merged
+    return result
+
+
+def root_disk(name: str, url: str, wanted: dict[str, Any], default_size: str) -> dict[str, Any]:
+    """The root disk's DataVolume template: imported from ``url``, sized and classed as the template asks."""
+    storage: dict[str, Any] = {"resources": {"requests": {"storage": str(wanted.get("size") or default_size)}}}
+    if wanted.get("storageClassName"):
+        storage["storageClassName"] = wanted["storageClassName"]
+    return {
+        "metadata": {"name": name},
         "spec": {
-            "runStrategy": "Always",
-            # Sizing comes only from the instancetype: KubeVirt rejects cpu/memory in the template beside it.
-            "instancetype": {"kind": INSTANCETYPE_KIND, "name": order.instancetype},
-            "dataVolumeTemplates": [{
-                "metadata": {"name": disk},
-                "spec": {
-                    "source": {"http": {"url": sources[0], "certConfigMap": CA_CONFIG_MAP,
-                                        "secretRef": ACCESS_SECRET}},
-                    "storage": {"resources": {"requests": {"storage": disk_size}}},
-                },
-            }],
-            "template": {
-                "metadata": {"labels": dict(labels)},
-                "spec": {
-                    "nodeSelector": {HOSTNAME_LABEL: node},
-                    "domain": {"devices": {"disks": [{"name": ROOT_DISK, "disk": {"bus": "virtio"}}]}},
-                    "volumes": [{"name": ROOT_DISK, "dataVolume": {"name": disk}}],
-                },
-            },
+            "source": {"http": {"url": url, "certConfigMap": CA_CONFIG_MAP, "secretRef": ACCESS_SECRET}},
+            "storage": storage,
         },
     }

@@ -17,8 +17,10 @@ WRITE_CONCURRENCY = 8
 
 
 async def write_vms(kube: KubeClient, order: Order, node: str, indices: list[int],
-                    holders: list[ImageHolder], disk_size: str, cache: Informer | None = None) -> int:
-    """Create VMs ``indices`` of ``order`` on ``node``; returns how many of them exist.
+                    holders: list[ImageHolder], disk_size: str, template: dict[str, Any] | None = None,
+                    cache: Informer | None = None) -> int:
+    """Create VMs ``indices`` of ``order`` on ``node`` from the request's ``template``; returns how many of
+    them exist.
 
     ``cache`` (the node's VMs) is told of each VM at once, so it counts before the watch event comes.
 
@@ -28,7 +30,7 @@ async def write_vms(kube: KubeClient, order: Order, node: str, indices: list[int
     limit = asyncio.Semaphore(WRITE_CONCURRENCY)
 
     async def write(index: int) -> None:
-        body = virtual_machine(order, node, index, holders, disk_size)
+        body = virtual_machine(order, node, index, holders, disk_size, template)
         async with limit:
             try:
                 written = await kube.create(VIRTUAL_MACHINES, body, order.request.namespace)

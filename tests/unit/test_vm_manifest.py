@@ -12,9 +12,11 @@ Case matrix:
 - every generated VM (and its DataVolume template as a DataVolume) passes KubeVirt's/CDI's real schema
 """
 
+import copy
 import hashlib
 import json
 import re
+from typing import Any
 
 import pytest
 
@@ -23,6 +25,7 @@ from rackmesh.protocol import MAX_REPLICAS, ImageHolder, Order, RequestRef
 from rackmesh.vm_names import MAX_NAME, vm_index, vm_name
 from rackmesh_node_agent.vms.manifest import IMAGE_SOURCES_ANNOTATION, image_sources, virtual_machine
 from rackmesh_sandbox.kube_api.schema import load_kubevirt_schemas
+from tests.support.builders import RequestBuilder, make_request
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 SCHEMAS = load_kubevirt_schemas()
@@ -155,3 +158,78 @@ def test_generated_vms_pass_kubevirt_schemas(request_name, index, copies):
     data_volume = {"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
                    **vm["spec"]["dataVolumeTemplates"][0]}
     assert SCHEMAS["DataVolume"].errors(data_volume) == []
+
+
+# --- spec.template ------------------------------------------------------------------------------------
+
+
+def template(request: RequestBuilder) -> dict[str, Any]:
+    return request.obj()["spec"]["template"]
+
+
+def usable() -> RequestBuilder:
+    return (make_request("lob123").vm_labels(app="web").pod_network().cloud_init("#cloud-config\nuser: rhel\n")
+            .ssh_key("lob123-ssh-key").preference("rhel.9").root_disk("20Gi", "fast").extra_disk("data", "5Gi"))
+
+
+def test_the_template_reaches_the_vm_as_kubevirt_users_write_it():
+    vm = virtual_machine(order(), "c-a-1", 3, holders(2), "10Gi", template(usable()))
+    spec, vmi = vm["spec"], vm["spec"]["template"]["spec"]
+    assert vm["metadata"]["labels"] == {"app": "web", REQUEST_LABEL: "lob123", NODE_LABEL: "c-a-1"}
+    assert spec["preference"] == {"kind": "VirtualMachineClusterPreference", "name": "rhel.9"}
+    assert vmi["networks"] == [{"name": "default", "pod": {}}]
+    assert vmi["domain"]["devices"]["interfaces"] == [{"name": "default", "masquerade": {}}]
+    assert vmi["accessCredentials"] == [{"sshPublicKey": {
+        "source": {"secret": {"secretName": "lob123-ssh-key"}}, "propagationMethod": {"noCloud": {}}}}]
+    assert {"name": "cloudinit", "cloudInitNoCloud": {"userData": "#cloud-config\nuser: rhel\n"}} in vmi["volumes"]
+
+
+def test_rackmesh_keeps_the_root_disk_first_and_sizes_it_as_the_template_says():
+    vm = virtual_machine(order(), "c-a-1", 3, holders(2), "10Gi", template(usable()))
+    root = vm["spec"]["dataVolumeTemplates"][0]
+    assert root["metadata"]["name"] == "lob123-0003-rootdisk"
+    assert root["spec"]["storage"] == {"resources": {"requests": {"storage": "20Gi"}}, "storageClassName": "fast"}
+    assert root["spec"]["source"]["http"]["url"] == holders(2)[1].url
+    vmi = vm["spec"]["template"]["spec"]
+    assert [disk["name"] for disk in vmi["domain"]["devices"]["disks"]] == ["rootdisk", "cloudinit", "data"]
+    assert vmi["volumes"][0] == {"name": "rootdisk", "dataVolume": {"name": "lob123-0003-rootdisk"}}
+
+
+def test_each_vm_gets_its_own_extra_disks():
+    first, second = (virtual_machine(order(), "c-a-1", index, holders(1), "10Gi", template(usable()))
+                     for index in (0, 1))
+    for vm, name in ((first, "lob123-0000-data"), (second, "lob123-0001-data")):
+        extra = vm["spec"]["dataVolumeTemplates"][1]
+        assert extra["metadata"]["name"] == name
+        assert extra["spec"]["source"] == {"blank": {}}
+        assert {"name": "data", "dataVolume": {"name": name}} in vm["spec"]["template"]["spec"]["volumes"]
+
+
+def test_rackmesh_sets_its_own_parts_over_the_template():
+    vm = virtual_machine(order(), "c-b-2", 0, holders(1), "10Gi", template(usable().vm_labels(tier="front")))
+    spec = vm["spec"]
+    assert spec["template"]["spec"]["nodeSelector"] == {HOSTNAME_LABEL: "c-b-2"}
+    assert spec["instancetype"] == {"kind": "VirtualMachineClusterInstancetype", "name": "u1.large"}
+    assert spec["runStrategy"] == "Always"
+    assert spec["template"]["metadata"]["labels"] == {REQUEST_LABEL: "lob123", NODE_LABEL: "c-b-2"}
+    assert vm["metadata"]["labels"]["tier"] == "front"
+
+
+def test_the_template_given_is_not_changed():
+    given = template(usable())
+    kept = copy.deepcopy(given)
+    virtual_machine(order(), "c-a-1", 0, holders(1), "10Gi", given)
+    assert given == kept
+
+
+@pytest.mark.parametrize("request_builder", [
+    usable(),
+    make_request("lob123").cloud_init(secret="lob123-user-data").pod_network("bridge"),
+    make_request("lob123").root_disk(storage_class="local"),
+], ids=["usable", "user-data-secret", "storage-class-only"])
+def test_vms_from_templates_pass_kubevirt_schemas(request_builder):
+    vm = virtual_machine(order(), "c-a-1", 7, holders(2), "10Gi", template(request_builder))
+    assert SCHEMAS["VirtualMachine"].errors(vm) == []
+    for disk in vm["spec"]["dataVolumeTemplates"]:
+        assert SCHEMAS["DataVolume"].errors({"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
+                                             **disk}) == []
