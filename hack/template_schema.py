@@ -236,12 +236,12 @@ def generated_block(indent: int) -> str:
     return "".join(f"{pad}{line}\n" for line in lines)
 
 
-def rewritten(crd_text: str) -> str:
+def rewritten(crd_text: str, crd: pathlib.Path) -> str:
     lines = crd_text.splitlines(keepends=True)
     starts = [index for index, line in enumerate(lines) if line.strip() == BEGIN]
     ends = [index for index, line in enumerate(lines) if line.strip() == END]
     if len(starts) != 1 or len(ends) != 1 or ends[0] < starts[0]:
-        raise SystemExit(f"{CRD}: expected one '{BEGIN}' ... '{END}' block")
+        raise SystemExit(f"{crd}: expected one '{BEGIN}' ... '{END}' block")
     indent = len(lines[starts[0]]) - len(lines[starts[0]].lstrip())
     return "".join(lines[:starts[0]]) + generated_block(indent) + "".join(lines[ends[0] + 1:])
 
@@ -249,15 +249,16 @@ def rewritten(crd_text: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if the CRD differs from what would be written")
+    parser.add_argument("--crd", type=pathlib.Path, default=CRD, help="the CRD file (default: %(default)s)")
     args = parser.parse_args()
-    current = CRD.read_text()
-    wanted = rewritten(current)
+    current = args.crd.read_text()
+    wanted = rewritten(current, args.crd)
     if args.check:
         if current != wanted:
-            print(f"{CRD.relative_to(ROOT)} is stale: run python3 hack/template_schema.py", file=sys.stderr)
+            print(f"{args.crd} is stale: run python3 hack/template_schema.py", file=sys.stderr)
             return 1
         return 0
-    CRD.write_text(wanted)
+    args.crd.write_text(wanted)
     return 0
 
 
