@@ -8,7 +8,8 @@ Case matrix (each workload check runs on every install build: manifests/default 
     (identity, CA, tokens, admission policy and NetworkPolicies: test_security.py)
   - every container: requests and limits, a probe (init containers excepted), no privilege escalation;
   - RBAC: exactly the grants the code's calls need (each component's verbs per resource), no wildcard;
-  - ZooKeeper: 3 servers, their names in ZOO_SERVERS and in RACKMESH_ZK_HOSTS agree, ruok readiness, PDB;
+  - ZooKeeper: 3 servers, their names in ZOO_SERVERS and in RACKMESH_ZK_HOSTS agree, readiness on srvr's Mode (leader
+    or follower), PDB;
   - wiring: Services and selectors match their pods, ConfigMaps and ServiceAccounts referenced exist;
   - kind overlay: locally loaded images (tag dev, IfNotPresent).
 """
@@ -379,12 +380,13 @@ def test_zookeeper_ensemble_names_agree_everywhere(directory: str) -> None:
 
 
 @builds
-def test_zookeeper_runs_the_official_image_with_ruok_readiness(directory: str) -> None:
+def test_zookeeper_runs_the_official_image_ready_when_it_leads_or_follows(directory: str) -> None:
     statefulset = find(build(directory), "StatefulSet", "zookeeper")
     main = container(statefulset, "zookeeper")
     assert main["image"] == "zookeeper:3.8"
-    assert "ruok" in " ".join(main["readinessProbe"]["exec"]["command"])
-    assert "ruok" in env(main, "ZOO_4LW_COMMANDS_WHITELIST")["value"].split(",")
+    readiness = " ".join(main["readinessProbe"]["exec"]["command"])
+    assert "/commands/srvr" in readiness and '"server_state" : "(leader|follower)"' in readiness
+    assert {"ruok", "srvr"} <= set(env(main, "ZOO_4LW_COMMANDS_WHITELIST")["value"].split(","))
     # ZOO_MY_ID = ordinal + 1, from the pod's hostname (zookeeper-N).
     assert "ZOO_MY_ID=$(( ${HOSTNAME##*-} + 1 ))" in " ".join(main["args"])
     assert statefulset["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] in {
