@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 from rackmesh import logs
 from rackmesh.config import Settings
-from rackmesh.labels import Role
 
 if TYPE_CHECKING:
     from rackmesh.identity.credentials import TlsFiles
@@ -31,6 +30,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rackmesh", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"rackmesh {_version()}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     agent = commands.add_parser("agent", help="run the node agent for one node (the DaemonSet's process)")
@@ -40,8 +40,15 @@ def _parser() -> argparse.ArgumentParser:
     operator = commands.add_parser("operator", help="run the cluster-wide operator (kopf)")
     operator.set_defaults(command=_operator)
 
-    status = commands.add_parser("status", help="racks, members and leaders, read from ZooKeeper")
-    status.add_argument("--state-dir", type=Path, help="a sandbox's state dir (else RACKMESH_ZK_HOSTS)")
+    status = commands.add_parser(
+        "status", help="per rack: leaders, members, free capacity and reservations; the requests and their stage")
+    status.add_argument("--state-dir", type=Path, help="a running sandbox's state dir (its ZooKeeper and CA)")
+    status.add_argument("--zookeeper", metavar="HOST:PORT[,...]", help="ZooKeeper to read (else RACKMESH_ZK_HOSTS)")
+    status.add_argument("--identity-dir", type=Path,
+                        help="a rackmesh certificate: ca.crt, tls.crt, tls.key (else RACKMESH_IDENTITY_DIR; the "
+                             "operator's pod has one)")
+    status.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help="for ZooKeeper, and for the agents' answers (else RACKMESH_CALL_TIMEOUT)")
     status.add_argument("-o", "--output", choices=["table", "json"], default="table")
     status.set_defaults(command=_status)
 
@@ -106,36 +113,38 @@ def _operator(_: argparse.Namespace) -> None:
 def _status(args: argparse.Namespace) -> None:
     import tempfile
 
-    from rackmesh import registry, zk_async
-    from rackmesh.identity.credentials import TlsFiles, files_in
-    from rackmesh.zk_layout import ZkLayout
+    from rackmesh.identity.credentials import files_in
+    from rackmesh.status_output import Progress, as_json, table
+    from rackmesh.status_view import StatusError, read_status
 
-    settings = Settings.from_env(zk_hosts=_sandbox_zk_hosts(args.state_dir) if args.state_dir else None)
-
-    async def read(tls: TlsFiles) -> list[registry.RackView]:
-        client = await zk_async.start_client(settings.zk_hosts, settings.zk_session_timeout, tls=tls)
-        try:
-            layout = ZkLayout(settings.zk_root)
-            directory = registry.Directory(client, layout, watch=False)
-            return [view for role in Role for view in await directory.racks(role)]
-        finally:
-            await zk_async.stop_client(client)
-
+    if args.state_dir and (args.zookeeper or args.identity_dir):
+        sys.exit("rackmesh status: --state-dir names a sandbox's ZooKeeper and certificate; do not also pass "
+                 "--zookeeper or --identity-dir")
+    settings = Settings.from_env(zk_hosts=_sandbox_zk_hosts(args.state_dir) if args.state_dir else args.zookeeper,
+                                 identity_dir=args.identity_dir and str(args.identity_dir), call_timeout=args.timeout)
+    if args.state_dir:
+        hint = (f"is the sandbox in {args.state_dir} still running? (`rackmesh sandbox up --topology FILE "
+                f"--state-dir {args.state_dir}` starts one)")
+    else:
+        hint = ("pass --state-dir DIR of a running sandbox, or --zookeeper HOST:PORT (RACKMESH_ZK_HOSTS) and "
+                "--identity-dir DIR (RACKMESH_IDENTITY_DIR) holding a rackmesh certificate (ca.crt, tls.crt, "
+                "tls.key)")
+    progress = Progress(sys.stderr)
     with tempfile.TemporaryDirectory() as scratch:
         # In the sandbox, a few minutes' operator certificate from its CA; in a cluster (the operator's pod),
         # the operator's own.
         tls = _sandbox_identity(args.state_dir, Path(scratch)) if args.state_dir else files_in(settings.identity_dir)
-        views = asyncio.run(read(tls))
-    if args.output == "json":
-        print(json.dumps([{"role": str(v.role), "rack": v.rack, "leader": v.leader.node if v.leader else None,
-                           "members": [m.node for m in v.members]} for v in views], indent=2))
-        return
-    rows = [("ROLE", "RACK", "LEADER", "MEMBERS")]
-    rows += [(str(v.role), v.rack, v.leader.node if v.leader else "<none>", " ".join(m.node for m in v.members))
-             for v in views]
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[3])
+        absent = [path.name for path in (tls.ca_file, tls.cert_file, tls.key_file) if not path.is_file()]
+        if absent:
+            sys.exit(f"rackmesh status: no certificate for ZooKeeper and the agents in {settings.identity_dir} "
+                     f"({', '.join(absent)} missing); {hint}")
+        try:
+            status = asyncio.run(read_status(settings, tls, settings.call_timeout, progress.say))
+        except StatusError as exc:
+            progress.clear()
+            sys.exit(f"rackmesh status: {exc}; {hint}")
+    progress.clear()
+    print(json.dumps(as_json(status), indent=2) if args.output == "json" else table(status))
 
 
 def _ca_init(args: argparse.Namespace) -> None:
@@ -157,6 +166,16 @@ def _ca_issue_zookeeper(args: argparse.Namespace) -> None:
     Credentials.issued(CertificateAuthority.load(args.ca), Identity(Role.ZOOKEEPER), args.out,
                        datetime.timedelta(days=args.days), args.host)
     print(f"ZooKeeper's certificate for {', '.join(args.host)} written to {args.out}")
+
+
+def _version() -> str:
+    """The installed distribution's version: pyproject.toml's, the one source."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rackmesh")
+    except PackageNotFoundError:  # run from a checkout that was never installed (pip install -e .)
+        return "(not installed: no package metadata)"
 
 
 def _sandbox_identity(state_dir: Path, scratch: Path) -> "TlsFiles":

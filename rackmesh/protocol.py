@@ -14,6 +14,7 @@
     CDI / anyone                        storage agent          GET  /images/<image>.img  the image, with Range
     any agent    --Ping--------------> compute rack leader    POST /v1/rack/pings       200 RackPongs (reachability)
     rack leader  --Ping--------------> compute agent          POST /v1/node/pings       200 Pong
+    any rackmesh identity -----------> any agent              GET  /v1/view             200 its capacity, leadership
 
 Errors are JSON ``{reason, message}`` with a 4xx/5xx status (see ``node_agent/http_api.py``).
 
@@ -42,6 +43,7 @@ RACK_PINGS = "/v1/rack/pings"
 RACK_RELEASES = "/v1/rack/releases"
 NODE_PINGS = "/v1/node/pings"
 IMAGE_FILES = "/images"
+VIEW = "/v1/view"
 
 SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 IMAGE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?\Z")  # the CRD's pattern for spec.image
