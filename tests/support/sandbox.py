@@ -43,8 +43,16 @@ class Sandbox:
     def rackmesh(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return run([sys.executable, "-m", "rackmesh", *args], check=check)
 
-    def status(self) -> list[dict[str, Any]]:
+    def mesh_status(self) -> dict[str, Any]:
+        """``rackmesh status -o json``: racks (leaders, members with their capacity) and requests."""
         return json.loads(self.rackmesh("status", "--state-dir", str(self.state_dir), "-o", "json").stdout)
+
+    def status(self) -> list[dict[str, Any]]:
+        """Per role and rack with members: its leader and its members' names (from ``mesh_status``)."""
+        racks = self.mesh_status()["racks"]
+        return [{"role": role, "rack": rack["rack"], "leader": rack["leaders"][role],
+                 "members": [member["node"] for member in rack["members"] if role in member["roles"]]}
+                for role in ("compute", "storage") for rack in racks if role in rack["leaders"]]
 
     def pid(self, name: str) -> int:
         """The pid of the sandbox's process ``name`` (agent-<node>, operator, kube-api, ...)."""
