@@ -12,11 +12,12 @@ BENCH_REQUESTS ?= 20
 
 .PHONY: test lint demo chaos bench up down system-deps python-deps
 
-## Debian packages the sandbox and the tests run for real: ZooKeeper (with Java) and kubectl.
+## Debian packages the sandbox and the tests run for real: ZooKeeper (with Java) and kubectl; shellcheck for lint.
 system-deps:
 	@need=""; \
 	{ [ -n "$$ZOOKEEPER_HOME" ] || [ -f /usr/share/java/zookeeper.jar ]; } || need="$$need zookeeper"; \
 	command -v java >/dev/null || need="$$need default-jre-headless"; \
+	command -v shellcheck >/dev/null || need="$$need shellcheck"; \
 	if [ -n "$$need" ]; then \
 		echo "installing Debian packages:$$need"; \
 		$(APT_GET) update -qq && DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -qq $$need; \
@@ -31,8 +32,9 @@ system-deps:
 python-deps:
 	$(PIP) install -q -e '.[test]'
 
-lint: python-deps
+lint: system-deps python-deps
 	$(PYTHON) -m ruff check .
+	shellcheck hack/*.sh
 
 test: system-deps python-deps lint
 	$(PYTHON) -m pytest -q
