@@ -1,7 +1,10 @@
 """The objects a fresh sandbox cluster starts with: its Nodes, KubeVirt's u1 instancetypes, the manifests'
 identities, RBAC and admission policy, and ServiceAccount tokens for the components."""
 
+import datetime
+import platform
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +31,36 @@ def node_object(node: NodeSpec, rack_label: str) -> dict[str, Any]:
 
 
 def node_status(node: NodeSpec, address: str | None = None) -> dict[str, Any]:
-    """As a kubelet reports it; ``address`` is the node's InternalIP (where its agent listens)."""
+    """As a kubelet reports it, with every field the API's clients require of a NodeStatus (the official Python
+    client refuses a Node whose ``nodeInfo`` lacks one); ``address`` is the node's InternalIP (where its agent
+    listens). The ids are derived from the node's name, so a node keeps them across sandbox restarts."""
     resources = {"cpu": node.cpu, "memory": node.memory, "pods": "110"}
     addresses = [{"type": "InternalIP", "address": address}] if address else []
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    conditions = [
+        {"type": type_, "status": status, "reason": reason, "message": message, "lastHeartbeatTime": now,
+         "lastTransitionTime": now}
+        for type_, status, reason, message in (
+            ("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+            ("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+            ("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+            ("Ready", "True", "KubeletReady", "kubelet is posting ready status (rackmesh sandbox node)"),
+        )
+    ]
+    machine = uuid.uuid5(uuid.NAMESPACE_DNS, f"{node.name}.nodes.rackmesh.sandbox")
     return {"status": {
         "capacity": resources, "allocatable": resources,
         "addresses": [*addresses, {"type": "Hostname", "address": node.name}],
-        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                        "message": "rackmesh sandbox node"}],
-        "nodeInfo": {"kubeletVersion": "v1.32.0-rackmesh-sandbox", "architecture": "amd64",
-                     "operatingSystem": "linux"},
+        "conditions": conditions,
+        "nodeInfo": {
+            "machineID": machine.hex, "systemUUID": str(machine),
+            "bootID": str(uuid.uuid5(machine, "boot")),
+            "kernelVersion": platform.release(), "osImage": "rackmesh sandbox",
+            "containerRuntimeVersion": "rackmesh-sandbox://0.1.0",  # nothing runs containers: agents are processes
+            "kubeletVersion": "v1.32.0-rackmesh-sandbox",
+            "kubeProxyVersion": "",  # deprecated (KEP-4004: kubelets are to leave it empty)
+            "operatingSystem": "linux", "architecture": "amd64",
+        },
     }}
 
 

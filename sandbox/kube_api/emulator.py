@@ -18,7 +18,18 @@ import attrs
 import kmock
 from kmock._internal import apps, parsing, rendering
 
-from rackmesh_sandbox.kube_api import discovery, errors, openapi, rbac, scale, selectors, tables, token_api, watch
+from rackmesh_sandbox.kube_api import (
+    discovery,
+    errors,
+    openapi,
+    protobuf_bodies,
+    rbac,
+    scale,
+    selectors,
+    tables,
+    token_api,
+    watch,
+)
 from rackmesh_sandbox.kube_api import metrics as api_metrics
 from rackmesh_sandbox.kube_api.access import PATH as ACCESS_PATH
 from rackmesh_sandbox.kube_api.access import AccessRecord
@@ -30,7 +41,8 @@ from rackmesh_sandbox.kube_api.store import ObjectStore
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 _FIELD_VALIDATION = ("Ignore", "Warn", "Strict")
-PROTOBUF = "application/vnd.kubernetes.protobuf"
+JSON = "application/json"
+_DECODED = ("POST", "PUT", "DELETE")  # the methods whose protobuf bodies are objects (DeleteOptions for DELETE)
 USER = "rackmesh.user"  # where an authenticated request keeps its user (aiohttp request storage)
 
 
@@ -44,6 +56,12 @@ def _json(body: Any, status: int = 200, warnings: list[str] | None = None) -> ai
 
 def _error(error: errors.ApiError) -> aiohttp.web.Response:
     return _json(error.status(), error.code)
+
+
+def _accepts_json(headers: Any) -> bool:
+    """Whether the Accept header admits JSON, the only media type the sandbox answers in (absent: any)."""
+    ranges = [part.split(";")[0].strip().lower() for part in headers.get("Accept", "").split(",")]
+    return not any(ranges) or any(media in (JSON, "application/*", "*/*") for media in ranges)
 
 
 @attrs.define(kw_only=True)
@@ -135,11 +153,24 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
             refused = self._authorize(raw_request)
             if refused is not None:
                 return refused
+        if raw_request.path.startswith(("/api/", "/apis/")) and not _accepts_json(raw_request.headers):
+            return _error(errors.not_acceptable([JSON]))
+        body = await raw_request.read()
+        if body and raw_request.content_type == protobuf_bodies.CONTENT_TYPE and raw_request.method in _DECODED:
+            try:
+                decoded = json.dumps(protobuf_bodies.decode(body)).encode()
+            except errors.ApiError as e:
+                return _error(e)
+            # Served as the JSON body it encodes, as kube-apiserver serves a decoded object.
+            headers = {k: v for k, v in raw_request.headers.items() if k.lower() != "content-type"}
+            return await self._call_own(raw_request, decoded, {**headers, "Content-Type": JSON})
         try:
             parsing.parse_path(raw_request.path)
+            body.decode()
         except ValueError:
-            # kmock 0.8 cannot parse some valid paths (e.g. GET /api/v1/namespaces); route them ourselves.
-            return await self._call_unparsed(raw_request)
+            # kmock 0.8 cannot parse some valid paths (e.g. GET /api/v1/namespaces) and answers a body that is
+            # not UTF-8 with a 500 (it reads every body as text); route them ourselves.
+            return await self._call_own(raw_request, body, dict(raw_request.headers))
         return await super().__call__(raw_request)
 
     def _authorize(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.Response | None:
@@ -158,17 +189,30 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
         raw[USER] = user
         return None
 
-    async def _call_unparsed(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
-        body = await raw.read()
+    async def _call_own(
+        self, raw: aiohttp.web.BaseRequest, body: bytes, headers: dict[str, str]
+    ) -> aiohttp.web.StreamResponse:
+        """Serve ``raw`` with this body and these headers, parsed as kmock parses requests it can read."""
+        try:
+            path = parsing.parse_path(raw.path)
+        except ValueError:
+            path = None
         request = rendering.Request(
             id=len(self._requests),
             raw_request=raw,
             url=raw.url,
             method=raw.method,
             params=dict(raw.query),
-            headers=dict(raw.headers),
+            headers=headers,
             body=body,
             text=body.decode("utf-8", "replace"),
+            action=None if path is None else parsing.guess_k8s(path, kmock.method(raw.method), dict(raw.query)),
+            resource=None
+            if path is None or path.group is None
+            else kmock.resource(group=path.group, version=path.version, plural=path.plural),
+            namespace=None if path is None else path.namespace,
+            name=None if path is None else path.name,
+            subresource=None if path is None else path.subresource,
         )
         self._requests.append(request)
         try:
@@ -269,8 +313,6 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
         assert raw is not None and self.authn is not None
         if raw.method.upper() != "POST":
             raise errors.method_not_allowed()
-        if raw.content_type == PROTOBUF:  # `kubectl create token` sends protobuf; `kubectl create --raw` JSON
-            raise errors.unsupported_media_type(PROTOBUF, ["application/json"])
         return _json(token_api.token_request(self.authn, namespace, name, self._body(request)), 201)
 
     # -- verbs -----------------------------------------------------------------------------------
@@ -303,9 +345,6 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
             raise errors.method_not_allowed()
         if rd.namespaced and namespace is None and verb in ("create", "get", "update", "patch", "delete"):
             raise errors.resource_not_found()  # namespaced objects are addressed within a namespace
-        if verb in ("create", "update") and raw.content_type == PROTOBUF:
-            # Typed clients (e.g. `kubectl create namespace`) send protobuf; only JSON is emulated.
-            raise errors.unsupported_media_type(PROTOBUF, ["application/json"])
         opts = dataclasses.replace(self._write_options(params), user=raw.get(USER))
         if verb == "create" and (rd.group, rd.plural) == ("authentication.k8s.io", "tokenreviews") and self.authn:
             return _json(token_api.token_review(self.authn, self._body(request)), 201)

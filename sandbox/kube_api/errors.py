@@ -122,6 +122,11 @@ def unsupported_media_type(content_type: str, accepted: list[str]) -> ApiError:
     )
 
 
+def not_acceptable(accepted: list[str]) -> ApiError:
+    """What a request gets whose Accept header names no media type the server writes."""
+    return ApiError(406, "NotAcceptable", f"only the following media types are accepted: {', '.join(accepted)}")
+
+
 def expired(requested: int, oldest: int) -> ApiError:
     return ApiError(410, "Expired", f"too old resource version: {requested} ({oldest})")
 
