@@ -2,12 +2,13 @@
 
 Field numbers are those of k8s.io/api's and k8s.io/apimachinery's ``generated.proto`` (v1.32), the wire
 format client-go's typed clients write (``kubectl create namespace|configmap|secret|deployment|token...``).
-A message is its fields, comma-separated, each ``<number> <JSON name> <type>``. Types: ``string``, ``bool``, ``int32``, ``int64``,
-``bytes``; a message of the same package by name, of another as ``<package>.<Name>``; ``[]T`` repeated;
-``{}T`` a map with string keys. A trailing ``!`` keeps the field's zero value in JSON (a Go pointer, or a
-field without ``omitempty``): Go's encoder writes every other field even when it is zero, and Go's JSON
-encoder leaves those zeros out. Fields not listed here are refused when present (the decoder says which),
-never dropped; nested types the sandbox's users do not send (probes, volumes, affinity...) are not listed.
+A message is its fields, comma-separated, each ``<number> <JSON name> <type>``. Types: ``string``, ``bool``,
+``int32``, ``int64``, ``bytes``; a message of the same package by name, of another as ``<package>.<Name>``;
+``[]T`` repeated; ``{}T`` a map with string keys. A trailing ``!`` keeps the field's zero value in JSON (a Go
+pointer, or a field without ``omitempty``): Go's encoder writes every other field even when it is zero, and
+Go's JSON encoder leaves those zeros out. Fields not listed here are refused when present (the decoder says
+which), never dropped; nested types the sandbox's users do not send (probes, volumes, affinity...) are not
+listed.
 """
 
 from __future__ import annotations
