@@ -24,7 +24,6 @@
 #   RACKMESH_E2E_TIMEOUT        seconds for a request to converge (Ready, Stalled, its VMs gone); default 900
 #   RACKMESH_E2E_HEAL_TIMEOUT   seconds for a deleted VM to come back; default 300
 #   RACKMESH_E2E_TEST_TIMEOUT   seconds per scenario before pytest stops it; default 3600
-#   RACKMESH_E2E_INSTANCETYPE   what the scenarios ask for; default u1.nano (kind nodes share one host)
 #
 # Usage: hack/kind-e2e.sh [--dry-run]
 #   --dry-run  print every command it would run (one per line, starting "+ "), run none, need nothing
@@ -37,7 +36,6 @@ CDI_VERSION=${CDI_VERSION:-v1.61.0}
 PYTHON=${PYTHON:-python3}
 export RACKMESH_E2E_TIMEOUT=${RACKMESH_E2E_TIMEOUT:-900}
 export RACKMESH_E2E_HEAL_TIMEOUT=${RACKMESH_E2E_HEAL_TIMEOUT:-300}
-export RACKMESH_E2E_INSTANCETYPE=${RACKMESH_E2E_INSTANCETYPE:-u1.nano}
 TEST_TIMEOUT=${RACKMESH_E2E_TEST_TIMEOUT:-3600}
 E2E_CMD=${RACKMESH_E2E_CMD:-$PYTHON -m pytest tests/acceptance --timeout=$TEST_TIMEOUT}
 OPERATOR_IMAGE=rackmesh-operator:dev
