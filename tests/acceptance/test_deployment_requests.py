@@ -7,12 +7,16 @@ Case matrix:
 - more than the compute nodes can hold, an image with one holder, an instancetype that does not
   exist: no VM at all; Pending, Stalled with the reason (`kubectl wait --for=condition=Stalled`), one
   Warning Event, and Argo CD's health check says Degraded
+- the usable example (pod network, masquerade, cloud-init, an SSH key): its VMs carry the template and
+  stay valid against KubeVirt's schema
 - deleting a request removes its VMs
 """
 
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import pytest
+import yaml
 
 from rackmesh.quantities import Resources
 from rackmesh_sandbox.kube_api.schema import load_kubevirt_schemas
@@ -22,6 +26,7 @@ from tests.support.builders import make_request
 from tests.support.waiting import eventually
 
 VM_SCHEMA = load_kubevirt_schemas()["VirtualMachine"]
+USABLE_EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "lob123-ssh.yaml"
 
 
 def conditions_of(request: dict) -> dict[str, dict]:
@@ -73,6 +78,40 @@ def test_n_vms_are_pinned_to_nodes_with_room_spread_valid_and_ready(cluster: Clu
     assert status["coordinator"] in nodes
     reasons = {event["reason"] for event in cluster.events(request_name)}
     assert {"Pending", "Placing", "Deploying", "Ready"} <= reasons
+
+
+def test_vms_carry_the_template_of_the_usable_example(cluster: Cluster, request_name: str):
+    """examples/lob123-ssh.yaml: a pod network with masquerade, cloud-init and an SSH key from a Secret."""
+    secret, request = yaml.safe_load_all(USABLE_EXAMPLE.read_text())
+    request["metadata"]["name"] = request_name
+    spec = request["spec"]
+    spec["replicas"] = min(spec["replicas"], cluster.capacity_for(spec["instancetype"]))
+    cluster.apply(secret)
+    cluster.apply(request)
+    done = cluster.wait_for_phase(request_name, "Ready", "Failed")
+    assert done["status"]["phase"] == "Ready", conditions_of(done)
+
+    template = request["spec"]["template"]
+    wanted = template["spec"]["template"]["spec"]
+    vms = cluster.vms(request_name)
+    assert len(vms) == request["spec"]["replicas"]
+    for vm in vms:
+        assert VM_SCHEMA.errors(vm) == [], vm["metadata"]["name"]
+        assert vm["metadata"]["labels"]["app"] == "lob123-ssh"
+        instance = vm["spec"]["template"]
+        assert instance["metadata"]["labels"]["app"] == "lob123-ssh"
+        spec = instance["spec"]
+        assert spec["networks"] == wanted["networks"] == [{"name": "default", "pod": {}}]
+        assert spec["domain"]["devices"]["interfaces"] == wanted["domain"]["devices"]["interfaces"]
+        assert spec["domain"]["devices"]["interfaces"][0]["masquerade"] == {}
+        assert spec["accessCredentials"] == wanted["accessCredentials"]
+        assert spec["volumes"][1:] == wanted["volumes"]
+        assert spec["volumes"][1]["cloudInitNoCloud"]["userData"].startswith("#cloud-config")
+        assert [disk["name"] for disk in spec["domain"]["devices"]["disks"]] == ["rootdisk", "cloudinit"]
+        root = vm["spec"]["dataVolumeTemplates"][0]["spec"]
+        assert root["storage"]["resources"]["requests"]["storage"] == template["rootDisk"]["size"]
+        assert "http" in root["source"]
+    cluster.kubectl("delete", "secret", secret["metadata"]["name"], "--ignore-not-found")
 
 
 @pytest.mark.parametrize(("reason", "build", "message"), [
