@@ -121,7 +121,8 @@ def _status(args: argparse.Namespace) -> None:
         sys.exit("rackmesh status: --state-dir names a sandbox's ZooKeeper and certificate; do not also pass "
                  "--zookeeper or --identity-dir")
     settings = Settings.from_env(zk_hosts=_sandbox_zk_hosts(args.state_dir) if args.state_dir else args.zookeeper,
-                                 identity_dir=args.identity_dir and str(args.identity_dir), call_timeout=args.timeout)
+                                 identity_dir=str(args.identity_dir) if args.identity_dir else None,
+                                 call_timeout=args.timeout)
     if args.state_dir:
         hint = (f"is the sandbox in {args.state_dir} still running? (`rackmesh sandbox up --topology FILE "
                 f"--state-dir {args.state_dir}` starts one)")

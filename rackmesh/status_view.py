@@ -26,6 +26,7 @@ from rackmesh.config import Settings
 from rackmesh.identity.credentials import TlsFiles
 from rackmesh.identity.names import Identity
 from rackmesh.labels import Role
+from rackmesh.peer_client import refusal
 from rackmesh.protocol import VIEW
 from rackmesh.quantities import Resources
 from rackmesh.zk_layout import MemberRecord, ZkLayout
@@ -203,7 +204,8 @@ async def _ask(session: aiohttp.ClientSession, member: MemberRecord, deadline: f
     except aiohttp.ClientError as exc:
         return f"unreachable at {member.endpoint}: {exc}"
     if response.status != 200:
-        return f"{response.status} {body[:200].decode(errors='replace')}"
+        refused = refusal(member.endpoint, response.status, body)
+        return f"refused: {refused.status} {refused.reason}: {refused.message}"
     try:
         return _report(json.loads(body))
     except (KeyError, TypeError, ValueError) as exc:

@@ -4,11 +4,13 @@
 | --------------------------------------------------- | ----------------------------------------------------- |
 | nothing under its root                              | exit 0: no members, no requests                       |
 | a rack whose leader's agent accepts and never       | exit 0 within its time limit: the silent agent "no    |
-| answers, a member whose agent refuses, a waiting    | answer within", the refusing one "unreachable", the   |
-| request's record                                    | request with its stage, coordinator and reason        |
+| answers, a member whose agent refuses, one whose    | answer within", the refusing one "unreachable", the   |
+| certificate names another node, a waiting request   | impostor's certificate refused, the request with its  |
+| (its record)                                        | stage, coordinator and reason                         |
 | (a certificate of another CA)                       | exit 1, one line: could not connect, and why          |
 """
 
+import asyncio
 import json
 import os
 import socket
@@ -19,12 +21,14 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from kazoo.client import KazooClient
 
 from rackmesh import request_record, zk_async
 from rackmesh.identity.credentials import TlsFiles
+from rackmesh.identity.names import Identity
 from rackmesh.labels import Role
-from rackmesh.protocol import Order, RequestRef
+from rackmesh.protocol import VIEW, Order, RequestRef
 from rackmesh.request_record import RequestRecord, Stage
 from rackmesh.zk_layout import MemberRecord, ZkLayout
 from rackmesh_sandbox.zookeeper import ZooKeeperEnsemble
@@ -72,6 +76,22 @@ def refusing_agent() -> Iterator[str]:
         yield f"https://127.0.0.1:{bound.getsockname()[1]}"
 
 
+@pytest.fixture
+async def impostor(pki: Pki) -> AsyncIterator[str]:
+    """An agent of the rackmesh CA whose certificate names another node (c-x-9) than the member it stands for."""
+    async def view(_: web.Request) -> web.Response:
+        return web.json_response({"node": "c-x-9", "ready": False})
+
+    app = web.Application()
+    app.router.add_get(VIEW, view)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=pki.credentials(Identity.agent("c-x-9")).server_context())
+    await site.start()
+    yield f"https://127.0.0.1:{runner.addresses[0][1]}"
+    await runner.cleanup()
+
+
 def test_an_empty_root_is_an_empty_mesh(zookeeper: ZooKeeperEnsemble, zk_root: str, pki: Pki):
     result, _ = rackmesh_status(zookeeper, zk_root, pki.operator().directory)
     assert result.returncode == 0, result
@@ -82,10 +102,12 @@ def test_an_empty_root_is_an_empty_mesh(zookeeper: ZooKeeperEnsemble, zk_root: s
 
 async def test_agents_that_do_not_answer_are_shown_as_such_within_the_time_limit(
         zookeeper: ZooKeeperEnsemble, zk_root: str, pki: Pki, writer: KazooClient, silent_agent: str,
-        refusing_agent: str):
+        refusing_agent: str, impostor: str):
     layout = ZkLayout(zk_root)
     leader = MemberRecord("c-a-1", "rack-a", Role.COMPUTE, silent_agent)
-    for member in (leader, MemberRecord("c-a-2", "rack-a", Role.COMPUTE, refusing_agent)):
+    members = (leader, MemberRecord("c-a-2", "rack-a", Role.COMPUTE, refusing_agent),
+               MemberRecord("c-a-3", "rack-a", Role.COMPUTE, impostor))
+    for member in members:
         await zk_async.wait(writer.create_async(layout.member(Role.COMPUTE, "rack-a", member.node), member.encode(),
                                                 ephemeral=True, makepath=True))
     await zk_async.wait(writer.create_async(layout.leader(Role.COMPUTE, "rack-a"), leader.encode(), ephemeral=True,
@@ -95,7 +117,8 @@ async def test_agents_that_do_not_answer_are_shown_as_such_within_the_time_limit
         order, "c-a-1", Stage.WAITING, reason="InsufficientCapacity", message="rack-a could host 0",
         changed_at=time.time()), None)
 
-    result, elapsed = rackmesh_status(zookeeper, zk_root, pki.operator().directory, "-o", "json")
+    result, elapsed = await asyncio.to_thread(rackmesh_status, zookeeper, zk_root, pki.operator().directory, "-o",
+                                              "json")  # the impostor answers on this event loop meanwhile
 
     assert result.returncode == 0, result
     assert elapsed < 3 * TIMEOUT + STARTUP_ALLOWANCE
@@ -103,18 +126,21 @@ async def test_agents_that_do_not_answer_are_shown_as_such_within_the_time_limit
     [rack] = status["racks"]
     assert rack["rack"] == "rack-a"
     assert rack["leaders"] == {"compute": "c-a-1"}
-    silent, refusing = rack["members"]
+    silent, refusing, impersonated = rack["members"]
     assert silent == {"node": "c-a-1", "endpoint": silent_agent, "roles": ["compute"], "leads": ["compute"],
                       "answered": False, "problem": f"no answer within {TIMEOUT:g} s"}
     assert (refusing["node"], refusing["answered"], refusing["leads"]) == ("c-a-2", False, [])
     assert refusing["problem"].startswith(f"unreachable at {refusing_agent}: ")
+    assert (impersonated["node"], impersonated["answered"]) == ("c-a-3", False)
+    assert "certificate verify failed" in impersonated["problem"]
+    assert "c-a-3.agent.rackmesh" in impersonated["problem"]
     [request] = status["requests"]
     assert {key: request[key] for key in ("request", "uid", "stage", "coordinator", "replicas", "placed",
                                           "reason")} == {
         "request": "default/big", "uid": "uid-1", "stage": "Waiting", "coordinator": "c-a-1", "replicas": 500,
         "placed": 0, "reason": "InsufficientCapacity"}
 
-    table, _ = rackmesh_status(zookeeper, zk_root, pki.operator().directory)
+    table, _ = await asyncio.to_thread(rackmesh_status, zookeeper, zk_root, pki.operator().directory)
     assert f"c-a-1  compute  compute  <no answer within {TIMEOUT:g} s>" in table.stdout
     assert "default/big  Waiting  c-a-1        0/500" in table.stdout
 
