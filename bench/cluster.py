@@ -51,7 +51,8 @@ STORAGE_RACKS, STORAGE_PER_RACK = 2, 2
 # What the simulation changes, and why (bench/README.md): 1,000 agents share 2 cores, so a session's pings
 # can wait behind other agents' work; a longer session timeout keeps them alive. Logging at WARNING keeps
 # 1,000 agents' per-step INFO lines, which separate machines would each write, off the shared cores.
-BENCH_SETTINGS: dict[str, Any] = {"zk_session_timeout": 30.0, "log_level": "WARNING"}
+# Each agent's metrics on a port the kernel picks (nobody scrapes the bench; two benches must not collide).
+BENCH_SETTINGS: dict[str, Any] = {"zk_session_timeout": 30.0, "log_level": "WARNING", "metrics_port": 0}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 Say = Callable[[str], None]

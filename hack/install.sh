@@ -3,8 +3,10 @@
 #   1. the CRDs (repository-root kustomization), then wait until they are Established;
 #   2. the rackmesh-system namespace, rackmesh's CA (Secret rackmesh-ca: ca.crt + ca.key, the operator's
 #      only; ConfigMap rackmesh-ca: ca.crt, for the agents) and ZooKeeper's certificate from it (Secret
-#      rackmesh-zookeeper-tls), made here with `rackmesh ca`, never committed, kept when they exist;
-#   3. the workloads: manifests/default, or the kustomization given as $1 (e.g. manifests/overlays/kind).
+#      rackmesh-zookeeper-tls) and the metrics scraper's (Secret rackmesh-metrics-scraper, for Prometheus'
+#      ServiceMonitors of manifests/monitoring), made here with `rackmesh ca`, never committed, kept when they exist;
+#   3. the workloads: manifests/default, or the kustomization given as $1 (e.g. manifests/overlays/kind);
+#      then manifests/monitoring (the ServiceMonitors) if the Prometheus Operator's CRDs are there.
 # Usage: hack/install.sh [KUSTOMIZATION_DIR] [--no-wait]
 # Needs the rackmesh CLI (`pip install .`; else this tree's rackmesh package and `cryptography`), or RACKMESH.
 set -euo pipefail
@@ -19,7 +21,7 @@ WAIT=1
 for arg in "$@"; do
   case "$arg" in
     --no-wait) WAIT=0 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) TARGET=$arg ;;
   esac
 done
@@ -86,8 +88,24 @@ else
   echo "secret/rackmesh-zookeeper-tls created"
 fi
 
+echo "== the metrics scraper's certificate (Secret rackmesh-metrics-scraper)"
+if exists secret rackmesh-metrics-scraper; then
+  echo "secret/rackmesh-metrics-scraper kept"
+else
+  # Valid for a year: to renew, delete the Secret and run this script again.
+  $RACKMESH ca issue-scraper --ca "$WORK/ca" --out "$WORK/scraper" >/dev/null
+  $KUBECTL -n "$NAMESPACE" create secret generic rackmesh-metrics-scraper \
+    --from-file=tls.crt="$WORK/scraper/tls.crt" --from-file=tls.key="$WORK/scraper/tls.key" \
+    --from-file=ca.crt="$WORK/scraper/ca.crt" --dry-run=client -o yaml | apply
+  echo "secret/rackmesh-metrics-scraper created"
+fi
+
 echo "== workloads ($TARGET)"
 $KUBECTL apply -k "$ROOT/$TARGET"
+if $KUBECTL get crd servicemonitors.monitoring.coreos.com >/dev/null 2>&1; then
+  echo "== ServiceMonitors (manifests/monitoring)"
+  $KUBECTL apply -k "$ROOT/manifests/monitoring"
+fi
 
 if [[ $WAIT == 1 ]]; then
   echo "== waiting for rollouts"

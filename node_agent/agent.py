@@ -23,6 +23,7 @@ from rackmesh.identity.names import Identity
 from rackmesh.informer import Informer
 from rackmesh.kube_client import CLUSTER_INSTANCETYPES, DEPLOYMENT_REQUESTS, VIRTUAL_MACHINES, KubeClient, Selector
 from rackmesh.labels import NODE_LABEL, Role
+from rackmesh.metrics import MetricsServer
 from rackmesh.nodes import NodeState
 from rackmesh.peer_client import PeerClient
 from rackmesh.registry import Directory
@@ -33,6 +34,7 @@ from rackmesh_node_agent.images import routes as image_routes
 from rackmesh_node_agent.images.access import ImageAccess
 from rackmesh_node_agent.images.store import ImageStore
 from rackmesh_node_agent.membership.presence import Presence
+from rackmesh_node_agent.metrics import AgentMetrics
 from rackmesh_node_agent.own_node import OwnNode
 from rackmesh_node_agent.placement import routes as placement_routes
 from rackmesh_node_agent.placement.coordinator import Coordinator
@@ -76,7 +78,9 @@ class Agent:
         self.image_access = ImageAccess(lambda: self.zk, self.layout)
         self.coordinator = Coordinator(self)
         self.node_side = NodeSide(self)
-        self.peers = PeerClient(self.credentials, settings.call_timeout)
+        self.metrics = AgentMetrics(self)
+        self.metrics_server = MetricsServer(self.metrics.registry, self.credentials.server_context())
+        self.peers = PeerClient(self.credentials, settings.call_timeout, self.metrics.peer_calls)
         self.service_times = ServiceTimes()
         self._zk: KazooClient | None = None
         self._directory: Directory | None = None
@@ -158,7 +162,7 @@ class Agent:
             await self.requests.synced.wait()
             self.capacity = CapacityView(self.own_node, self.vms, self.instancetypes)
             self._zk = await zk_async.start_client(self.settings.zk_hosts, self.settings.zk_session_timeout,
-                                                   tls=self.credentials.files)
+                                                   tls=self.credentials.files, session=self.metrics.zookeeper)
             self._directory = Directory(self._zk, self.layout)
             records = [MemberRecord(self.identity.name, self.identity.rack, role, self.endpoint)
                        for role in self.identity.roles]
@@ -192,6 +196,8 @@ class Agent:
         await self._runner.setup()
         await serve_tls(self._runner, self.settings.agent_bind, self.settings.agent_port,
                         self.credentials.server_context())
+        await self.metrics_server.start(self.settings.metrics_bind or self.settings.agent_bind,
+                                        self.settings.metrics_port)
 
     async def _shutdown(self) -> None:
         await self.coordinator.stop()
@@ -202,6 +208,7 @@ class Agent:
             await zk_async.stop_client(self._zk)
         if self._runner is not None:
             await self._runner.cleanup()
+        await self.metrics_server.stop()
         await self.peers.close()
 
     async def view(self) -> dict[str, Any]:

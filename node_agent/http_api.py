@@ -16,7 +16,7 @@ from aiohttp import web
 
 from rackmesh import messages
 from rackmesh.identity.names import Identity
-from rackmesh.protocol import IMAGE_FILES
+from rackmesh.protocol import IMAGE_FILE_ROUTE
 from rackmesh.tls_site import TlsSite
 
 if TYPE_CHECKING:
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-IMAGE_FILE_ROUTE = IMAGE_FILES + "/{file}"
 # Health probes and CDI importers carry no client certificate; these routes are read-only.
 OPEN_ROUTES = frozenset({"/healthz", IMAGE_FILE_ROUTE})
 
@@ -93,10 +92,15 @@ def agent_of(request: web.Request) -> "Agent":
     return request.app[AGENT_KEY]
 
 
+def route_of(request: web.Request) -> str | None:
+    """The route that matched, as declared (``/images/{file}``); None when none did."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else None
+
+
 def is_open(request: web.Request) -> bool:
     # By the route that matched, not by a path prefix, so no spelling of a path can borrow an open route.
-    resource = request.match_info.route.resource
-    return resource is not None and resource.canonical in OPEN_ROUTES
+    return route_of(request) in OPEN_ROUTES
 
 
 def caller(request: web.Request) -> Identity:
@@ -110,8 +114,19 @@ def caller_if_any(request: web.Request) -> Identity | None:
 
 
 def authenticated() -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """Authenticates, turns refusals into their answers, and counts every answer by route and status."""
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            response = await answered(request, handler)
+        except Exception:  # aiohttp answers it 500
+            agent_of(request).metrics.served(route_of(request), 500)
+            raise
+        agent_of(request).metrics.served(route_of(request), response.status)
+        return response
+
+    async def answered(request: web.Request, handler: Handler) -> web.StreamResponse:
         identity = Identity.of_peer(request.transport.get_extra_info("peercert") if request.transport else None)
         if identity is not None:
             request[CALLER_KEY] = identity

@@ -12,8 +12,9 @@ import kopf
 
 from rackmesh import request_record
 from rackmesh.labels import GROUP, NODE_LABEL, REQUEST_LABEL, REQUEST_PLURAL, VERSION
-from rackmesh.logs import flow_step
+from rackmesh.logs import flow_step, request_fields
 from rackmesh.nodes import NodeState, could_add_room, node_state
+from rackmesh.protocol import RequestRef
 from rackmesh_operator.progress import VmState, vm_state
 from rackmesh_operator.reconcile import Reconciler
 from rackmesh_operator.record_sweep import sweep_orphan_records
@@ -26,12 +27,13 @@ INSTANCETYPES = ("instancetype.kubevirt.io", "v1beta1", "virtualmachineclusterin
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, requests_by_phase: kopf.Index,
+                    **_: Any) -> None:
     # Keep kopf's bookkeeping in annotations: our status has a strict schema and stays ours.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     settings.posting.level = logging.INFO
-    memo.services = await Services.open(memo.settings)
+    memo.services = await Services.open(memo.settings, requests_by_phase)
     memo.world = World()
     memo.nodes_seen = {}
     await StorageMembers(memo.services.zk, memo.services.layout, lambda rack, node: memo.world.changed(
@@ -51,6 +53,13 @@ def vms_by_request(body: kopf.Body, namespace: str, **_: Any) -> dict[tuple[str,
     """Every VM a DeploymentRequest controls, by (namespace, uid of the request), kept current by a watch."""
     found = vm_state(dict(body), NODE_LABEL)
     return {} if found is None else {(namespace, found[0]): found[1]}
+
+
+@kopf.index(GROUP, VERSION, REQUEST_PLURAL)
+def requests_by_phase(status: kopf.Status, uid: str, **_: Any) -> dict[str, str]:
+    """Every DeploymentRequest's uid under its phase (Pending until the create handler gave it one): the
+    operator's metrics count them."""
+    return {status.get("phase") or str(Phase.PENDING): uid}
 
 
 @kopf.index("v1", "nodes")
@@ -96,7 +105,7 @@ def accept(body: kopf.Body, status: kopf.Status, meta: kopf.Meta, patch: kopf.Pa
     generation = meta.get("generation", 1)
     spec = body["spec"]
     message = f"Waiting to place {spec['replicas']} x {spec['instancetype']}"
-    flow_step(logger, 1, "request seen", meta["uid"], deploymentRequest=f"{meta['namespace']}/{meta['name']}",
+    flow_step(logger, 1, "request seen", RequestRef(meta["uid"], meta["namespace"], meta["name"]),
               replicas=spec["replicas"], instancetype=spec["instancetype"], image=spec["image"])
     patch.status["phase"] = str(Phase.PENDING)
     patch.status["observedGeneration"] = generation
@@ -126,7 +135,7 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStoppe
             if not await reconciler.step():
                 return
         except Exception:
-            logger.exception("reconciling the request failed; retrying", extra={"request": key[1]})
+            logger.exception("reconciling the request failed; retrying", extra=request_fields(reconciler.request))
         await stopped.wait(reconciler.interval)
 
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 
 from rackmesh.labels import Role
-from rackmesh.logs import flow_step
+from rackmesh.logs import flow_step, request_fields
 from rackmesh.nodes import NodeState
 from rackmesh.peer_client import PeerError
 from rackmesh.protocol import ORDERS, Order, OrderAccepted
@@ -56,7 +56,7 @@ async def hand_over(services: Services, order: Order, nodes: Mapping[str, NodeSt
     leaders = await compute_leaders(services, nodes)
     lookup = round(time.monotonic() - started, 4)
     candidates = [leader for leader in ranked(leaders, uid, lambda m: m.node) if leader.node not in avoid]
-    flow_step(logger, 2, "looked up compute leaders", uid, leaders=[m.node for m in leaders],
+    flow_step(logger, 2, "looked up compute leaders", order.request, leaders=[m.node for m in leaders],
               ranking=[m.node for m in candidates], seconds=lookup)
     if not candidates:
         raise HandoffFailed("NoComputeLeaders", "no compute rack has a leader in ZooKeeper yet; "
@@ -68,9 +68,9 @@ async def hand_over(services: Services, order: Order, nodes: Mapping[str, NodeSt
         except PeerError as exc:
             refusals.append(f"{leader.node}: {exc.reason}: {exc.message}")
             logger.warning("coordinator candidate did not take the order",
-                           extra={"request": uid, "candidate": leader.node, "error": str(exc)})
+                           extra={**request_fields(order.request), "candidate": leader.node, "error": str(exc)})
             continue
-        flow_step(logger, 3, "handed the order to its coordinator", uid, coordinator=leader.node,
+        flow_step(logger, 3, "handed the order to its coordinator", order.request, coordinator=leader.node,
                   rack=leader.rack, endpoint=leader.endpoint, accepted=accepted is not None)
         return Handoff(leader, lookup)
     raise HandoffFailed("CoordinatorUnreachable", "no compute leader took the request: " + "; ".join(refusals))

@@ -27,6 +27,7 @@ import kopf
 from rackmesh import request_record
 from rackmesh.kube_client import DEPLOYMENT_REQUESTS, VIRTUAL_MACHINES, KubeApiError
 from rackmesh.labels import MAX_LABEL_VALUE, REQUEST_LABEL, Role
+from rackmesh.logs import request_fields
 from rackmesh.nodes import NodeState
 from rackmesh.peer_client import PeerError
 from rackmesh.protocol import NODE_REMOVALS, Order, Removal, RequestRef
@@ -246,14 +247,14 @@ class Reconciler:
             handoff = await hand_over(self.services, order, self._nodes(), avoid)
         except HandoffFailed as failure:
             self._handoff_failed_at = time.monotonic()
-            logger.warning("no coordinator took the order", extra={"request": order.request.uid,
+            logger.warning("no coordinator took the order", extra={**request_fields(order.request),
                                                                    "reason": failure.reason,
                                                                    "error": failure.message})
             return
         except KubeApiError as exc:  # the namespace's image access could not be written: its imports would fail
             self._handoff_failed_at = time.monotonic()
             logger.warning("image access not granted; handing the order over later", extra={
-                "request": order.request.uid, "namespace": order.request.namespace, "error": str(exc)})
+                **request_fields(order.request), "error": str(exc)})
             return
         self._handed = (order, time.monotonic())
         self._record_read_at = 0.0
@@ -273,11 +274,11 @@ class Reconciler:
         leaders = {leader.node for leader in await compute_leaders(self.services, self._nodes())}
         if record.coordinator not in leaders:
             logger.warning("the coordinator no longer leads; handing the request to another",
-                           extra={"request": self.request.uid, "coordinator": record.coordinator})
+                           extra={**request_fields(self.request), "coordinator": record.coordinator})
             await self._hand(self.order(), record, avoid=frozenset({record.coordinator}))
         elif time.time() - record.changed_at > STALE_ROUND_SECONDS:
             logger.warning("the round has not moved for a while; handing it again",
-                           extra={"request": self.request.uid, "stage": str(record.stage)})
+                           extra={**request_fields(self.request), "stage": str(record.stage)})
             self._handed = None
             await self._hand(self.order(), record)
 
@@ -312,7 +313,7 @@ class Reconciler:
         for vm in due:
             await self._delete(vm)
             logger.warning("deleted a VM of a node that is gone", extra={
-                "request": self.request.uid, "vm": vm.name, "node": vm.node})
+                **request_fields(self.request), "vm": vm.name, "node": vm.node})
         for node, count in sorted(Counter(vm.node for vm in due).items()):
             why = "was deleted" if node not in nodes else "is out of service"
             self._event("NodeGone", f"node {node} {why}: its {count} VM{'s' * (count > 1)} are re-placed "
@@ -333,13 +334,13 @@ class Reconciler:
                     continue
                 except PeerError as exc:
                     logger.warning("the agent did not delete VMs left over; trying again later", extra={
-                        "request": self.request.uid, "node": node, "error": str(exc)})
+                        **request_fields(self.request), "node": node, "error": str(exc)})
                     continue
             for vm in strays:
                 await self._delete(vm)
         if by_node:
             logger.info("removing VMs no round places", extra={
-                "request": self.request.uid, "vms": sorted(vm.name for vms in by_node.values() for vm in vms)})
+                **request_fields(self.request), "vms": sorted(vm.name for vms in by_node.values() for vm in vms)})
 
     def _due_for_deletion(self, vms: list[VmState]) -> list[VmState]:
         now = time.monotonic()
@@ -393,14 +394,14 @@ class Reconciler:
         if verdict.stalled is not None:
             reason, message = verdict.stalled
             if stalled_before.get("status") != "True" or stalled_before.get("reason") != reason:
-                logger.info("request stalled", extra={"request": self.request.uid, "reason": reason,
+                logger.info("request stalled", extra={**request_fields(self.request), "reason": reason,
                                                       "detail": message})
                 self._event(reason, message, warning=True)
             return
         if str(verdict.phase) == before.get("phase"):
             return
         reason, message = verdict.reconciling or verdict.ready
-        logger.info("request phase changed", extra={"request": self.request.uid, "phase": str(verdict.phase),
+        logger.info("request phase changed", extra={**request_fields(self.request), "phase": str(verdict.phase),
                                                     "reason": reason, "detail": message})
         self._event(str(verdict.phase), message if verdict.phase != Phase.READY else verdict.ready[1])
 

@@ -8,6 +8,7 @@ import logging
 
 from rackmesh import request_record
 from rackmesh.kube_client import DEPLOYMENT_REQUESTS, KubeApiError
+from rackmesh.logs import request_fields
 from rackmesh_operator.services import Services
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,9 @@ async def _sweep(services: Services, suspects: set[str]) -> set[str]:
     live = {request["metadata"]["uid"] for request in await services.kube.list(DEPLOYMENT_REQUESTS)}
     orphans = recorded - live
     for uid in sorted(orphans & suspects):
+        found = await request_record.read(services.zk, services.layout, uid)
+        if found is None:  # deleted meanwhile (the request's finalizer)
+            continue
         await request_record.delete(services.zk, services.layout, uid)
-        logger.info("deleted the record of a request that is gone", extra={"request": uid})
+        logger.info("deleted the record of a request that is gone", extra=request_fields(found[0].order.request))
     return orphans - suspects

@@ -64,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
                               help="a name or address clients reach ZooKeeper at (repeat for each)")
     ca_zookeeper.add_argument("--days", type=int, default=365)
     ca_zookeeper.set_defaults(command=_ca_issue_zookeeper)
+    ca_scraper = ca_commands.add_parser("issue-scraper", help="the metrics scraper's key and certificate (the "
+                                                              "client certificate Prometheus presents)")
+    ca_scraper.add_argument("--ca", type=Path, required=True, help="the CA's directory (ca.crt, ca.key)")
+    ca_scraper.add_argument("--out", type=Path, required=True, help="where tls.crt, tls.key and ca.crt go")
+    ca_scraper.add_argument("--days", type=int, default=365)
+    ca_scraper.set_defaults(command=_ca_issue_scraper)
 
     sandbox = commands.add_parser("sandbox", help="a local cluster on loopback: ZooKeeper, API, agents, operator")
     sandbox_commands = sandbox.add_subparsers(required=True, metavar="ACTION")
@@ -177,6 +183,18 @@ def _version() -> str:
         return version("rackmesh")
     except PackageNotFoundError:  # run from a checkout that was never installed (pip install -e .)
         return "(not installed: no package metadata)"
+
+
+def _ca_issue_scraper(args: argparse.Namespace) -> None:
+    import datetime
+
+    from rackmesh.identity.authority import CertificateAuthority
+    from rackmesh.identity.credentials import Credentials
+    from rackmesh.identity.names import Identity, Role
+
+    scraper = Identity(Role.METRICS)  # rackmesh.metrics.SCRAPER, without what serving needs (install.sh runs this)
+    Credentials.issued(CertificateAuthority.load(args.ca), scraper, args.out, datetime.timedelta(days=args.days), [])
+    print(f"the scraper's certificate ({scraper}) written to {args.out}")
 
 
 def _sandbox_identity(state_dir: Path, scratch: Path) -> "TlsFiles":

@@ -52,6 +52,11 @@ class Settings:
     # How often the operator looks for request records whose DeploymentRequest is gone (it deletes a record
     # found orphaned twice in a row: a coordinator may write one after the request's finalizer ran).
     record_sweep_interval: float = 30.0
+    # Every component's Prometheus metrics (GET /metrics, HTTPS, to the scraper's certificate only), on a port of
+    # their own; an empty bind is the component's own (agent_bind, or signer_bind for the operator), port 0 one
+    # the kernel picks.
+    metrics_bind: str = ""
+    metrics_port: int = 8472
     # kopf peering keeps one operator replica active; empty runs standalone (the sandbox's single process).
     operator_peering: str = "rackmesh"
     # kopf's liveness probe URL, e.g. http://0.0.0.0:8080/healthz; empty disables it.

@@ -4,6 +4,7 @@ import json
 import logging
 import sys
 import time
+from typing import Protocol
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 _PLAIN = (str, int, float, bool, list, dict, type(None))
@@ -43,7 +44,26 @@ def configure(component: str, level: str = "INFO", fmt: str = "json") -> None:
     logging.getLogger("kazoo").setLevel(max(logging.WARNING, root.level))
 
 
-def flow_step(logger: logging.Logger, step: int, message: str, request: str, **fields: object) -> None:
-    """Log one of the request flow's nine steps (BRIEF §1) with the request uid, so a request can be
-    followed across the operator's and every agent's log."""
-    logger.info(message, extra={"step": step, "request": request, **fields})
+class NamedRequest(Protocol):
+    """A DeploymentRequest as the protocol names it (``RequestRef``)."""
+
+    @property
+    def uid(self) -> str: ...
+
+    @property
+    def namespace(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+
+def request_fields(request: NamedRequest) -> dict[str, str]:
+    """What every log line about a request carries: its uid (``request``), which follows it across the operator's
+    and every agent's log and tells apart requests of the same name, and the ``namespace/name`` a user knows it by
+    (``deploymentRequest``)."""
+    return {"request": request.uid, "deploymentRequest": f"{request.namespace}/{request.name}"}
+
+
+def flow_step(logger: logging.Logger, step: int, message: str, request: NamedRequest, **fields: object) -> None:
+    """Log one of the request flow's nine steps (BRIEF §1), with the request's ``request_fields``."""
+    logger.info(message, extra={"step": step, **request_fields(request), **fields})

@@ -11,11 +11,14 @@ from typing import Any, Protocol, TypeVar
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.client_reqrep import ClientRequest
+from prometheus_client import CollectorRegistry
 
 from rackmesh import messages
 from rackmesh.http_session import SessionClient
 from rackmesh.identity.credentials import Credentials
 from rackmesh.identity.names import Identity
+from rackmesh.metrics import PeerCalls
+from rackmesh.protocol import IMAGE_FILE_ROUTE
 
 T = TypeVar("T")
 
@@ -58,11 +61,14 @@ class _CountingConnector(aiohttp.TCPConnector):
 
 class PeerClient(SessionClient):
     """Pooled, keep-alive connections to every peer; counts what it sends (``sent``, by route) and the
-    connections it had to open (``connections_opened``), so reuse can be measured."""
+    connections it had to open (``connections_opened``), so reuse can be measured. Each call is counted by
+    route and answer in ``calls``, the component's metric (a client of its own counts into a registry of its
+    own)."""
 
-    def __init__(self, credentials: Credentials, timeout: float) -> None:
+    def __init__(self, credentials: Credentials, timeout: float, calls: PeerCalls | None = None) -> None:
         self.timeout = timeout
         self.sent: Counter[str] = Counter()
+        self.calls = calls or PeerCalls(CollectorRegistry())
         # A coordinator of a 10,000-VM request talks to every agent with a portion at once.
         self._connector = _CountingConnector(limit=1024, ssl=credentials.client_context())
         super().__init__(aiohttp.ClientSession(connector=self._connector))
@@ -73,13 +79,17 @@ class PeerClient(SessionClient):
 
     async def answers(self, node: str, url: str, timeout: float) -> bool:
         """Whether ``url`` on ``node`` serves its first byte now (an image copy)."""
+        status = None
         try:
             async with self._session.get(url, headers={"Range": "bytes=0-0"}, server_hostname=_name(node),
                                          timeout=aiohttp.ClientTimeout(total=timeout)) as response:
                 await response.read()
-                return response.status in (200, 206)
+                status = response.status
+                return status in (200, 206)
         except (aiohttp.ClientError, TimeoutError):
             return False
+        finally:
+            self.calls.record(IMAGE_FILE_ROUTE, status)
 
     async def post(self, peer: Peer, route: str, message: Any, answer: type[T] | None = None,
                    timeout: float | None = None) -> T | None:
@@ -87,14 +97,18 @@ class PeerClient(SessionClient):
         limit = aiohttp.ClientTimeout(total=timeout or self.timeout)
         endpoint = peer.endpoint
         self.sent[route] += 1
+        status = None
         try:
             async with self._session.post(endpoint + route, json=messages.encode(message), timeout=limit,
                                           server_hostname=_name(peer.node)) as response:
                 body = await response.read()
-                if response.status >= 400:
-                    raise refusal(endpoint, response.status, body)
+                status = response.status
+                if status >= 400:
+                    raise refusal(endpoint, status, body)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise PeerError(endpoint, 0, "Unreachable", f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
+        finally:
+            self.calls.record(route, status)
         if answer is None:
             return None
         try:

@@ -43,6 +43,7 @@ RACK_PINGS = "/v1/rack/pings"
 RACK_RELEASES = "/v1/rack/releases"
 NODE_PINGS = "/v1/node/pings"
 IMAGE_FILES = "/images"
+IMAGE_FILE_ROUTE = IMAGE_FILES + "/{file}"  # GET <image>.img
 VIEW = "/v1/view"
 
 SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
@@ -279,15 +280,13 @@ class Removed:
 class LocateAsk:
     image: str
     redundancy: int
-    request_uid: str = ""  # only to follow one request across the logs
+    request: RequestRef  # whose lookup it is, for the storage agents' logs
 
     def __post_init__(self) -> None:
         require(is_image_name(self.image), "image", self.image, f"an image name (the CRD's pattern, at most "
                                                                 f"{MAX_IMAGE_NAME} characters)")
         if not 1 <= self.redundancy <= MAX_REDUNDANCY:
             raise ValueError(f"redundancy must be within 1..{MAX_REDUNDANCY}")
-        if self.request_uid:
-            require(is_uid(self.request_uid), "requestUid", self.request_uid, "a uid")
 
 
 @dataclasses.dataclass(frozen=True)

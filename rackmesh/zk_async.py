@@ -15,6 +15,7 @@ from kazoo.interfaces import IAsyncResult
 from kazoo.protocol.states import KazooState, WatchedEvent
 
 from rackmesh.identity.credentials import TlsFiles
+from rackmesh.metrics import ZooKeeperSession
 from rackmesh.zk_acl import rackmesh_acl
 
 T = TypeVar("T")
@@ -74,12 +75,13 @@ class SessionStates:
 
 
 async def start_client(hosts: str, session_timeout: float, connect_timeout: float = 15.0,
-                       tls: TlsFiles | None = None) -> KazooClient:
+                       tls: TlsFiles | None = None, session: ZooKeeperSession | None = None) -> KazooClient:
     """A connected kazoo client; the blocking connect runs in a worker thread.
 
     With ``tls``: mutual TLS (the server must present a certificate from ``tls.ca_file`` naming the host
     it is reached at), and every node this client creates, parents made by ``ensure_path`` or
-    ``makepath`` included, gets the rackmesh ACL. Without: plaintext, and nodes open to anyone."""
+    ``makepath`` included, gets the rackmesh ACL. Without: plaintext, and nodes open to anyone.
+    ``session`` (a metric) follows the session's state from the first connection on."""
     options: dict[str, Any] = {}
     if tls is not None:
         # kazoo reads the files again on each connection, so a renewed certificate is used on the next
@@ -89,8 +91,20 @@ async def start_client(hosts: str, session_timeout: float, connect_timeout: floa
                    "keyfile": str(tls.key_file), "verify_certs": True, "check_hostname": True,
                    "default_acl": rackmesh_acl()}
     client = KazooClient(hosts=hosts, timeout=session_timeout, connection_retry={"max_tries": -1}, **options)
+    if session is not None:
+        client.add_listener(_recorder(session))
     await asyncio.to_thread(client.start, connect_timeout)
+    if session is not None:
+        session.record(client.state)
     return client
+
+
+def _recorder(session: ZooKeeperSession) -> Callable[[KazooState], bool]:
+    def record(state: KazooState) -> bool:
+        session.record(state)
+        return False  # keep listening
+
+    return record
 
 
 async def stop_client(client: KazooClient) -> None:

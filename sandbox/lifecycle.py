@@ -10,6 +10,8 @@ It returns once all are ready. Everything it starts is written to ``DIR/sandbox.
 ``down`` (or a failed ``up``) stops exactly that.
 
 Secrets stay in files of their own (0600) under ``DIR/identities/<component>/``, never in sandbox.json.
+Every agent and the operator serve their metrics; ``DIR/identities/metrics/`` holds the scraper's certificate
+that may read them, and sandbox.json where each one is (``metrics``).
 """
 
 import asyncio
@@ -28,8 +30,12 @@ from typing import Any, TextIO
 
 from rackmesh.config import Settings
 from rackmesh.identity.authority import CA_CERT_FILE, CertificateAuthority
+from rackmesh.identity.credentials import Credentials as TlsCredentials
 from rackmesh.identity.files import write_private
+from rackmesh.identity.names import Identity, Role
 from rackmesh.kube_client import Credentials, KubeClient
+from rackmesh.metrics import PATH as METRICS_PATH
+from rackmesh.metrics import SCRAPER
 from rackmesh_sandbox import processes
 from rackmesh_sandbox.cluster_seed import agent_pod, apply_manifest_security, seed, service_account_token
 from rackmesh_sandbox.images import write_images
@@ -44,6 +50,7 @@ STATE_FILE = "sandbox.json"
 CA_DIR = "ca"  # the CA's key and certificate: the operator's (a Secret in a cluster)
 TRUST_DIR = "trust"  # the CA's certificate alone: everyone else's (a ConfigMap in a cluster)
 IDENTITIES_DIR = "identities"
+SCRAPER_IDENTITY = "metrics"  # DIR/identities/metrics: the scraper's certificate (tls.crt, tls.key, ca.crt)
 READY_TIMEOUT = 60.0
 # Short sessions so a killed agent's entries vanish quickly, and short certificates so renewal happens
 # while one watches; a real cluster keeps the defaults.
@@ -69,6 +76,8 @@ class SandboxState:
     api_ca: str = ""  # the API's serving CA (PEM): it serves HTTPS
     processes: list[ProcessRecord] = dataclasses.field(default_factory=list)
     agents: dict[str, str] = dataclasses.field(default_factory=dict)  # node -> endpoint
+    # process name (operator, agent-<node>) -> {"url": its /metrics, "serverName": the name its certificate has}
+    metrics: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
 
     @property
     def kubeconfig(self) -> Path:
@@ -89,7 +98,7 @@ class SandboxState:
 
     def save(self) -> None:
         document = {"zookeeper": self.zookeeper, "api_url": self.api_url, "api_ca": self.api_ca, "agents": self.agents,
-                    "processes": [record.to_json() for record in self.processes]}
+                    "metrics": self.metrics, "processes": [record.to_json() for record in self.processes]}
         temporary = self.state_dir / f".{STATE_FILE}.tmp"
         temporary.write_text(json.dumps(document, indent=2))
         temporary.replace(self.state_dir / STATE_FILE)
@@ -101,7 +110,8 @@ class SandboxState:
             return None
         raw = json.loads(path.read_text())
         return cls(state_dir, raw["zookeeper"], raw["api_url"], raw.get("api_ca", ""),
-                   [ProcessRecord.from_json(record) for record in raw["processes"]], raw["agents"])
+                   [ProcessRecord.from_json(record) for record in raw["processes"]], raw["agents"],
+                   raw.get("metrics", {}))
 
 
 def agent_address(index: int) -> str:
@@ -124,10 +134,14 @@ def up(topology_path: Path, state_dir: Path, progress: TextIO = sys.stderr, zook
         _start_api(state, say)
         addresses = [agent_address(index) for index in range(len(topology.nodes))]
         signer_port = free_port()
-        settings = Settings.from_env(zk_hosts=state.zk_hosts, agent_port=port_free_on(addresses),
+        agent_port = port_free_on(addresses)
+        # The agents' metrics on their own addresses, the operator's on the signer's.
+        metrics_port = port_free_on([*addresses, "127.0.0.1"], avoid={agent_port, signer_port})
+        settings = Settings.from_env(zk_hosts=state.zk_hosts, agent_port=agent_port, metrics_port=metrics_port,
                                      ca_dir=str(state.ca_file.parent), signer_bind="127.0.0.1",
                                      signer_port=signer_port, signer_url=f"https://127.0.0.1:{signer_port}",
                                      **SANDBOX_SETTINGS)
+        _issue_scraper(state, authority)
         asyncio.run(_seed(state, topology, settings, dict(zip((n.name for n in topology.nodes), addresses,
                                                              strict=True))))
         say(f"cluster seeded: {len(topology.nodes)} nodes, u1 instancetypes, the manifests' RBAC and admission "
@@ -177,6 +191,16 @@ def _create_ca(state: SandboxState, say: Callable[[str], None]) -> CertificateAu
     shutil.copyfile(state.state_dir / CA_DIR / CA_CERT_FILE, state.ca_file)
     say(f"rackmesh CA created in {state.state_dir / CA_DIR}")
     return authority
+
+
+def _issue_scraper(state: SandboxState, authority: CertificateAuthority) -> None:
+    """The certificate that may read every component's metrics, as Prometheus would present it."""
+    TlsCredentials.issued(authority, SCRAPER, state.identity_dir(SCRAPER_IDENTITY),
+                          datetime.timedelta(seconds=TOKEN_SECONDS), [])
+
+
+def _metrics_at(host: str, port: int, identity: Identity) -> dict[str, str]:
+    return {"url": f"https://{host}:{port}{METRICS_PATH}", "serverName": identity.dns_name}
 
 
 def _start_zookeeper(state: SandboxState, say: Callable[[str], None], servers: int,
@@ -253,6 +277,7 @@ def _start_agents(state: SandboxState, topology: Topology, settings: Settings,
         records.append(_spawn(state, f"agent-{node.name}",
                               [sys.executable, "-m", "rackmesh", "agent", "--node-name", node.name], env))
         state.agents[node.name] = f"https://{address}:{settings.agent_port}"
+        state.metrics[f"agent-{node.name}"] = _metrics_at(address, settings.metrics_port, Identity.agent(node.name))
     state.save()
     trust = ssl.create_default_context(cafile=state.ca_file)
     for record, (node, endpoint) in zip(records, state.agents.items(), strict=True):
@@ -273,11 +298,14 @@ def _start_kubevirt_simulation(state: SandboxState, say: Callable[[str], None]) 
 
 
 def _start_operator(state: SandboxState, settings: Settings, say: Callable[[str], None]) -> None:
-    liveness = f"http://127.0.0.1:{free_port()}/healthz"
+    port = port_free_on(["127.0.0.1"], avoid={settings.signer_port, settings.metrics_port})
+    liveness = f"http://127.0.0.1:{port}/healthz"
     operator = dataclasses.replace(settings, operator_liveness=liveness, ca_dir=str(state.state_dir / CA_DIR))
     record = _spawn(state, "operator", [sys.executable, "-m", "rackmesh", "operator"],
                     _component_env(state, operator, "operator"))
     _wait_for(lambda: _answers(liveness), f"the operator (log: {record.log})", record)
+    state.metrics["operator"] = _metrics_at(settings.signer_bind, settings.metrics_port, Identity(Role.OPERATOR))
+    state.save()
     say(f"operator ready (signer at {settings.signer_url})")
 
 

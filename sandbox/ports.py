@@ -2,6 +2,7 @@
 
 import random
 import socket
+from collections.abc import Collection
 from pathlib import Path
 
 
@@ -21,11 +22,12 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
-def port_free_on(addresses: list[str]) -> int:
-    """One port free on every address, so several sandboxes (or test meshes) can run side by side."""
+def port_free_on(addresses: list[str], avoid: Collection[int] = ()) -> int:
+    """One port free on every address, so several sandboxes (or test meshes) can run side by side; not one of
+    ``avoid`` (picked already, not bound yet)."""
     for _ in range(50):
         port = free_port(addresses[0])
-        if all(bindable(address, port) for address in addresses):
+        if port not in avoid and all(bindable(address, port) for address in addresses):
             return port
     raise OSError("found no port free on every address")
 

@@ -19,6 +19,8 @@ from kazoo.exceptions import KazooException, NoNodeError
 from kazoo.interfaces import IAsyncResult
 from kazoo.protocol.states import EventType, WatchedEvent
 
+from rackmesh.logs import request_fields
+from rackmesh.protocol import RequestRef
 from rackmesh.zk_layout import ZkLayout
 
 logger = logging.getLogger(__name__)
@@ -32,12 +34,15 @@ class RequestWatch:
         self._layout = layout
         self._holds = holds
         self._on_gone = on_gone
+        self._followed: dict[str, RequestRef] = {}
         self._watched: set[str] = set()
         self._soon: set[str] = set()  # to be watched once FOLLOW_AFTER_SECONDS have passed, if still held
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def follow(self, uid: str) -> None:
-        """Free ``uid``'s room when its record is deleted, or within moments if it has none (idempotent)."""
+    def follow(self, request: RequestRef) -> None:
+        """Free ``request``'s room when its record is deleted, or within moments if it has none (idempotent)."""
+        uid = request.uid
+        self._followed[uid] = request
         if uid not in self._watched and uid not in self._soon:
             self._soon.add(uid)
             loop = asyncio.get_running_loop()
@@ -45,14 +50,19 @@ class RequestWatch:
 
     def forget(self, uid: str) -> None:
         """Nothing is held for ``uid`` any more; a watch still armed fires into nothing."""
+        self._followed.pop(uid, None)
         self._watched.discard(uid)
         self._soon.discard(uid)
 
     def _arm_if_held(self, uid: str, loop: asyncio.AbstractEventLoop) -> None:
         self._soon.discard(uid)
-        if uid not in self._watched and self._holds(uid):
+        if uid in self._watched:
+            return
+        if self._holds(uid):
             self._watched.add(uid)
             self._arm(uid, loop)
+        else:
+            self._followed.pop(uid, None)
 
     def _arm(self, uid: str, loop: asyncio.AbstractEventLoop) -> None:
         def fired(event: WatchedEvent) -> None:  # kazoo's thread
@@ -75,7 +85,8 @@ class RequestWatch:
             self._arm(uid, loop)  # a child was added (never, by design): keep watching
             return
         self._watched.discard(uid)
-        logger.info("the request's record was deleted; freeing its room", extra={"request": uid})
+        logger.info("the request's record was deleted; freeing its room",
+                    extra=request_fields(self._followed.pop(uid)))
         task = loop.create_task(self._on_gone(uid))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -39,6 +39,15 @@ class Reservation:
         return self.offered + len(self.unwritten(pinned))
 
 
+@dataclasses.dataclass(frozen=True)
+class Held:
+    """What a node's reservations hold together: how many requests, VMs' room, and its resources."""
+
+    requests: int
+    vms: int
+    resources: Resources
+
+
 class Reservations:
     """The single writer of this node's reservations; callers serialise through ``CapacityView.lock``."""
 
@@ -78,6 +87,13 @@ class Reservations:
 
     def release(self, uid: str) -> Reservation | None:
         return self._held.pop(uid, None)
+
+    def held(self, pinned: Pinned) -> Held:
+        """Everything held now (VMs written already hold nothing)."""
+        outstanding = [(r, r.outstanding(pinned)) for r in self.live()]
+        outstanding = [(r, count) for r, count in outstanding if count]
+        return Held(len(outstanding), sum(count for _, count in outstanding),
+                    sum((r.size * count for r, count in outstanding), Resources()))
 
     def describe(self) -> list[dict[str, Any]]:
         now = self._clock()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from rackmesh import rendezvous
 from rackmesh.labels import Role
-from rackmesh.logs import flow_step
+from rackmesh.logs import flow_step, request_fields
 from rackmesh.peer_client import PeerError
 from rackmesh.protocol import (
     IMAGE_FILES,
@@ -25,6 +25,7 @@ from rackmesh.protocol import (
     Holders,
     ImageHolder,
     LocateAsk,
+    RequestRef,
     image_file_name,
 )
 from rackmesh_node_agent.http_api import Refusal
@@ -66,7 +67,7 @@ async def rack_holders(agent: "Agent", ask: LocateAsk) -> Holders:
     agent.require_leadership(Role.STORAGE)
     rack = agent.node.rack
     members = await agent.directory.members(Role.STORAGE, rack)
-    flow_step(logger, 8, "asking rack storage agents for the image", ask.request_uid, image=ask.image, rack=rack,
+    flow_step(logger, 8, "asking rack storage agents for the image", ask.request, image=ask.image, rack=rack,
               agents=[member.node for member in members])
 
     calls = {member.node: agent.call(member, lambda: node_holders(agent, ask), NODE_IMAGES, ask, Holders)
@@ -74,7 +75,7 @@ async def rack_holders(agent: "Agent", ask: LocateAsk) -> Holders:
     answers, failures = await gather(calls)
     if failures:
         logger.warning("rack storage agents did not answer",
-                       extra={"request": ask.request_uid, "rack": rack, "failures": describe(failures)})
+                       extra={**request_fields(ask.request), "rack": rack, "failures": describe(failures)})
     return Holders(image=ask.image, holders=[holder for node in sorted(answers) for holder in answers[node].holders])
 
 
@@ -83,7 +84,7 @@ async def locate(agent: "Agent", ask: LocateAsk) -> Holders:
     agent.require_leadership(Role.STORAGE)
     rack = agent.node.rack
     others = [leader for leader in await agent.directory.leaders(Role.STORAGE) if leader.rack != rack]
-    flow_step(logger, 8, "asking storage rack leaders for the image", ask.request_uid, image=ask.image,
+    flow_step(logger, 8, "asking storage rack leaders for the image", ask.request, image=ask.image,
               racks=[rack, *(leader.rack for leader in others)])
     timeout = RACK_CALL_DEPTH * agent.settings.call_timeout
     calls = {rack: rack_holders(agent, ask),
@@ -92,10 +93,10 @@ async def locate(agent: "Agent", ask: LocateAsk) -> Holders:
     answers, failures = await gather(calls)
     if failures:
         logger.warning("storage racks did not answer",
-                       extra={"request": ask.request_uid, "image": ask.image, "failures": describe(failures)})
+                       extra={**request_fields(ask.request), "image": ask.image, "failures": describe(failures)})
     found = Holders(image=ask.image, holders=[holder for answer in answers.values() for holder in answer.holders])
     chosen = choose_holders(found, ask.redundancy, unanswered=failures.keys())
-    flow_step(logger, 9, "chose image holders", ask.request_uid, image=ask.image, redundancy=ask.redundancy,
+    flow_step(logger, 9, "chose image holders", ask.request, image=ask.image, redundancy=ask.redundancy,
               holders=[holder.node for holder in chosen.holders])
     return chosen
 
@@ -132,21 +133,21 @@ def _describe_holders(holders: list[ImageHolder]) -> str:
     return f"{len(holders)} holder{'s' if len(holders) > 1 else ''} ({where})"
 
 
-async def find_image(agent: "Agent", image: str, redundancy: int, request_uid: str) -> list[ImageHolder]:
+async def find_image(agent: "Agent", image: str, redundancy: int, request: RequestRef) -> list[ImageHolder]:
     """The image's holders, from a storage leader (ranked by this node's name, so compute agents spread
     over the storage leaders); raises ``ImageLookupFailed``."""
     me = agent.node.name
     leaders = rendezvous.ranked(await agent.directory.leaders(Role.STORAGE), me,
                                 lambda leader: leader.node)
-    flow_step(logger, 6, "storage leaders from ZooKeeper", request_uid, node=me,
+    flow_step(logger, 6, "storage leaders from ZooKeeper", request, node=me,
               leaders=[leader.node for leader in leaders])
     if not leaders:
         raise ImageLookupFailed("NoStorageLeaders", "no storage rack has a leader in ZooKeeper: no storage agent "
                                                     "is running, or none has joined yet")
-    ask = LocateAsk(image=image, redundancy=redundancy, request_uid=request_uid)
+    ask = LocateAsk(image=image, redundancy=redundancy, request=request)
     failures: list[str] = []
     for leader in leaders:
-        flow_step(logger, 7, "asking a storage leader where the image is", request_uid, node=me,
+        flow_step(logger, 7, "asking a storage leader where the image is", request, node=me,
                   leader=leader.node, image=image)
         try:
             found = await agent.peers.post(leader, IMAGE_LOCATIONS, ask, Holders,
@@ -156,10 +157,10 @@ async def find_image(agent: "Agent", image: str, redundancy: int, request_uid: s
                 raise ImageLookupFailed(failure.reason, failure.message) from None
             # Not leading any more, not reachable, not ready: the next leader can answer as well.
             logger.warning("storage leader could not answer", extra={
-                "request": request_uid, "leader": leader.node, "reason": failure.reason, "error": failure.message})
+                **request_fields(request), "leader": leader.node, "reason": failure.reason, "error": failure.message})
             failures.append(f"{leader.node}: {failure.reason}: {failure.message}")
             continue
-        flow_step(logger, 7, "image located", request_uid, node=me, leader=leader.node, image=image,
+        flow_step(logger, 7, "image located", request, node=me, leader=leader.node, image=image,
                   holders=[holder.node for holder in found.holders])
         return found.holders
     raise ImageLookupFailed("StorageUnreachable", "no storage leader answered: " + "; ".join(failures))

@@ -25,7 +25,7 @@ from kazoo.exceptions import KazooException
 from rackmesh import request_record
 from rackmesh.config import Settings
 from rackmesh.labels import Role
-from rackmesh.logs import flow_step
+from rackmesh.logs import flow_step, request_fields
 from rackmesh.peer_client import Peer
 from rackmesh.protocol import (
     NODE_COMMITS,
@@ -101,9 +101,8 @@ class Coordinator:
         is taken up when that round ends (the newest wins)."""
         self.agent.require_leadership(Role.COMPUTE)
         uid = order.request.uid
-        flow_step(logger, 3, "accepted order", uid, coordinator=self.agent.node.name,
-                  deploymentRequest=f"{order.request.namespace}/{order.request.name}", replicas=order.replicas,
-                  generation=order.generation, lost=order.lost)
+        flow_step(logger, 3, "accepted order", order.request, coordinator=self.agent.node.name,
+                  replicas=order.replicas, generation=order.generation, lost=order.lost)
         self._latest[uid] = order
         running = self._runs.get(uid)
         if running is None or running.done():
@@ -121,6 +120,7 @@ class Coordinator:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run(self, uid: str) -> None:
+        request = request_fields(self._latest[uid].request)
         try:
             while True:
                 order = self._latest[uid]
@@ -130,17 +130,17 @@ class Coordinator:
                     # The connection to one ZooKeeper server broke: the session lives on through another,
                     # and every step repeats safely, so go on from the record once reconnected.
                     logger.warning("zookeeper connection lost mid-round; resuming once reconnected",
-                                   extra={"request": uid, "error": repr(exc)})
+                                   extra={**request, "error": repr(exc)})
                     await self._reconnected()
                     continue
                 if self._latest[uid] is order:
                     return
         except RecordChanged as exc:
             logger.warning("request record changed under us (another coordinator, or the request was deleted)",
-                           extra={"request": uid, "error": str(exc)})
+                           extra={**request, "error": str(exc)})
         except Exception:
             logger.exception("coordinating the request failed; the operator will hand it again",
-                             extra={"request": uid})
+                             extra=request)
         finally:
             self._latest.pop(uid, None)
 
@@ -160,7 +160,8 @@ class Coordinator:
             record, version = found
             record = dataclasses.replace(record, coordinator=agent.node.name)
             version = await request_record.write(agent.zk, agent.layout, record, version)
-            logger.info("resuming the recorded round", extra={"request": uid, "stage": str(record.stage)})
+            logger.info("resuming the recorded round", extra={**request_fields(order.request),
+                                                              "stage": str(record.stage)})
             found = await self._finish(record, version)
         if found is None or _needs_round(found[0], found[1], order):
             await self._round(found, order)
@@ -183,7 +184,7 @@ class Coordinator:
                                 waits=waits, timings=record.timings if record is not None else {},
                                 changed_at=time.time())
         version = await request_record.write(agent.zk, agent.layout, started, version)
-        logger.info("round started", extra={"request": order.request.uid, "replicas": order.replicas,
+        logger.info("round started", extra={**request_fields(order.request), "replicas": order.replicas,
                                             "lost": sorted(lost), "removing": surplus, "placing": wanted})
         if surplus:
             await self._remove(order, record, surplus)
@@ -192,7 +193,7 @@ class Coordinator:
 
     async def _finish(self, record: RequestRecord, version: int) -> tuple[RequestRecord, int]:
         """Take an in-flight round to SETTLED, or to WAITING when it cannot be met now."""
-        uid = record.order.request.uid
+        request = request_fields(record.order.request)
         retry = Retry(self.agent.settings)
         while True:
             try:
@@ -207,7 +208,7 @@ class Coordinator:
                     reason = "InsufficientCapacity" if failure.reason in TRANSIENT_SHORTAGES else failure.reason
                     return await self._wait(record, version, PlacementFailed(reason, failure.message))
                 logger.warning("placement attempt failed; handshaking again", extra={
-                    "request": uid, "reason": failure.reason, "error": failure.message, "pause": round(pause, 3)})
+                    **request, "reason": failure.reason, "error": failure.message, "pause": round(pause, 3)})
                 if record.stage != Stage.PLACING:
                     record = dataclasses.replace(record, stage=Stage.PLACING, placing=[], changed_at=time.time())
                     version = await request_record.write(self.agent.zk, self.agent.layout, record, version)
@@ -215,7 +216,8 @@ class Coordinator:
 
     async def _place(self, record: RequestRecord, version: int) -> tuple[RequestRecord, int]:
         """Offers, decision, record of the decision; the offers not used are released."""
-        with self.agent.service_times.measure("handshake", record.order.request.uid):
+        with self.agent.service_times.measure("handshake", record.order.request.uid), \
+                self.agent.metrics.handshake_seconds.time():
             return await self._handshake(record, version)
 
     async def _handshake(self, record: RequestRecord, version: int) -> tuple[RequestRecord, int]:
@@ -228,7 +230,7 @@ class Coordinator:
             if not unanswered:
                 break
             logger.warning("racks or agents did not answer; asking them again", extra={
-                "request": order.request.uid, "unanswered": sorted(unanswered), "pause": pause})
+                **request_fields(order.request), "unanswered": sorted(unanswered), "pause": pause})
             await asyncio.sleep(pause)
             offers, unanswered = await self._gather_offers(order, wanted, offers, unanswered)
         counts = spread.decide(offers, wanted, record.portions)
@@ -241,11 +243,11 @@ class Coordinator:
                 raise PlacementFailed(UNANSWERED, message)
             raise PlacementFailed("InsufficientCapacity", message)
         placing = spread.portions(offers, counts, spread.new_indices(taken, order.lost, wanted))
-        flow_step(logger, 5, "decided portions", order.request.uid,
+        flow_step(logger, 5, "decided portions", order.request,
                   portions={p.node: len(p.indices) for p in placing}, offered={o.node: o.count for o in offers})
         if unanswered:
             logger.warning("placed without racks or agents that did not answer", extra={
-                "request": order.request.uid, "unanswered": sorted(unanswered.values())})
+                **request_fields(order.request), "unanswered": sorted(unanswered.values())})
         timings = {**record.timings, "handshake": round(time.monotonic() - started, 3)}
         record = dataclasses.replace(record, stage=Stage.COMMITTED, placing=placing, timings=timings,
                                      unanswered=sorted(unanswered.values()), changed_at=time.time())
@@ -261,12 +263,12 @@ class Coordinator:
                              again: dict[str, str] | None = None) -> tuple[list[NodeOffer], dict[str, str]]:
         """Every rack's offers (``again``: ask only those racks, keeping the other ``offers``), and what did
         not answer: rack -> "rack R (why)" or "node N"."""
-        agent, uid = self.agent, order.request.uid
+        agent = self.agent
         leaders = await agent.directory.leaders(Role.COMPUTE)
         if again is not None:
             leaders = [leader for leader in leaders if leader.rack in again]
         ask = OfferAsk(order=order, wanted=wanted, ttl_seconds=agent.settings.reservation_ttl)
-        flow_step(logger, 4, "asking rack leaders for offers", uid, wanted=wanted,
+        flow_step(logger, 4, "asking rack leaders for offers", order.request, wanted=wanted,
                   rackLeaders={leader.rack: leader.node for leader in leaders})
         timeout = agent.settings.call_timeout * RACK_CALL_DEPTH
         calls = {leader.rack: agent.call(leader, lambda: rack_offers(agent, ask), RACK_OFFERS, ask, RackOffers, timeout)
@@ -281,7 +283,7 @@ class Coordinator:
                        for rack in racks.values() if rack.unanswered}
         if again is not None:  # a rack that had a leader before and has none now did not answer either
             unanswered |= {rack: why for rack, why in again.items() if rack not in asked}
-        flow_step(logger, 5, "received offers", uid, offers={o.node: o.count for o in offers},
+        flow_step(logger, 5, "received offers", order.request, offers={o.node: o.count for o in offers},
                   unanswered=sorted(unanswered.values()))
         return offers, unanswered
 
@@ -311,7 +313,8 @@ class Coordinator:
     async def _locate(self, order: Order) -> tuple[list[ImageHolder], float]:
         """The image's holders, for every portion of the round, and how long finding them took."""
         started = time.monotonic()
-        holders = await find_image(self.agent, order.image, self.agent.settings.image_redundancy, order.request.uid)
+        with self.agent.metrics.image_lookup_seconds.time():
+            holders = await find_image(self.agent, order.image, self.agent.settings.image_redundancy, order.request)
         return holders, round(time.monotonic() - started, 3)
 
     async def _deploy(self, record: RequestRecord, version: int) -> tuple[RequestRecord, int]:
@@ -321,7 +324,7 @@ class Coordinator:
         confirmed its VMs within the retry budget: the round settles, the operator sees those VMs missing,
         and another round places them again under their names.
         """
-        agent, uid = self.agent, record.order.request.uid
+        agent, request = self.agent, record.order.request
         pending = {p.node: p for p in record.placing}
         retry = Retry(agent.settings)
         while pending:
@@ -329,18 +332,18 @@ class Coordinator:
                 node: agent.peers.post(p, NODE_DEPLOYMENTS, Deployment(record.order, p.indices, p.holders),
                                        Deployed, agent.settings.call_timeout * DEPLOY_CALL_DEPTH)
                 for node, p in pending.items()})
-            flow_step(logger, 9, "deployments answered", uid, written=sorted(n for n in answers if answers[n].done),
+            flow_step(logger, 9, "deployments answered", request, written=sorted(n for n in answers if answers[n].done),
                       failed=describe(failures))
             gone = [node for node in failures if await self._gone(pending[node])]
             pending = {node: p for node, p in pending.items()
                        if node not in gone and not (node in answers and answers[node].done)}
             if gone:
                 logger.warning("agents with a portion are gone; their VMs will be placed again", extra={
-                    "request": uid, "nodes": gone})
+                    **request_fields(request), "nodes": gone})
             pause = retry.pause("DeploymentPending") if pending else None
             if pending and pause is None:
                 logger.warning("agents did not confirm their VMs; settling the round, the operator heals what is "
-                               "missing", extra={"request": uid, "nodes": sorted(pending)})
+                               "missing", extra={**request_fields(request), "nodes": sorted(pending)})
                 break
             if pause is not None:
                 await asyncio.sleep(pause)
@@ -358,7 +361,7 @@ class Coordinator:
         removed, failures = await gather({
             node: self.agent.peers.post(portions[node], NODE_REMOVALS, Removal(order.request, indices))
             for node, indices in surplus.items()})
-        logger.info("removed surplus VMs", extra={"request": order.request.uid, "nodes": sorted(removed),
+        logger.info("removed surplus VMs", extra={**request_fields(order.request), "nodes": sorted(removed),
                                                   "failed": describe(failures)})
 
     async def _release_offers(self, offers: list[NodeOffer], keep: set[str], order: Order) -> None:
@@ -387,7 +390,7 @@ class Coordinator:
 
     async def _wait(self, record: RequestRecord, version: int, failure: PlacementFailed) -> tuple[RequestRecord, int]:
         logger.warning("round cannot be met now; waiting", extra={
-            "request": record.order.request.uid, "reason": failure.reason, "error": failure.message})
+            **request_fields(record.order.request), "reason": failure.reason, "error": failure.message})
         waiting = dataclasses.replace(record, stage=Stage.WAITING, placing=[], reason=failure.reason,
                                       message=failure.message, waits=record.waits + 1, changed_at=time.time())
         return waiting, await request_record.write(self.agent.zk, self.agent.layout, waiting, version)

@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from rackmesh.kube_client import VIRTUAL_MACHINES, KubeApiError
-from rackmesh.logs import flow_step
+from rackmesh.logs import flow_step, request_fields
 from rackmesh.protocol import (
     Commit,
     CommitAnswer,
@@ -74,8 +74,8 @@ class NodeSide:
                           if r.request.uid != order.request.uid), Resources())
             held = min(ask.wanted, (free + others).fits_times(size)) - count
             capacity.reservations.offer(order.request, order.instancetype, size, count, ask.ttl_seconds)
-        self._requests.follow(order.request.uid)
-        flow_step(logger, 5, "offered capacity", order.request.uid, node=agent.node.name, count=count, held=held,
+        self._requests.follow(order.request)
+        flow_step(logger, 5, "offered capacity", order.request, node=agent.node.name, count=count, held=held,
                   instancetype=order.instancetype, ttlSeconds=ask.ttl_seconds)
         return NodeOffer(node=agent.node.name, rack=agent.node.rack, endpoint=agent.endpoint, count=count,
                          held=held)
@@ -85,7 +85,7 @@ class NodeSide:
         agent = self.agent
         await require_request(agent.requests, commit.order, commit.indices, agent.settings.call_timeout)
         await self._hold(commit.order, commit.indices)
-        flow_step(logger, 5, "committed portion", commit.order.request.uid, node=agent.node.name,
+        flow_step(logger, 5, "committed portion", commit.order.request, node=agent.node.name,
                   count=len(commit.indices), indices=commit.indices)
         return CommitAnswer(node=agent.node.name)
 
@@ -95,7 +95,8 @@ class NodeSide:
             released = capacity.reservations.release(key.uid)
         self._requests.forget(key.uid)
         if released is not None:
-            logger.info("released reservation", extra={"request": key.uid, "offered": released.offered,
+            logger.info("released reservation", extra={**request_fields(released.request),
+                                                        "offered": released.offered,
                                                         "committed": sorted(released.committed)})
 
     async def deploy(self, deployment: Deployment) -> Deployed:
@@ -139,7 +140,7 @@ class NodeSide:
             capacity.reservations.settle(request.uid, removal.indices)
             if capacity.reservations.get(request.uid) is None:
                 self._requests.forget(request.uid)
-        logger.info("deleted VirtualMachines", extra={"request": request.uid, "node": agent.node.name,
+        logger.info("deleted VirtualMachines", extra={**request_fields(request), "node": agent.node.name,
                                                       "indices": deleted})
         return Removed(node=agent.node.name, deleted=deleted)
 
@@ -175,7 +176,7 @@ class NodeSide:
                                   "the offer's reservation expired and the VMs no longer fit on this node")
             capacity.reservations.commit(order.request, order.instancetype, size, indices,
                                          self.agent.settings.commit_ttl)
-        self._requests.follow(order.request.uid)
+        self._requests.follow(order.request)
 
     async def _answering(self, holders: list[ImageHolder]) -> list[ImageHolder]:
         """The holders whose copy answers now, in their order; all of them if none does (the VMs then wait
@@ -210,19 +211,20 @@ class NodeSide:
                 try:
                     await write_vms(agent.kube, order, agent.node.name, self._unwritten(deployment),
                                     await self._answering(deployment.holders), agent.settings.vm_disk_size,
-                                    template, agent.vms)
+                                    template, agent.vms, agent.metrics.vm_writes)
                     written = len(deployment.indices)
                     break
                 except (KubeApiError, OSError) as exc:
                     if time.monotonic() > deadline:
-                        logger.error("gave up writing VMs", extra={"request": uid, "error": repr(exc)})
+                        logger.error("gave up writing VMs", extra={**request_fields(order.request),
+                                                                   "error": repr(exc)})
                         raise Refusal(503, "WriteFailed", f"could not write the VMs: {exc!r}") from None
                     # Backing off, with jitter: a thousand agents retrying at once would keep a slow API slow.
                     failures += 1
                     pause = min(WRITE_RETRY_MAX_SECONDS, WRITE_RETRY_SECONDS * 2 ** (failures - 1))
                     pause *= random.uniform(0.5, 1.0)
                     logger.warning("writing VMs failed; retrying those not written", extra={
-                        "request": uid, "error": repr(exc), "pause": round(pause, 2)})
+                        **request_fields(order.request), "error": repr(exc), "pause": round(pause, 2)})
                     await asyncio.sleep(pause)
         finally:
             capacity = agent.require_capacity()
@@ -230,6 +232,6 @@ class NodeSide:
                 capacity.reservations.settle(uid, deployment.indices)
                 if capacity.reservations.get(uid) is None:
                     self._requests.forget(uid)  # nothing held for it any more
-        flow_step(logger, 9, "wrote VirtualMachines", uid, node=agent.node.name, count=written,
+        flow_step(logger, 9, "wrote VirtualMachines", order.request, node=agent.node.name, count=written,
                   indices=deployment.indices, seconds=round(time.monotonic() - started, 3))
         return written

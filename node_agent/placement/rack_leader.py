@@ -5,7 +5,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from rackmesh.labels import Role
-from rackmesh.logs import flow_step
+from rackmesh.logs import flow_step, request_fields
 from rackmesh.protocol import (
     NODE_OFFERS,
     NODE_RELEASES,
@@ -32,15 +32,15 @@ async def rack_offers(agent: "Agent", ask: OfferAsk) -> RackOffers:
 
 
 async def _rack_offers(agent: "Agent", ask: OfferAsk) -> RackOffers:
-    rack, uid = agent.node.rack, ask.order.request.uid
+    rack, request = agent.node.rack, ask.order.request
     members = await agent.directory.members(Role.COMPUTE, rack)
-    flow_step(logger, 5, "asking rack agents for offers", uid, rack=rack, agents=[m.node for m in members])
+    flow_step(logger, 5, "asking rack agents for offers", request, rack=rack, agents=[m.node for m in members])
     calls = {member.node: agent.call(member, lambda: agent.node_side.offer(ask), NODE_OFFERS, ask, NodeOffer)
              for member in members}
     answers, failures = await gather(calls)
     if failures:
         logger.warning("rack agents did not answer",
-                       extra={"request": uid, "rack": rack, "failures": describe(failures)})
+                       extra={**request_fields(request), "rack": rack, "failures": describe(failures)})
     return RackOffers(rack=rack, leader=agent.node.name, offers=[answers[node] for node in sorted(answers)],
                       unanswered=sorted(failures))
 

@@ -2,13 +2,16 @@
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from rackmesh.informer import Informer
 from rackmesh.kube_client import VIRTUAL_MACHINES, KubeApiError, KubeClient
 from rackmesh.labels import NODE_LABEL
+from rackmesh.logs import request_fields
 from rackmesh.protocol import ImageHolder, Order
 from rackmesh.vm_fields import controller_uid
+from rackmesh_node_agent.metrics import VmWrites
 from rackmesh_node_agent.vms.manifest import virtual_machine
 
 logger = logging.getLogger(__name__)
@@ -18,11 +21,12 @@ WRITE_CONCURRENCY = 8
 
 async def write_vms(kube: KubeClient, order: Order, node: str, indices: list[int],
                     holders: list[ImageHolder], disk_size: str, template: dict[str, Any] | None = None,
-                    cache: Informer | None = None) -> int:
+                    cache: Informer | None = None, metrics: VmWrites | None = None) -> int:
     """Create VMs ``indices`` of ``order`` on ``node`` from the request's ``template``; returns how many of
     them exist.
 
-    ``cache`` (the node's VMs) is told of each VM at once, so it counts before the watch event comes.
+    ``cache`` (the node's VMs) is told of each VM at once, so it counts before the watch event comes;
+    ``metrics`` times each write and counts the VMs created.
 
     Idempotent: a VM that already exists for this request (409 AlreadyExists, same owner uid) counts
     as written. Every write is attempted before the first error is raised, so a retry has less to do.
@@ -32,12 +36,17 @@ async def write_vms(kube: KubeClient, order: Order, node: str, indices: list[int
     async def write(index: int) -> None:
         body = virtual_machine(order, node, index, holders, disk_size, template)
         async with limit:
+            started = time.monotonic()
             try:
                 written = await kube.create(VIRTUAL_MACHINES, body, order.request.namespace)
+                if metrics is not None:
+                    metrics.written.inc()
             except KubeApiError as exc:
                 if exc.status != 409 or exc.reason != "AlreadyExists":
                     raise
                 written = await _check_ours(kube, order, node, body["metadata"]["name"])
+            if metrics is not None:
+                metrics.seconds.observe(time.monotonic() - started)
             if cache is not None and _node_of(written) == node:
                 cache.wrote(written)
 
@@ -64,5 +73,5 @@ async def _check_ours(kube: KubeClient, order: Order, node: str, name: str) -> d
     if elsewhere != node:
         # Only that node's agent may touch it; the request has it, so it is not written twice.
         logger.warning("VM of this request exists on another node", extra={
-            "request": order.request.uid, "vm": name, "node": elsewhere})
+            **request_fields(order.request), "vm": name, "node": elsewhere})
     return existing

@@ -22,6 +22,7 @@ class Role(enum.StrEnum):
     AGENT = "agent"
     OPERATOR = "operator"
     ZOOKEEPER = "zookeeper"
+    METRICS = "metrics"  # the scraper (Prometheus): it may read every component's /metrics, nothing else
 
 
 @dataclasses.dataclass(frozen=True)

@@ -105,7 +105,8 @@ async def mesh(zookeeper: ZooKeeperEnsemble, zk_root: str, pki: Pki, tmp_path: P
         addresses = [agent_address(index) for index in range(len(parsed.nodes))]
         settings = Settings.from_env({}, zk_hosts=zookeeper.connect_string, zk_root=zk_root,
                                      zk_session_timeout=SESSION_TIMEOUT, ca_dir=str(pki.directory),
-                                     agent_port=port_free_on(addresses), call_timeout=2.0, **overrides)
+                                     agent_port=port_free_on(addresses), metrics_port=0, call_timeout=2.0,
+                                     **overrides)
         await seed(kube, parsed, settings.rack_label)
         image_dirs = write_images(parsed, tmp_path / "images")
         operator = pki.operator()

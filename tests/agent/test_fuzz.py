@@ -85,6 +85,7 @@ from rackmesh.protocol import (
 )
 from rackmesh_node_agent.http_api import IMAGE_FILE_ROUTE, OPEN_ROUTES, build_app
 from rackmesh_node_agent.images import routes as image_routes
+from rackmesh_node_agent.metrics import AgentMetrics
 from rackmesh_node_agent.placement import routes as placement_routes
 from rackmesh_sandbox.images import image_content
 from tests.agent.conftest import Mesh
@@ -198,7 +199,7 @@ class Vocabulary:
 
     def __init__(self, requests: list[Request]) -> None:
         uids = [request.ref["uid"] for request in [*requests, FORGED]]
-        self.strings = {**PLAUSIBLE_STRINGS, "uid": uids, "requestUid": ["", *uids]}
+        self.strings = {**PLAUSIBLE_STRINGS, "uid": uids}
         self.requests = weighted((pick(requests), 7), (st.just(FORGED), 1))
         self.orders = weighted((st.one_of(*map(self.order, requests)), 7), (self.order(FORGED), 1))
         self.bodies = {kind: self.message(kind).map(to_body) for kind in KINDS}
@@ -565,9 +566,16 @@ def fuzzed_routes() -> set[tuple[str, str]]:
     return {("POST", path) for path in MESSAGES} | {("GET", path) for path in GETS}
 
 
+class NoAgent:
+    """Only what the app asks of an agent before a handler runs: where it counts its answers."""
+
+    def __init__(self) -> None:
+        self.metrics = AgentMetrics(typing.cast(Any, self))
+
+
 def in_process_app() -> Any:
     # No agent: only what the app answers before a handler runs is asked of it.
-    return build_app(typing.cast(Any, None), [*placement_routes.routes(), *image_routes.routes()])
+    return build_app(typing.cast(Any, NoAgent()), [*placement_routes.routes(), *image_routes.routes()])
 
 
 def test_the_fuzzer_covers_every_route():

@@ -60,6 +60,7 @@ from rackmesh.protocol import (
     RACK_PINGS,
     RACK_RELEASES,
     Commit,
+    LocateAsk,
     OfferAsk,
     Order,
     RequestRef,
@@ -166,7 +167,8 @@ async def test_a_300_character_image_name_is_refused_on_every_route(mesh):
     mesh = await mesh(topology())
     long_name = "a" * 300
     for route in (NODE_IMAGES, RACK_IMAGES, IMAGE_LOCATIONS):
-        status, payload = await call(mesh, "s-0-0", route, f'{{"image": "{long_name}", "redundancy": 1}}'.encode())
+        status, payload = await call(mesh, "s-0-0", route, with_field(LocateAsk(IMAGE, 1, ORDER.request), ("image",),
+                                                                      long_name))
         assert (status, payload["reason"]) == (400, "BadMessage"), route
         assert "is not an image name" in payload["message"] and len(payload["message"]) < 300
     status, payload = await call(mesh, "c-0-0", ORDERS, with_field(ORDER, ("image",), long_name))

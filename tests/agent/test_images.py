@@ -15,7 +15,8 @@ Case matrix:
 - no client certificate: 401 Unauthenticated for lookups; the operator's certificate: 403 Forbidden (only
   agents look images up); image files stay open; an unknown image, a file that is not ``<image>.img``, or a
   file asked of a compute agent: 404 ImageNotFound
-- find_image on a compute agent: holders in distinct racks, steps 6-9 logged with the request uid; it
+- find_image on a compute agent: holders in distinct racks, steps 6-9 logged with the request's uid and
+  namespace/name; it
   goes on to the next storage leader when the first is unreachable, answers with a certificate that does
   not name the leader recorded, or no longer leads (409 NotLeader); it follows a new leader after the old
   one stops; the image's shortage reaches it as InsufficientImageReplicas
@@ -28,12 +29,12 @@ import logging
 import aiohttp
 import pytest
 
-from rackmesh import image_access, registry, rendezvous, zk_async
+from rackmesh import image_access, messages, registry, rendezvous, zk_async
 from rackmesh.identity.names import Identity
 from rackmesh.identity.names import Role as IdentityRole
 from rackmesh.labels import Role
 from rackmesh.peer_client import PeerError
-from rackmesh.protocol import IMAGE_FILES, IMAGE_LOCATIONS, NODE_IMAGES, RACK_IMAGES, Holders, LocateAsk
+from rackmesh.protocol import IMAGE_FILES, IMAGE_LOCATIONS, NODE_IMAGES, RACK_IMAGES, Holders, LocateAsk, RequestRef
 from rackmesh.zk_layout import MemberRecord
 from rackmesh_node_agent.images.locate import ImageLookupFailed, find_image
 from rackmesh_sandbox.images import image_content
@@ -46,6 +47,11 @@ from tests.support.waiting import async_eventually
 pytestmark = pytest.mark.zookeeper
 IMAGE = "lob123-rhel-6.0"
 RARE = "rare-image"
+
+
+def lookup(uid: str) -> RequestRef:
+    """The request an image lookup is for (the storage agents log it)."""
+    return RequestRef(uid, "default", f"req-{uid}")
 
 
 async def storage_leaders(mesh: Mesh) -> dict[str, MemberRecord]:
@@ -95,7 +101,7 @@ def anonymous(mesh: Mesh) -> aiohttp.ClientSession:
 async def test_locate_returns_holders_in_distinct_racks_and_their_urls_serve_the_image(mesh):
     mesh = await mesh(make_topology().storage_racks(2, nodes=2), image_redundancy=2)
     leaders = await storage_leaders(mesh)
-    ask = LocateAsk(image=IMAGE, redundancy=2, request_uid="uid-locate")
+    ask = LocateAsk(image=IMAGE, redundancy=2, request=lookup("uid-locate"))
     agent = await mesh.as_agent("s-0-0")  # image lookups are for agents
 
     answers = [await agent.post(leader, IMAGE_LOCATIONS, ask, Holders) for leader in leaders.values()]
@@ -136,12 +142,12 @@ async def test_an_image_with_too_few_holders_is_refused_with_a_clear_message(mes
     compute = await mesh.as_agent("c-0-0")
 
     with pytest.raises(PeerError) as refused:
-        await compute.post(leader, IMAGE_LOCATIONS, LocateAsk(RARE, 2), Holders)
+        await compute.post(leader, IMAGE_LOCATIONS, LocateAsk(RARE, 2, lookup("uid-rare")), Holders)
     assert (refused.value.status, refused.value.reason, refused.value.message) == (
         409, "InsufficientImageReplicas", expected)
 
     with pytest.raises(ImageLookupFailed) as failed:
-        await find_image(mesh.agent("c-0-0"), RARE, 2, "uid-rare")
+        await find_image(mesh.agent("c-0-0"), RARE, 2, lookup("uid-rare"))
     assert (failed.value.reason, failed.value.message) == ("InsufficientImageReplicas", expected)
 
     # A storage rack that does not answer may hold the missing copy: not final, and it is named.
@@ -149,7 +155,7 @@ async def test_an_image_with_too_few_holders_is_refused_with_a_clear_message(mes
 
     async def unreachable() -> PeerError:  # once the leader's directory has seen the new rack (a watch event)
         with pytest.raises(PeerError) as refused:
-            await compute.post(leader, IMAGE_LOCATIONS, LocateAsk(RARE, 2), Holders)
+            await compute.post(leader, IMAGE_LOCATIONS, LocateAsk(RARE, 2, lookup("uid-rare")), Holders)
         assert (refused.value.status, refused.value.reason) == (503, "StorageUnreachable")
         return refused.value
 
@@ -160,7 +166,7 @@ async def test_an_image_with_too_few_holders_is_refused_with_a_clear_message(mes
 async def test_lookups_are_refused_by_the_wrong_agents_and_bad_requests(mesh):
     mesh = await mesh(make_topology().compute_racks(1, nodes=1).storage_racks(1, nodes=2))
     (follower,) = await storage_followers(mesh)
-    ask = LocateAsk(IMAGE, 1)
+    ask = LocateAsk(IMAGE, 1, lookup("uid-refused"))
     compute = await mesh.as_agent("c-0-0")
 
     for route in (RACK_IMAGES, IMAGE_LOCATIONS):
@@ -176,8 +182,9 @@ async def test_lookups_are_refused_by_the_wrong_agents_and_bad_requests(mesh):
         assert (refused.value.status, refused.value.reason) == (409, "NotStorage")
         assert "c-0-0 is not a storage node" in refused.value.message
 
+    bad_name = messages.encode_bytes({**messages.encode(ask), "image": "Bad Name!"})
     for body, problem in ((b"{not json", "not JSON"), (b'{"image": "x"}', "redundancy: required"),
-                          (b'{"image": "Bad Name!", "redundancy": 2}', "is not an image name")):
+                          (bad_name, "is not an image name")):
         status, payload = await raw_post(mesh, follower, NODE_IMAGES, body, Identity.agent("c-0-0"))
         assert (status, payload["reason"]) == (400, "BadMessage")
         assert problem in payload["message"]
@@ -185,7 +192,7 @@ async def test_lookups_are_refused_by_the_wrong_agents_and_bad_requests(mesh):
 
 async def test_lookups_need_an_agent_certificate_and_image_files_a_namespace_credential(mesh):
     mesh = await mesh(make_topology().compute_racks(1, nodes=1).storage_racks(1, nodes=1))
-    ask = b'{"image": "lob123-rhel-6.0", "redundancy": 1}'
+    ask = messages.encode_bytes(LocateAsk(IMAGE, 1, lookup("uid-open")))
     for route in (NODE_IMAGES, RACK_IMAGES, IMAGE_LOCATIONS):
         status, payload = await raw_post(mesh, "s-0-0", route, ask, None)
         assert (status, payload["reason"]) == (401, "Unauthenticated"), route
@@ -246,11 +253,12 @@ async def test_find_image_goes_on_to_the_next_storage_leader(mesh, ghost, reason
         first = await publish_ghost_leader(mesh, node, endpoint)
 
     with caplog.at_level(logging.INFO, logger="rackmesh_node_agent.images.locate"):
-        holders = await find_image(mesh.agent(node), IMAGE, 2, "uid-find")
+        holders = await find_image(mesh.agent(node), IMAGE, 2, lookup("uid-find"))
     assert len(holders) == 4 and holders[0].rack != holders[1].rack
 
     steps = {(record.step, getattr(record, "leader", None)) for record in caplog.records
-             if hasattr(record, "step") and getattr(record, "request", None) == "uid-find"}
+             if hasattr(record, "step") and getattr(record, "request", None) == "uid-find"
+             and getattr(record, "deploymentRequest", None) == "default/req-uid-find"}
     assert {step for step, _ in steps} == {6, 7, 8, 9}
     assert (7, first.node) in steps  # asked first, then the next one
     failed = [(record.leader, record.reason) for record in caplog.records
@@ -261,7 +269,7 @@ async def test_find_image_goes_on_to_the_next_storage_leader(mesh, ghost, reason
 async def test_find_image_follows_a_new_storage_leader(mesh):
     mesh = await mesh(make_topology().compute_racks(1, nodes=1).storage_racks(2, nodes=2))
     compute = mesh.agent("c-0-0")
-    first = await find_image(compute, IMAGE, 2, "uid-before")
+    first = await find_image(compute, IMAGE, 2, lookup("uid-before"))
     assert {holder.rack for holder in first[:2]} == {"storage-0", "storage-1"}
 
     old = (await storage_leaders(mesh))["storage-0"].node
@@ -272,7 +280,7 @@ async def test_find_image_follows_a_new_storage_leader(mesh):
         return leader is not None and leader.node != old and mesh.agent(leader.node).leads(Role.STORAGE)
 
     await async_eventually(new_leader, timeout=10, what="a new storage-0 leader")
-    after = await find_image(compute, IMAGE, 2, "uid-after")
+    after = await find_image(compute, IMAGE, 2, lookup("uid-after"))
     assert old not in {holder.node for holder in after}
     assert len(after) == 3 and after[0].rack != after[1].rack
 
@@ -280,6 +288,6 @@ async def test_find_image_follows_a_new_storage_leader(mesh):
 async def test_find_image_without_storage_leaders(mesh):
     mesh = await mesh(make_topology().compute_racks(1, nodes=1))
     with pytest.raises(ImageLookupFailed) as failed:
-        await find_image(mesh.agent("c-0-0"), IMAGE, 2, "uid-none")
+        await find_image(mesh.agent("c-0-0"), IMAGE, 2, lookup("uid-none"))
     assert failed.value.reason == "NoStorageLeaders"
 

@@ -24,6 +24,9 @@ CRD_SOURCE = REPO / "crds" / "deploymentrequest.yaml"
 # Step 1 of an install (the CRDs) is the repository-root kustomization; step 2 is one of these.
 CRDS_BUILD = "."
 WORKLOAD_BUILDS = ("manifests/default", "manifests/overlays/kind")
+# Applied after a workload build where the Prometheus Operator runs: the ServiceMonitors.
+MONITORING_BUILD = "manifests/monitoring"
+PROMETHEUS_OPERATOR_GROUP = "monitoring.coreos.com"
 
 Doc = dict[str, Any]
 

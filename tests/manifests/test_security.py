@@ -17,8 +17,10 @@ Case matrix (each check on every install build):
     creating / deleting A's VM -> allowed; B's VM, a VM labelled for B, a VM without the nodeSelector, a
     token with no node -> denied (403 Forbidden, saying why); the operator, and agent UPDATEs -> not matched;
   - NetworkPolicies: every pod in rackmesh-system is selected; ingress only; for every source (agent,
-    operator, ZooKeeper, CDI importers here and elsewhere, CDI's upload server, strangers) and every port
-    of every rackmesh pod, exactly the listed connections are allowed (an evaluator of NetworkPolicy).
+    operator, ZooKeeper, CDI importers here and elsewhere, CDI's upload server, Prometheus, strangers) and every
+    port of every rackmesh pod, exactly the listed connections are allowed (an evaluator of NetworkPolicy);
+  - hack/install.sh also makes the metrics scraper's Secret: a certificate from the CA naming the scraper
+    (metrics.rackmesh), and applies manifests/monitoring after the workloads when ServiceMonitors exist.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ OPERATOR_USER = "system:serviceaccount:rackmesh-system:rackmesh-operator"
 NODE_NAME = "authentication.kubernetes.io/node-name"
 CA = "rackmesh-ca"
 POLICY = "rackmesh-agent-own-node"
+SCRAPER_SECRET = "rackmesh-metrics-scraper"
 
 
 def operator(directory: str) -> Doc:
@@ -323,6 +326,9 @@ def test_the_policy_wants_both_the_pin_and_the_label(operation: str) -> None:
 
 IMPORTER = {"app": "containerized-data-importer", "cdi.kubevirt.io": "importer", "prometheus.cdi.kubevirt.io": ""}
 UPLOAD_SERVER = {"app": "containerized-data-importer", "cdi.kubevirt.io": "cdi-upload-server"}
+# As the Prometheus Operator labels a Prometheus' pods.
+PROMETHEUS = {"app.kubernetes.io/name": "prometheus", "app.kubernetes.io/managed-by": "prometheus-operator",
+              "prometheus": "k8s"}
 
 
 def pods(directory: str) -> dict[str, tuple[str, dict[str, str]]]:
@@ -339,6 +345,7 @@ def pods(directory: str) -> dict[str, tuple[str, dict[str, str]]]:
         "importer-in-team": ("team", IMPORTER),
         "importer-in-rackmesh-system": ("rackmesh-system", IMPORTER),
         "upload-server": ("team", UPLOAD_SERVER),
+        "prometheus": ("monitoring", PROMETHEUS),
         "stranger-in-rackmesh-system": ("rackmesh-system", {"app": "debug"}),
         "stranger": ("default", {"app.kubernetes.io/name": "rackmesh-agent"}),  # our labels, another namespace
     }
@@ -349,6 +356,7 @@ ALLOWED = {
     ("agent", "agent", 8470), ("operator", "agent", 8470),
     ("importer-in-team", "agent", 8470), ("importer-in-rackmesh-system", "agent", 8470),
     ("agent", "operator", 8471),
+    ("prometheus", "agent", 8472), ("prometheus", "operator", 8472),
     ("agent", "zookeeper", 2181), ("operator", "zookeeper", 2181),
     ("zookeeper", "zookeeper", 2888), ("zookeeper", "zookeeper", 3888),
 }
@@ -446,7 +454,8 @@ def test_install_makes_the_ca_and_zookeepers_certificate_in_order_without_showin
     output, calls, applied = _install(tmp_path, existing=False)
     assert "PRIVATE KEY" not in output
     made = {(d["kind"], d["metadata"]["name"]): d for d in applied}
-    assert set(made) == {("Secret", CA), ("ConfigMap", CA), ("Secret", "rackmesh-zookeeper-tls")}
+    assert set(made) == {("Secret", CA), ("ConfigMap", CA), ("Secret", "rackmesh-zookeeper-tls"),
+                         ("Secret", SCRAPER_SECRET)}
     assert set(made["Secret", CA]["data"]) == {"ca.crt", "ca.key"}
     assert set(made["ConfigMap", CA]["data"]) == {"ca.crt"}
     assert made["ConfigMap", CA]["data"]["ca.crt"] == base64.b64decode(made["Secret", CA]["data"]["ca.crt"]).decode()
@@ -458,11 +467,21 @@ def test_install_makes_the_ca_and_zookeepers_certificate_in_order_without_showin
         x509.DNSName))
     hosts = configured_env(build("manifests/default"), container(agent("manifests/default"), "agent"))
     assert {host.rsplit(":", 1)[0] for host in hosts["RACKMESH_ZK_HOSTS"].split(",")} <= names
+    # The scraper's certificate names the scraper alone, and comes from the same CA.
+    scraper = {key: base64.b64decode(value) for key, value in made["Secret", SCRAPER_SECRET]["data"].items()}
+    assert set(scraper) == {"tls.crt", "tls.key", "ca.crt"}
+    assert scraper["ca.crt"] == base64.b64decode(made["Secret", CA]["data"]["ca.crt"])
+    scraper_cert = x509.load_pem_x509_certificate(scraper["tls.crt"])
+    assert scraper_cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName) == ["metrics.rackmesh"]
+    assert scraper_cert.issuer == x509.load_pem_x509_certificate(scraper["ca.crt"]).subject
     # CRDs, then the namespace, then the CA, then the workloads.
     order = [next(i for i, call in enumerate(calls) if call.startswith(prefix)) for prefix in (
         "apply -k ", "apply -f ", "-n rackmesh-system create secret generic rackmesh-ca",
         "-n rackmesh-system create secret generic rackmesh-zookeeper-tls")]
-    assert order == sorted(order) and calls[-1] == f"apply -k {REPO}/manifests/default"
+    assert order == sorted(order) and calls[-3:] == [
+        f"apply -k {REPO}/manifests/default", "get crd servicemonitors.monitoring.coreos.com",
+        f"apply -k {REPO}/manifests/monitoring"]
 
 
 def test_install_keeps_an_existing_ca(tmp_path: Path) -> None:

@@ -3,26 +3,31 @@
 import contextlib
 import datetime
 import functools
+import http.client
 import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from kazoo.client import KazooClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from rackmesh.identity.authority import CertificateAuthority
-from rackmesh.identity.credentials import Credentials
+from rackmesh.identity.credentials import Credentials, files_in
 from rackmesh.identity.names import Identity, Role
+from rackmesh.metrics import SCRAPER
 from rackmesh.zk_acl import rackmesh_acl
-from rackmesh_sandbox.lifecycle import CA_DIR, SandboxState
+from rackmesh_sandbox.lifecycle import CA_DIR, SCRAPER_IDENTITY, SandboxState
 
 OPERATOR = Identity(Role.OPERATOR)
 
@@ -109,11 +114,58 @@ class Sandbox:
             client.stop()
             client.close()
 
+    def scraper_tls(self) -> ssl.SSLContext:
+        """What a user (or Prometheus) scrapes with: the scraper's certificate ``up`` left in the state dir."""
+        files = files_in(self.state.identity_dir(SCRAPER_IDENTITY))
+        context = ssl.create_default_context(cafile=files.ca_file)
+        context.load_cert_chain(files.cert_file, files.key_file)
+        return context
+
+    def get_metrics(self, component: str, identity: Identity | None = SCRAPER,
+                    timeout: float = 5.0) -> tuple[int, str]:
+        """``GET /metrics`` of ``component`` (``operator``, ``agent-<node>``) as ``identity`` (the scraper: with the
+        state dir's certificate; None: no certificate), checking the server's certificate names it."""
+        target = self.state.metrics[component]
+        context = self.scraper_tls() if identity == SCRAPER else self.tls(identity)
+        return https_get(target["url"], context, target["serverName"], timeout)
+
+    def scrape(self, component: str) -> "Scrape":
+        status, text = self.get_metrics(component)
+        assert status == 200, f"{component}: {status} {text}"
+        return Scrape(text)
+
     def view(self, node: str, identity: Identity | None = OPERATOR, timeout: float = 5.0) -> dict[str, Any]:
         """``GET /v1/view`` of ``node``'s agent, over TLS as ``identity`` (the agent's cert names its IP)."""
         with urllib.request.urlopen(f"{self.state.agents[node]}/v1/view", timeout=timeout,
                                     context=self.tls(identity)) as response:
             return json.load(response)
+
+
+class Scrape:
+    """One scrape's samples, in Prometheus' text format."""
+
+    def __init__(self, text: str) -> None:
+        self.samples = [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+    def value(self, name: str, **labels: str) -> float:
+        """The sum of ``name``'s samples that have ``labels`` (0 when none has)."""
+        return sum(sample.value for sample in self.samples if sample.name == name
+                   and all(sample.labels.get(key) == value for key, value in labels.items()))
+
+    def labelled(self, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+        """``name``'s samples by their labels."""
+        return {tuple(sorted(sample.labels.items())): sample.value for sample in self.samples if sample.name == name}
+
+
+def https_get(url: str, context: ssl.SSLContext, server_name: str, timeout: float) -> tuple[int, str]:
+    """GET ``url`` checking that the server's certificate names ``server_name`` (the operator's names no address)."""
+    parts = urllib.parse.urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as raw, \
+            context.wrap_socket(raw, server_hostname=server_name) as tls:
+        tls.sendall(f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n".encode())
+        response = http.client.HTTPResponse(tls)
+        response.begin()
+        return response.status, response.read().decode()
 
 
 def run(argv: list[str], stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:

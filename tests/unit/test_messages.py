@@ -29,7 +29,8 @@ def test_round_trip_keeps_nested_messages_and_uses_camel_case():
     assert messages.decode(Order, {**messages.encode(ORDER), "lost": [3]}).lost == [3]
     assert messages.decode(Order, {key: value for key, value in messages.encode(ORDER).items()
                                    if key not in ("generation", "lost", "basis")}).basis == -1
-    assert messages.decode(LocateAsk, {"image": "lob123-rhel-6.0", "redundancy": 2}).request_uid == ""
+    assert messages.decode(LocateAsk, {"image": "lob123-rhel-6.0", "redundancy": 2,
+                                       "request": messages.encode(ORDER.request)}).request == ORDER.request
 
 
 @pytest.mark.parametrize(("kind", "data", "complaint"), [
