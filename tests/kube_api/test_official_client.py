@@ -10,7 +10,8 @@ https://kubernetes.io/docs/concepts/overview/working-with-objects/field-selector
 https://kubernetes.io/docs/reference/kubernetes-api/cluster-resources/node-v1/ (NodeSystemInfo: all required).
 
 Case matrix:
-- what the sandbox seeds (Nodes, an agent's Pod) and the operator's Events (kopf's shape) read as typed models.
+- what the sandbox seeds (Nodes, an agent's Pod, Namespaces) and the operator's Events (kopf's shape) read as
+  typed models.
 - ConfigMap CRUD: create, read, replace, patch, delete; a replace from a stale resourceVersion is 409 Conflict.
 - DeploymentRequests through CustomObjectsApi: create, get, list, merge patch, replace, delete; status isolation.
 - errors as ApiException with the Status body: 404 NotFound, 409 AlreadyExists, 422 Invalid with causes.
@@ -137,6 +138,7 @@ def test_what_the_sandbox_seeds_reads_as_typed_models(api: ThreadedApi, api_clie
     assert {c.type: c.status for c in read.status.conditions}["Ready"] == "True"
     assert read.status.allocatable == {"cpu": "32", "memory": "128Gi", "pods": "110"}
     assert [n.metadata.name for n in core.list_node().items] == [node.name]
+    assert {n.metadata.name: n.status.phase for n in core.list_namespace().items}["default"] == "Active"
     pod = core.read_namespaced_pod(f"rackmesh-agent-{node.name}", "default")
     assert (pod.spec.node_name, pod.status.phase, pod.status.pod_ip) == (node.name, "Running", "127.0.0.1")
 
