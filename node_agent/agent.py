@@ -79,7 +79,9 @@ class Agent:
         self.coordinator = Coordinator(self)
         self.node_side = NodeSide(self)
         self.metrics = AgentMetrics(self)
-        self.metrics_server = MetricsServer(self.metrics.registry, self.credentials.server_context())
+        # One server context for the API and the metrics (a thousand agents share the bench's process).
+        self._server_tls = self.credentials.server_context()
+        self.metrics_server = MetricsServer(self.metrics.registry, self._server_tls)
         self.peers = PeerClient(self.credentials, settings.call_timeout, self.metrics.peer_calls)
         self.service_times = ServiceTimes()
         self._zk: KazooClient | None = None
@@ -194,8 +196,7 @@ class Agent:
         routes = [*placement_routes.routes(), *image_routes.routes()]
         self._runner = app_runner(build_app(self, routes))
         await self._runner.setup()
-        await serve_tls(self._runner, self.settings.agent_bind, self.settings.agent_port,
-                        self.credentials.server_context())
+        await serve_tls(self._runner, self.settings.agent_bind, self.settings.agent_port, self._server_tls)
         await self.metrics_server.start(self.settings.metrics_bind or self.settings.agent_bind,
                                         self.settings.metrics_port)
 
