@@ -21,6 +21,7 @@ from rackmesh_sandbox.kube_api.admission_policy import AdmissionRequest, Validat
 from rackmesh_sandbox.kube_api.authn import UserInfo
 from rackmesh_sandbox.kube_api.fielderrors import FieldError, invalid
 from rackmesh_sandbox.kube_api.gc import FOREGROUND, GarbageCollector
+from rackmesh_sandbox.kube_api.managed_fields import FieldManager, field_manager_errors, user_agent_manager
 from rackmesh_sandbox.kube_api.registry import CRD_RESOURCE, Registry, ResourceDef, crd_errors
 from rackmesh_sandbox.kube_api.selectors import IndexTerm
 from rackmesh_sandbox.kube_api.store import Key, ObjectStore
@@ -34,16 +35,54 @@ class WriteOptions:
     dry_run: bool = False
     field_validation: str = "Warn"  # Ignore, Warn or Strict; Warn is the server's default
     user: UserInfo | None = None  # who asks, when authentication is on (admission policies see it)
+    field_manager: str = ""  # the fieldManager parameter (required to apply)
+    user_agent: str = "kube-apiserver"  # names the manager of writes without one (the server's own by default)
+    force: str | None = None  # the force parameter, as sent (applies only)
+    authorize_create: Callable[[], None] | None = None  # may this user create what an apply would create?
+
+    @property
+    def manager(self) -> str:
+        """Who writes, for managedFields: the fieldManager, else the User-Agent's program, else "unknown"."""
+        return self.field_manager or user_agent_manager(self.user_agent) or "unknown"
 
 
 @dataclasses.dataclass
 class Written:
     obj: dict[str, Any]
     warnings: list[str] = dataclasses.field(default_factory=list)
+    created: bool = False  # an apply that created the object (201)
+
+
+def _check_options(kind: str, opts: WriteOptions, *, apply: bool = False, patch: bool = False) -> bool:
+    """Refuse bad write options as the server validates Create/Update/PatchOptions (422); return force."""
+    found = field_manager_errors(opts.field_manager)
+    if apply and not opts.field_manager:
+        found.insert(0, FieldError("required", "fieldManager", "is required for apply patch"))
+    if patch and not apply and opts.force is not None:
+        found.insert(0, FieldError("forbidden", "force", "may not be specified for non-apply patch"))
+    if found:
+        raise errors.invalid("meta.k8s.io", kind, "", found)
+    if opts.force is None:
+        return False
+    parsed = {"1": True, "t": True, "true": True, "0": False, "f": False, "false": False}.get(opts.force.lower())
+    if parsed is None:
+        raise errors.bad_request(f'strconv.ParseBool: parsing "{opts.force}": invalid syntax')
+    return parsed
 
 
 def _without(obj: dict[str, Any], *keys: str) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if k not in keys}
+
+
+def _private_copy(obj: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy to change freely; its managedFields entries (never changed in place) are shared."""
+    md = obj.get("metadata")
+    entries = md.get("managedFields") if isinstance(md, dict) else None
+    if entries is None:
+        return copy.deepcopy(obj)
+    copied = copy.deepcopy({**obj, "metadata": _without(md, "managedFields")})
+    copied["metadata"]["managedFields"] = entries
+    return copied
 
 
 class ObjectApi:
@@ -86,7 +125,13 @@ class ObjectApi:
     # -- create --------------------------------------------------------------------------------
 
     def create(self, rd: ResourceDef, namespace: str | None, body: Any, opts: WriteOptions) -> Written:
-        obj = self._typed(rd, body)
+        _check_options("CreateOptions", opts)
+        return self._create(rd, namespace, self._typed(rd, body), opts)
+
+    def _create(
+        self, rd: ResourceDef, namespace: str | None, obj: dict[str, Any], opts: WriteOptions, *, applied: bool = False
+    ) -> Written:
+        """Store a new object; ``applied``: an apply made it, and its managedFields are already set."""
         md = meta_of(obj)
         if rd.namespaced:
             if md.get("namespace") and md["namespace"] != namespace:
@@ -105,7 +150,8 @@ class ObjectApi:
             )
         if not md.get("name") and md.get("generateName"):
             md["name"] = meta.generate_name(md["generateName"])
-        for field in (*meta.SYSTEM_FIELDS, "managedFields", "selfLink"):
+        sent = md.pop("managedFields", None)
+        for field in (*meta.SYSTEM_FIELDS, "selfLink"):
             md.pop(field, None)
         md["uid"] = meta.new_uid()
         md["creationTimestamp"] = meta.now()
@@ -117,6 +163,11 @@ class ObjectApi:
             obj["spec"] = {"finalizers": ["kubernetes"], **(obj.get("spec") or {})}
             obj["status"] = {"phase": "Active"}
         warnings = self._admit(rd, obj, opts, patching=None)
+        if not applied:
+            fields = FieldManager.of(rd, None)
+            sent = fields.updated(fields.empty_object(obj), obj, sent, opts.manager)
+        if sent:
+            md["managedFields"] = sent
         warnings += self._check_policies("CREATE", rd, namespace, md.get("name", ""), obj, None, opts)
         key = self.key(rd, namespace, md.get("name", ""))
         if self.store.get(key) is not None:
@@ -131,11 +182,14 @@ class ObjectApi:
         self.gc.created(key, stored)
         return Written(self.present(rd, stored), warnings)
 
-    def _typed(self, rd: ResourceDef, body: Any) -> dict[str, Any]:
-        """Check the body's apiVersion/kind against the endpoint; store it in the storage version."""
+    def _typed(self, rd: ResourceDef, body: Any, *, private: bool = False) -> dict[str, Any]:
+        """Check the body's apiVersion/kind against the endpoint; store it in the storage version.
+
+        ``private``: the body is the server's own (a patch's result), changed in place rather than copied.
+        """
         if not isinstance(body, dict):
             raise errors.bad_request("the request body must be a JSON object")
-        obj = copy.deepcopy(body)
+        obj = body if private else copy.deepcopy(body)
         if rd.custom and not obj.get("kind"):
             raise errors.bad_request(
                 f"Object 'Kind' is missing in '{json.dumps(body, separators=(',', ':'))}'"
@@ -265,6 +319,7 @@ class ObjectApi:
         subresource: str | None = None,
     ) -> Written:
         """PUT: replace the object (or its status)."""
+        _check_options("UpdateOptions", opts)
         return self._update(
             rd, namespace, name, lambda old: self._typed(rd, body), opts, subresource, patching=None
         )
@@ -279,11 +334,49 @@ class ObjectApi:
         opts: WriteOptions,
         subresource: str | None = None,
     ) -> Written:
-        """PATCH with one of the three patch types; the patched result goes through update."""
+        """PATCH with one of the three patch types, or an apply; the patched result goes through update."""
+        if content_type == patches.APPLY_PATCH:
+            return self.apply(rd, namespace, name, patch, opts, subresource)
+        _check_options("PatchOptions", opts, patch=True)
         apply = self._patcher(rd, content_type, patch)
         return self._update(
-            rd, namespace, name, lambda old: self._typed(rd, apply(old)), opts, subresource, patching=patch
+            rd, namespace, name, lambda old: self._typed(rd, apply(old), private=True), opts, subresource,
+            patching=patch,
         )
+
+    def apply(
+        self,
+        rd: ResourceDef,
+        namespace: str | None,
+        name: str,
+        config: Any,
+        opts: WriteOptions,
+        subresource: str | None = None,
+    ) -> Written:
+        """Server-side apply: merge ``config`` into the object (creating it if missing) as ``opts.field_manager``.
+
+        The merged object takes the write path of any other: validation, admission, dry run, and for a
+        new object the create's (RBAC ``create`` too, through ``opts.authorize_create``).
+        """
+        force = _check_options("PatchOptions", opts, apply=True, patch=True)
+        fields = FieldManager.of(rd, subresource)
+
+        def merged(live: dict[str, Any]) -> dict[str, Any]:
+            return self._typed(rd, fields.applied(live, config, opts.field_manager, force, namespace), private=True)
+
+        if self.store.get(self.key(rd, namespace, name)) is not None:
+            return self._update(rd, namespace, name, merged, opts, subresource, patching=config, applied=True)
+        if subresource is not None:
+            raise errors.not_found(rd.group, rd.plural, name)
+        obj = merged(fields.empty_object({}))
+        md = meta_of(obj)
+        if md.setdefault("name", name) != name:
+            raise errors.bad_request(
+                f"the name of the object ({md['name']}) does not match the name on the URL ({name})"
+            )
+        if opts.authorize_create is not None:
+            opts.authorize_create()
+        return dataclasses.replace(self._create(rd, namespace, obj, opts, applied=True), created=True)
 
     @staticmethod
     def _patcher(rd: ResourceDef, content_type: str, patch: Any) -> Callable[[Any], Any]:
@@ -322,12 +415,14 @@ class ObjectApi:
         self, rd: ResourceDef, namespace: str | None, name: str, body: Any, opts: WriteOptions
     ) -> Written:
         """PUT .../scale: set the object's spec replicas to the Scale's."""
+        _check_options("UpdateOptions", opts)
         return self._write_scale(rd, namespace, name, lambda old_scale: body, opts)
 
     def patch_scale(
         self, rd: ResourceDef, namespace: str | None, name: str, content_type: str, patch: Any, opts: WriteOptions
     ) -> Written:
         """PATCH .../scale: the patch applies to the current Scale (merge or JSON patch, as kubectl sends)."""
+        _check_options("PatchOptions", opts, patch=True)
         return self._write_scale(rd, namespace, name, self._patcher(rd, content_type, patch), opts)
 
     def _scale_of(self, rd: ResourceDef, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -376,12 +471,14 @@ class ObjectApi:
         subresource: str | None,
         *,
         patching: Any,
+        applied: bool = False,
     ) -> Written:
+        """Write ``compute(old)`` over the object; ``applied``: its managedFields are the apply's, already set."""
         key = self.key(rd, namespace, name)
         old = self.store.get(key)
         if old is None:
             raise errors.not_found(rd.group, rd.plural, name)
-        new = compute(self.present(rd, copy.deepcopy(old)))  # patches see the requested version
+        new = compute(self.present(rd, _private_copy(old)))  # patches see the requested version
         md, old_md = meta_of(new), meta_of(old)
         if md.get("name", name) != name:
             raise errors.bad_request(
@@ -393,10 +490,11 @@ class ObjectApi:
             )
         if md.get("resourceVersion") and md["resourceVersion"] != old_md.get("resourceVersion"):
             raise errors.conflict(rd.group, rd.plural, name, errors.MODIFIED)  # optimistic concurrency
+        sent = md.pop("managedFields", None)
         if subresource == "status":
             # Status writes change the status only; metadata and spec stay as they were.
             status = new.get("status")
-            new = copy.deepcopy(old)
+            new = _private_copy(old)
             new.pop("status", None)
             if status is not None:
                 new["status"] = status
@@ -425,6 +523,10 @@ class ObjectApi:
         warnings = self._admit(rd, new, opts, patching=patching, old=old, subresource=subresource)
         if rd.tracks_generation and self._spec_changed(rd, old, new):
             md["generation"] = int(old_md.get("generation", 1)) + 1
+        if not applied:
+            sent = FieldManager.of(rd, subresource).updated(old, new, sent, opts.manager)
+        if sent:
+            md["managedFields"] = sent
         warnings += self._check_policies("UPDATE", rd, namespace, name, new, old, opts, subresource)
         if new == old:
             return Written(self.present(rd, old), warnings)  # a no-op: no new resourceVersion, no event

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp.web
@@ -22,6 +23,7 @@ from rackmesh_sandbox.kube_api import (
     discovery,
     errors,
     openapi,
+    patches,
     protobuf_bodies,
     rbac,
     scale,
@@ -345,7 +347,7 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
             raise errors.method_not_allowed()
         if rd.namespaced and namespace is None and verb in ("create", "get", "update", "patch", "delete"):
             raise errors.resource_not_found()  # namespaced objects are addressed within a namespace
-        opts = dataclasses.replace(self._write_options(params), user=raw.get(USER))
+        opts = dataclasses.replace(self._write_options(params, raw.headers.get("User-Agent", "")), user=raw.get(USER))
         if verb == "create" and (rd.group, rd.plural) == ("authentication.k8s.io", "tokenreviews") and self.authn:
             return _json(token_api.token_review(self.authn, self._body(request)), 201)
         if subresource == "scale":
@@ -368,10 +370,13 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
             case "patch":
                 assert name is not None
                 content_type = raw.content_type
-                written = self.api.patch(
-                    rd, namespace, name, content_type, self._body(request), opts, subresource
-                )
-                return _json(written.obj, 200, written.warnings)
+                if content_type == patches.APPLY_PATCH:
+                    body = patches.load_apply_patch(request.body)
+                    opts = dataclasses.replace(opts, authorize_create=self._create_authorizer(raw))
+                else:
+                    body = self._body(request)
+                written = self.api.patch(rd, namespace, name, content_type, body, opts, subresource)
+                return _json(written.obj, 201 if written.created else 200, written.warnings)
             case "delete":
                 assert name is not None
                 result, _ = self.api.delete(
@@ -403,11 +408,32 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
                 written = self.api.patch_scale(rd, namespace, name, raw.content_type, self._body(request), opts)
         return _json(written.obj, 200, written.warnings)
 
-    def _write_options(self, params: dict[str, str]) -> WriteOptions:
+    def _write_options(self, params: dict[str, str], user_agent: str) -> WriteOptions:
         validation = params.get("fieldValidation") or "Warn"
         if validation not in _FIELD_VALIDATION:
             raise errors.bad_request(f'fieldValidation parameter unsupported value: "{validation}"')
-        return WriteOptions(dry_run=params.get("dryRun") == "All", field_validation=validation)
+        return WriteOptions(
+            dry_run=params.get("dryRun") == "All",
+            field_validation=validation,
+            field_manager=params.get("fieldManager", ""),
+            user_agent=user_agent,
+            force=params.get("force"),
+        )
+
+    def _create_authorizer(self, raw: aiohttp.web.BaseRequest) -> Callable[[], None] | None:
+        """An apply that creates must also be allowed to create (the patch handler's withAuthorization)."""
+        if self.authz is None or self.access is None:
+            return None
+        authz, access, user = self.authz, self.access, raw[USER]
+        attributes = dataclasses.replace(rbac.request_attributes(raw.method, raw.path, raw.query), verb="create")
+
+        def authorize() -> None:
+            allowed, reason = authz.authorize(user, attributes)
+            if not allowed:
+                raise rbac.forbidden(user, attributes, reason)
+            access.record(user.username, attributes)
+
+        return authorize
 
     @staticmethod
     def _body(request: rendering.Request) -> Any:
