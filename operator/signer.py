@@ -4,8 +4,9 @@ operator its own.
 An agent proves its node with its projected ServiceAccount token: a TokenReview must find it authentic,
 for the audience ``token_audience``, of the agent ServiceAccount, and bound to a pod on exactly one node
 (the extras ``authentication.kubernetes.io/pod-name`` and ``node-name`` the API sets for pod-bound tokens,
-from Kubernetes 1.30). The certificate names that node and the pod's IPs (image importers connect by IP),
-whatever the CSR asks.
+from Kubernetes 1.30). The certificate names that node, and the addresses the agent is reached at: its node's
+(the agent advertises ``status.hostIP`` and is published there by a hostPort; CDI's importer checks the server's
+certificate against the image URL's host) and its pod's. Whatever the CSR asks.
 """
 
 import asyncio
@@ -57,7 +58,7 @@ class Signer:
         node, pod = await self._reviewed(request.token)
         try:
             cert = self.authority.sign(request.csr.encode(), Identity.agent(node), self.lifetime,
-                                       await self._pod_addresses(pod))
+                                       await self._agent_addresses(pod))
         except CsrError as exc:
             raise SigningRefused(400, "BadCsr", str(exc)) from None
         self.issued += 1
@@ -85,7 +86,8 @@ class Signer:
                                                        f"{POD_NAME_EXTRA} and {NODE_NAME_EXTRA} in its user info)")
         return str(nodes[0]), str(pods[0])
 
-    async def _pod_addresses(self, pod: str) -> list[str]:
+    async def _agent_addresses(self, pod: str) -> list[str]:
+        """The node's IPs, then the pod's, as the kubelet of the token's node reports them in the pod's status."""
         namespace = self.settings.agent_service_account.split(":")[2]  # system:serviceaccount:<ns>:<name>
         try:
             found = await self.kube.get(PODS, pod, namespace)
@@ -93,7 +95,11 @@ class Signer:
             if exc.status == 404:
                 raise SigningRefused(403, "NoSuchPod", f"the token's pod {pod} does not exist") from None
             raise
-        return [ip["ip"] for ip in found.get("status", {}).get("podIPs", []) if ip.get("ip")]
+        status = found.get("status") or {}
+        # hostIPs is the dual-stack list (Kubernetes 1.28+); hostIP alone is what older kubelets report.
+        hosts = [ip.get("ip") for ip in status.get("hostIPs") or []] or [status.get("hostIP")]
+        pods = [ip.get("ip") for ip in status.get("podIPs") or []]
+        return list(dict.fromkeys(str(ip) for ip in [*hosts, *pods] if ip))
 
 
 async def certificates(request: web.Request) -> web.Response:

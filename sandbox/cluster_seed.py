@@ -121,10 +121,14 @@ async def apply_manifest_security(kube: KubeClient) -> None:
         await _create(kube, SECURITY_KINDS[doc["kind"]], doc, doc["metadata"].get("namespace"))
 
 
-async def agent_pod(kube: KubeClient, account: tuple[str, str], node: str, address: str) -> dict[str, Any]:
+async def agent_pod(kube: KubeClient, account: tuple[str, str], node: str, host_ip: str,
+                    pod_ip: str) -> dict[str, Any]:
     """The Pod object the DaemonSet would have made for ``node``'s agent (nothing runs it: the agent is a
     process of the sandbox), so that its tokens are bound to a pod on that node, as a cluster's are: the
-    token names the node, and outlives the Node object's deletion as a pod does until it is collected."""
+    token names the node, and outlives the Node object's deletion as a pod does until it is collected.
+
+    ``host_ip`` is the node's address, where the agent listens (its hostPort); ``pod_ip`` one of the pod
+    network, where nothing listens: the agent must advertise, and be certified for, the node's."""
     namespace, service_account = account
     name = f"rackmesh-agent-{node}"
     await _create(kube, PODS, {
@@ -132,8 +136,9 @@ async def agent_pod(kube: KubeClient, account: tuple[str, str], node: str, addre
         "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "rackmesh-agent"}},
         "spec": {"nodeName": node, "serviceAccountName": service_account,
                  "containers": [{"name": "agent", "image": "rackmesh-agent:0.1.0"}]}}, namespace)
-    return await kube.patch(PODS, name, {"status": {"phase": "Running", "podIP": address,
-                                                    "podIPs": [{"ip": address}]}}, namespace, subresource="status")
+    status = {"phase": "Running", "hostIP": host_ip, "hostIPs": [{"ip": host_ip}], "podIP": pod_ip,
+              "podIPs": [{"ip": pod_ip}]}
+    return await kube.patch(PODS, name, {"status": status}, namespace, subresource="status")
 
 
 async def service_account_token(kube: KubeClient, account: tuple[str, str], seconds: int,

@@ -115,8 +115,14 @@ class SandboxState:
 
 
 def agent_address(index: int) -> str:
-    """Each agent gets its own loopback address: 127.0.1.1, 127.0.1.2, ... (254 per /24)."""
+    """Each agent gets its own loopback address: 127.0.1.1, 127.0.1.2, ... (254 per /24). It plays its
+    node's address (the Node's InternalIP), where a cluster's agent is published by a hostPort."""
     return f"127.0.{1 + index // 254}.{1 + index % 254}"
+
+
+def pod_address(index: int) -> str:
+    """The pod-network address of agent ``index``'s Pod object: 10.244.0.1, ... Nothing listens there."""
+    return f"10.244.{index // 254}.{1 + index % 254}"
 
 
 def up(topology_path: Path, state_dir: Path, progress: TextIO = sys.stderr, zookeeper_servers: int = 1) -> SandboxState:
@@ -242,8 +248,8 @@ async def _seed(state: SandboxState, topology: Topology, settings: Settings, add
         await apply_manifest_security(kube)
         operator = await service_account_token(kube, OPERATOR_ACCOUNT, TOKEN_SECONDS)
         _write_identity(state, "operator", operator)
-        for node in topology.nodes:
-            pod = await agent_pod(kube, AGENT_ACCOUNT, node.name, addresses[node.name])
+        for index, node in enumerate(topology.nodes):
+            pod = await agent_pod(kube, AGENT_ACCOUNT, node.name, addresses[node.name], pod_address(index))
             api_token = await service_account_token(kube, AGENT_ACCOUNT, TOKEN_SECONDS, pod=pod)
             signer_token = await service_account_token(kube, AGENT_ACCOUNT, TOKEN_SECONDS, pod=pod,
                                                        audience=settings.token_audience)

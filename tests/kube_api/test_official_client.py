@@ -124,7 +124,7 @@ def test_what_the_sandbox_seeds_reads_as_typed_models(api: ThreadedApi, api_clie
 
     async def agent_pod() -> None:
         async with KubeClient(Credentials.from_kubeconfig(api.kubeconfig)) as kube:
-            await cluster_seed.agent_pod(kube, ("default", "rackmesh-agent"), node.name, "127.0.0.1")
+            await cluster_seed.agent_pod(kube, ("default", "rackmesh-agent"), node.name, "127.0.0.1", "10.244.0.1")
 
     asyncio.run(agent_pod())
     read = core.read_node(node.name)
@@ -140,7 +140,8 @@ def test_what_the_sandbox_seeds_reads_as_typed_models(api: ThreadedApi, api_clie
     assert [n.metadata.name for n in core.list_node().items] == [node.name]
     assert {n.metadata.name: n.status.phase for n in core.list_namespace().items}["default"] == "Active"
     pod = core.read_namespaced_pod(f"rackmesh-agent-{node.name}", "default")
-    assert (pod.spec.node_name, pod.status.phase, pod.status.pod_ip) == (node.name, "Running", "127.0.0.1")
+    assert (pod.spec.node_name, pod.status.phase, pod.status.host_ip, pod.status.pod_ip) == (
+        node.name, "Running", "127.0.0.1", "10.244.0.1")
 
 
 def test_kopf_events_read_as_typed_models(api_client: client.ApiClient, namespace: str) -> None:

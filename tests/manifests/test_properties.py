@@ -186,13 +186,17 @@ def test_agent_knows_its_node_from_the_downward_api(directory: str) -> None:
 
 
 @builds
-def test_agent_advertises_its_pod_ip_on_the_p2p_port(directory: str) -> None:
+def test_agent_advertises_its_nodes_address_published_by_a_host_port(directory: str) -> None:
+    """The address in image URLs and records must outlive the pod: the node's (status.hostIP), which a hostPort
+    on the p2p port serves; the pod keeps its own network namespace, and its metrics stay on the pod network."""
     daemonset = agent(directory)
     main = container(daemonset, "agent")
     assert pod_spec(daemonset).get("hostNetwork", False) is False
-    assert env(main, "RACKMESH_AGENT_ADVERTISE")["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    assert env(main, "RACKMESH_AGENT_ADVERTISE")["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"
     assert env(main, "RACKMESH_AGENT_BIND")["value"] == "0.0.0.0"
-    assert {"name": "p2p", "containerPort": 8470, "protocol": "TCP"} in main["ports"]
+    assert {"name": "p2p", "containerPort": 8470, "hostPort": 8470, "protocol": "TCP"} in main["ports"]
+    published = [port["name"] for c in containers(daemonset) for port in c.get("ports", []) if "hostPort" in port]
+    assert published == ["p2p"]
     for probe in ("livenessProbe", "readinessProbe"):
         assert main[probe]["httpGet"] == {"path": "/healthz", "port": "p2p", "scheme": "HTTPS"}, probe
 
