@@ -164,8 +164,7 @@ class ObjectApi:
             obj["status"] = {"phase": "Active"}
         warnings = self._admit(rd, obj, opts, patching=None)
         if not applied:
-            fields = FieldManager.of(rd, None)
-            sent = fields.updated(fields.empty_object(obj), obj, sent, opts.manager)
+            sent = FieldManager.of(rd, None).created(obj, sent, opts.manager)
         if sent:
             md["managedFields"] = sent
         warnings += self._check_policies("CREATE", rd, namespace, md.get("name", ""), obj, None, opts)

@@ -75,8 +75,12 @@ def _encode_element(element: Element) -> str:
     return f"{kind}:{body}"
 
 
+@functools.lru_cache(maxsize=1024)
 def to_fields_v1(paths: FieldSet) -> FieldsV1:
-    """Encode a set of paths as the ``fieldsV1`` trie (keys in the server's order: ``.``, fields, keys, values)."""
+    """Encode a set of paths as the ``fieldsV1`` trie (keys in the server's order: ``.``, fields, keys, values).
+
+    Tries are immutable, so equal sets share one: objects written by the same code own the same fields.
+    """
     root: dict[str, Any] = {}
     members: set[int] = set()  # the nodes of member paths, by identity
     # Sorted, a path comes before the paths under it, so "." goes in before a member's first child.

@@ -19,6 +19,7 @@ Docs: https://kubernetes.io/docs/reference/using-api/server-side-apply/
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from typing import Any
 
@@ -176,6 +177,7 @@ def _cap(managed: Managed) -> None:
 # -- naming the writer -----------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=256)
 def user_agent_manager(user_agent: str) -> str:
     """prefixFromUserAgent: the User-Agent up to its first ``/``, printable characters, at most 128 bytes."""
     name = ""
@@ -273,10 +275,14 @@ class FieldManager:
             empty.update({part: {} for part in ("metadata", "spec", "status") if isinstance(new.get(part), dict)})
         return empty
 
-    def _record(self, managed: Managed, live: Any, new: Any, manager: Manager) -> None:
-        """What an Update by ``manager`` does to the entries (managedFieldsUpdater over stripMeta)."""
+    def _record(self, managed: Managed, live: Any, new: Any, manager: Manager, *, creating: bool = False) -> None:
+        """What an Update by ``manager`` does to the entries (managedFieldsUpdater over stripMeta).
+
+        Only a create needs the reset fields filtered out: an update's are isolated before it is recorded.
+        """
         current = Manager("", "current-operation")
-        owned = ssa.update(live, new, self.types, self.api_version, managed.owned, current, self._ignore)
+        ignore = self._ignore if creating else None
+        owned = ssa.update(live, new, self.types, self.api_version, managed.owned, current, ignore)
         taken = owned.pop(current, None)
         managed.owned = owned
         paths = taken.paths - _STRIPPED if taken is not None else frozenset()
@@ -285,7 +291,13 @@ class FieldManager:
             owned[manager] = ssa.Owned(paths | previous.paths if previous else paths, self.api_version, False)
             managed.times[manager] = meta.now()
 
-    def updated(self, live: dict[str, Any], new: dict[str, Any], sent: Any, name: str) -> list[dict[str, Any]] | None:
+    def created(self, obj: dict[str, Any], sent: Any, name: str) -> list[dict[str, Any]] | None:
+        """The entries of a new object: its creator's fields, compared with an empty object."""
+        return self.updated(self.empty_object(obj), obj, sent, name, creating=True)
+
+    def updated(
+        self, live: dict[str, Any], new: dict[str, Any], sent: Any, name: str, *, creating: bool = False
+    ) -> list[dict[str, Any]] | None:
         """The entries after a create, update or non-apply patch wrote ``new`` over ``live``.
 
         ``sent`` are the managedFields the write carried: they replace the live ones when they decode
@@ -295,8 +307,8 @@ class FieldManager:
         live_entries = (live.get("metadata") or {}).get("managedFields")
         try:
             managed = self._base(live_entries, sent)
-            self._record(managed, _bare(live), _bare(new), Manager(name or "unknown", "Update", self.api_version,
-                                                                   self.subresource))
+            writer = Manager(name or "unknown", "Update", self.api_version, self.subresource)
+            self._record(managed, _bare(live), _bare(new), writer, creating=creating)
         except (ssa.TypedError, FieldsError):
             return live_entries
         _cap(managed)
@@ -363,8 +375,8 @@ class FieldManager:
         managed = decode((live.get("metadata") or {}).get("managedFields"))
         bare = _bare(live)
         if not managed.owned:  # fields set before any manager was recorded are before-first-apply's
-            self._record(managed, self.empty_object(bare), bare, Manager(BEFORE_FIRST_APPLY, "Update",
-                                                                         self.api_version, self.subresource))
+            first = Manager(BEFORE_FIRST_APPLY, "Update", self.api_version, self.subresource)
+            self._record(managed, self.empty_object(bare), bare, first, creating=True)
         new, owned = ssa.apply(bare, config, self.types, self.api_version, managed.owned, manager,
                                force=force, ignore=self._ignore)
         mine = owned.get(manager)
