@@ -40,6 +40,7 @@ from rackmesh_node_agent.placement import routes as placement_routes
 from rackmesh_node_agent.placement.coordinator import Coordinator
 from rackmesh_node_agent.placement.node_side import NodeSide
 from rackmesh_node_agent.service_time import ServiceTimes
+from rackmesh_node_agent.vms.disk_sources import DiskSources
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -78,6 +79,7 @@ class Agent:
         self.image_access = ImageAccess(lambda: self.zk, self.layout)
         self.coordinator = Coordinator(self)
         self.node_side = NodeSide(self)
+        self.disk_sources = DiskSources(self)
         self.metrics = AgentMetrics(self)
         # One server context for the API and the metrics (a thousand agents share the bench's process).
         self._server_tls = self.credentials.server_context()
@@ -169,6 +171,8 @@ class Agent:
             records = [MemberRecord(self.identity.name, self.identity.rack, role, self.endpoint)
                        for role in self.identity.roles]
             self.presence = Presence(self._zk, self.layout, records)
+            if Role.COMPUTE in self.identity.roles:  # VMs live on compute nodes only
+                watching.append(asyncio.create_task(self.disk_sources.run()))
             logger.info("agent starting", extra={"node": self.identity.name, "rack": self.identity.rack,
                                                  "roles": [str(r) for r in self.identity.roles],
                                                  "endpoint": self.endpoint})

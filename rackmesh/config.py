@@ -49,6 +49,9 @@ class Settings:
     image_redundancy: int = 2
     # Size of each VM's root disk (the DataVolume's storage request).
     vm_disk_size: str = "10Gi"
+    # How often a compute agent looks at its VMs' root disks whose import has not started: one whose holder is
+    # gone (no longer a storage member, or not answering) is moved to the next holder (node_agent/vms/disk_sources.py).
+    disk_source_check_interval: float = 5.0
     # How often the operator looks for request records whose DeploymentRequest is gone (it deletes a record
     # found orphaned twice in a row: a coordinator may write one after the request's finalizer ran).
     record_sweep_interval: float = 30.0

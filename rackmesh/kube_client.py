@@ -73,6 +73,7 @@ SECRETS = ResourceRef("", "v1", "secrets")
 CONFIG_MAPS = ResourceRef("", "v1", "configmaps")
 EVENTS = ResourceRef("", "v1", "events")
 VIRTUAL_MACHINES = ResourceRef("kubevirt.io", "v1", "virtualmachines")
+DATA_VOLUMES = ResourceRef("cdi.kubevirt.io", "v1beta1", "datavolumes")
 CLUSTER_INSTANCETYPES = ResourceRef("instancetype.kubevirt.io", "v1beta1", "virtualmachineclusterinstancetypes",
                                     namespaced=False)
 DEPLOYMENT_REQUESTS = ResourceRef("rackmesh.io", "v1alpha1", "deploymentrequests")
@@ -230,7 +231,16 @@ class KubeClient(SessionClient):
                                 content_type="application/merge-patch+json")
 
     async def delete(self, resource: ResourceRef, name: str, namespace: str | None = None,
-                     uid: str | None = None) -> dict[str, Any]:
-        """Delete ``name``; with ``uid``, only that object (409 Conflict if the name now holds another)."""
-        options = {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}} if uid else None
-        return await self._call("DELETE", resource.path(namespace, name), body=options)
+                     uid: str | None = None, resource_version: str | None = None,
+                     propagation: str | None = None) -> dict[str, Any]:
+        """Delete ``name``; with ``uid``, only that object, with ``resource_version`` only as it was then (409
+        Conflict otherwise); ``propagation`` is the propagationPolicy (``Foreground``: the object stays, being
+        deleted, until its dependents are gone)."""
+        preconditions = {key: value for key, value in (("uid", uid), ("resourceVersion", resource_version)) if value}
+        options: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        if preconditions:
+            options["preconditions"] = preconditions
+        if propagation:
+            options["propagationPolicy"] = propagation
+        body = options if len(options) > 2 else None
+        return await self._call("DELETE", resource.path(namespace, name), body=body)

@@ -74,7 +74,8 @@ def virtual_machine(order: Order, node: str, index: int, holders: list[ImageHold
         "runStrategy": "Always",
         # Sizing comes only from the instancetype: KubeVirt rejects cpu/memory in the template beside it.
         "instancetype": {"kind": INSTANCETYPE_KIND, "name": order.instancetype},
-        "dataVolumeTemplates": [root_disk(disk, sources[0], template.get("rootDisk") or {}, disk_size), *extra_disks],
+        "dataVolumeTemplates": [root_disk(disk, sources[0], template.get("rootDisk") or {}, disk_size, labels),
+                                *extra_disks],
         "template": {
             "metadata": owned_metadata(instance.get("metadata"), labels),
             "spec": instance_spec,
@@ -111,13 +112,18 @@ def owned_metadata(user: dict[str, Any] | None, labels: dict[str, str],
     return result
 
 
-def root_disk(name: str, url: str, wanted: dict[str, Any], default_size: str) -> dict[str, Any]:
-    """The root disk's DataVolume template: imported from ``url``, sized and classed as the template asks."""
+def root_disk(name: str, url: str, wanted: dict[str, Any], default_size: str,
+              labels: dict[str, str]) -> dict[str, Any]:
+    """The root disk's DataVolume template: imported from ``url``, sized and classed as the template asks.
+
+    It carries the VM's ``labels``: KubeVirt copies a template's labels to the DataVolume it creates, so the
+    node's agent watches its own node's root disks by ``rackmesh.io/node`` (``vms/disk_sources.py``) and the
+    admission policy knows whose DataVolume an agent deletes."""
     storage: dict[str, Any] = {"resources": {"requests": {"storage": str(wanted.get("size") or default_size)}}}
     if wanted.get("storageClassName"):
         storage["storageClassName"] = wanted["storageClassName"]
     return {
-        "metadata": {"name": name},
+        "metadata": {"name": name, "labels": dict(labels)},
         "spec": {
             "source": {"http": {"url": url, "certConfigMap": CA_CONFIG_MAP, "secretRef": ACCESS_SECRET}},
             "storage": storage,

@@ -301,9 +301,10 @@ def test_rackmesh_containers_have_read_only_root_filesystems(directory: str) -> 
 # (group, resource, resourceName or None) -> verbs.
 AGENT_GRANTS = {
     ("", "nodes", None): {"list", "watch"},
-    ("kubevirt.io", "virtualmachines", None): {"get", "list", "watch", "create", "delete"},
+    ("kubevirt.io", "virtualmachines", None): {"get", "list", "watch", "create", "delete", "patch"},
     ("instancetype.kubevirt.io", "virtualmachineclusterinstancetypes", None): {"list", "watch"},
     ("rackmesh.io", "deploymentrequests", None): {"list", "watch"},
+    ("cdi.kubevirt.io", "datavolumes", None): {"list", "watch", "delete"},
 }
 OPERATOR_GRANTS = {
     ("rackmesh.io", "deploymentrequests", None): {"list", "watch", "patch"},

@@ -9,13 +9,15 @@ Case matrix (each check on every install build):
   - the agents' projected ServiceAccount token: audience = the operator's TokenReview audience (rackmesh),
     expirationSeconds in 600..3600, mounted where RACKMESH_TOKEN_FILE points; HTTPS probes;
   - the signer's Service: routes RACKMESH_SIGNER_URL's port to the operator's signer port;
-  - RBAC: no VM update/patch, DataVolumes or Events for agents; no DeploymentRequest create/update/delete
-    for the operator; no VirtualMachineInstances;
+  - RBAC: no VM update, DataVolume writes but delete, or Events for agents; no DeploymentRequest
+    create/update/delete for the operator; no VirtualMachineInstances;
   - the ValidatingAdmissionPolicy rackmesh-agent-own-node and its binding: valid (Kubernetes 1.32 schema,
     and the sandbox's validation, which compiles the CEL), Deny, and evaluated on admission requests by
-    the sandbox's admission plugin with VMs written by node_agent/vms/manifest.py: the agent of node A
-    creating / deleting A's VM -> allowed; B's VM, a VM labelled for B, a VM without the nodeSelector, a
-    token with no node -> denied (403 Forbidden, saying why); the operator, and agent UPDATEs -> not matched;
+    the sandbox's admission plugin with VMs written by node_agent/vms/manifest.py and their root disks as
+    KubeVirt makes them: the agent of node A creating / deleting / updating A's VM, deleting A's VM's
+    DataVolume -> allowed; B's VM, a VM labelled for B, a VM without the nodeSelector, an update moving A's VM
+    to B or taking B's to A, B's DataVolume, a token with no node -> denied (403 Forbidden, saying why); the
+    operator -> not matched;
   - NetworkPolicies: every pod in rackmesh-system is selected; ingress only; for every source (agent,
     operator, ZooKeeper, CDI importers here and elsewhere, CDI's upload server, Prometheus, strangers) and every
     port of every rackmesh pod, exactly the listed connections are allowed (an evaluator of NetworkPolicy);
@@ -221,9 +223,10 @@ def test_the_policy_and_its_binding_are_valid_and_deny(directory: str) -> None:
     assert policy["spec"]["failurePolicy"] == "Fail"
     assert [c["expression"] for c in policy["spec"]["matchConditions"]] == [
         f'request.userInfo.username == "{AGENT_USER}"']
-    [rule] = policy["spec"]["matchConstraints"]["resourceRules"]
-    assert (rule["apiGroups"], rule["resources"], sorted(rule["operations"])) == (
-        ["kubevirt.io"], ["virtualmachines"], ["CREATE", "DELETE"])
+    rules = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert [(rule["apiGroups"], rule["resources"], sorted(rule["operations"])) for rule in rules] == [
+        (["kubevirt.io"], ["virtualmachines"], ["CREATE", "DELETE", "UPDATE"]),
+        (["cdi.kubevirt.io"], ["datavolumes"], ["DELETE"])]
 
 
 def _vm(node: str, *, label: str | None = None, pinned: bool = True) -> dict[str, Any]:
@@ -245,8 +248,18 @@ def _vm(node: str, *, label: str | None = None, pinned: bool = True) -> dict[str
     return vm
 
 
-def _admit(operation: str, vm: dict[str, Any], user: str, node: str | None) -> str | None:
-    """None when admitted, else the denial as "code reason: message"."""
+def _root_disk(vm: dict[str, Any]) -> dict[str, Any]:
+    """The DataVolume KubeVirt makes of the VM's root-disk template (as the sandbox simulates it)."""
+    from rackmesh_sandbox.cdi_simulation import data_volume_object
+
+    return data_volume_object({**vm, "metadata": {**vm["metadata"], "uid": "vm-uid"}},
+                              vm["spec"]["dataVolumeTemplates"][0])
+
+
+def _admit(operation: str, obj: dict[str, Any], user: str, node: str | None,
+           old: dict[str, Any] | None = None) -> str | None:
+    """None when admitted, else the denial as "code reason: message". ``old`` is an UPDATE's object before
+    (``obj`` itself when not given); a DataVolume's request is about datavolumes."""
     from rackmesh_sandbox.kube_api.admission_policy import AdmissionRequest, ValidatingPolicies
     from rackmesh_sandbox.kube_api.authn import UserInfo
     from rackmesh_sandbox.kube_api.errors import ApiError
@@ -265,10 +278,12 @@ def _admit(operation: str, vm: dict[str, Any], user: str, node: str | None) -> s
         return None
 
     extra = {NODE_NAME: [node], "authentication.kubernetes.io/pod-name": ["rackmesh-agent-x1"]} if node else {}
+    rd = (ResourceDef("cdi.kubevirt.io", "v1beta1", "datavolumes", "DataVolume", namespaced=True, custom=True)
+          if obj["kind"] == "DataVolume" else
+          ResourceDef("kubevirt.io", "v1", "virtualmachines", "VirtualMachine", namespaced=True, custom=True))
     request = AdmissionRequest(
-        rd=ResourceDef("kubevirt.io", "v1", "virtualmachines", "VirtualMachine", namespaced=True, custom=True),
-        operation=operation, namespace=vm["metadata"]["namespace"], name=vm["metadata"]["name"],
-        obj=None if operation == "DELETE" else vm, old=vm if operation != "CREATE" else None,
+        rd=rd, operation=operation, namespace=obj["metadata"]["namespace"], name=obj["metadata"]["name"],
+        obj=None if operation == "DELETE" else obj, old=(old or obj) if operation != "CREATE" else None,
         user=UserInfo(user, groups=("system:serviceaccounts", "system:authenticated"), extra=extra))
     try:
         ValidatingPolicies(list_objects, get_object).admit(request)
@@ -288,14 +303,16 @@ def _admit(operation: str, vm: dict[str, Any], user: str, node: str | None) -> s
         ("DELETE", "c-b-1", "c-a-1", AGENT_USER, "node c-a-1 may delete only"),
         ("CREATE", "c-a-1", None, AGENT_USER, "token is not bound to a node"),
         ("DELETE", "c-a-1", None, AGENT_USER, "token is not bound to a node"),
+        # An update (the root disk's source moved to another holder) of its own node's VM only.
+        ("UPDATE", "c-a-1", "c-a-1", AGENT_USER, None),
+        ("UPDATE", "c-b-1", "c-a-1", AGENT_USER, "node c-a-1 may update only VirtualMachines pinned to its own node"),
+        ("UPDATE", "c-a-1", None, AGENT_USER, "token is not bound to a node"),
         # The operator may delete VMs of a node whose agent is gone: the policy does not look at it.
         ("DELETE", "c-b-1", None, OPERATOR_USER, None),
         ("DELETE", "c-b-1", "c-a-1", OPERATOR_USER, None),
-        # Not matched: RBAC refuses the agent any update before admission.
-        ("UPDATE", "c-b-1", "c-a-1", AGENT_USER, None),
     ],
     ids=["own-create", "own-delete", "other-create", "other-delete", "no-node-create", "no-node-delete",
-         "operator-delete", "operator-with-node-delete", "agent-update-unmatched"],
+         "own-update", "other-update", "no-node-update", "operator-delete", "operator-with-node-delete"],
 )
 def test_the_policy_lets_an_agent_write_only_its_own_nodes_vms(
     operation: str, vm_node: str, caller_node: str | None, user: str, denied_with: str | None
@@ -312,7 +329,48 @@ def test_the_policy_lets_an_agent_write_only_its_own_nodes_vms(
         assert denied_with in denial
 
 
-@pytest.mark.parametrize("operation", ["CREATE", "DELETE"])
+def test_an_update_neither_moves_an_agents_vm_away_nor_takes_another_nodes() -> None:
+    moved_away = _admit("UPDATE", _vm("c-b-1"), AGENT_USER, "c-a-1", old=_vm("c-a-1"))
+    assert 'may update only VirtualMachines pinned to its own node, but this one has nodeSelector ' \
+           'kubernetes.io/hostname="c-b-1"' in (moved_away or "")
+    taken = _admit("UPDATE", _vm("c-a-1"), AGENT_USER, "c-a-1", old=_vm("c-b-1"))
+    assert 'may update only VirtualMachines of its own node, but this one had nodeSelector ' \
+           'kubernetes.io/hostname="c-b-1" and label rackmesh.io/node="c-b-1"' in (taken or "")
+    relabelled = _admit("UPDATE", _vm("c-a-1"), AGENT_USER, "c-a-1", old=_vm("c-a-1", label="c-b-1"))
+    assert 'label rackmesh.io/node="c-b-1"' in (relabelled or "")
+
+
+@pytest.mark.parametrize(
+    ("disk_node", "caller_node", "user", "denied_with"),
+    [
+        ("c-a-1", "c-a-1", AGENT_USER, None),
+        ("c-b-1", "c-a-1", AGENT_USER, 'node c-a-1 may delete only DataVolumes of its own node\'s VirtualMachines, '
+                                       'but this one has label rackmesh.io/node="c-b-1"'),
+        ("c-a-1", None, AGENT_USER, "token is not bound to a node"),
+        ("c-b-1", None, OPERATOR_USER, None),
+    ],
+    ids=["own", "other", "no-node", "operator"],
+)
+def test_the_policy_lets_an_agent_delete_only_its_own_nodes_root_disks(
+    disk_node: str, caller_node: str | None, user: str, denied_with: str | None
+) -> None:
+    disk = _root_disk(_vm(disk_node))
+    denial = _admit("DELETE", disk, user, caller_node)
+    if denied_with is None:
+        assert denial is None
+    else:
+        assert denial is not None and denial.startswith(
+            f"403 Forbidden: datavolumes.cdi.kubevirt.io \"{disk['metadata']['name']}\" is forbidden: "), denial
+        assert denied_with in denial
+
+
+def test_a_data_volume_without_the_node_label_is_not_an_agents_to_delete() -> None:
+    disk = _root_disk(_vm("c-a-1"))
+    del disk["metadata"]["labels"]["rackmesh.io/node"]
+    assert 'this one has label rackmesh.io/node=""' in (_admit("DELETE", disk, AGENT_USER, "c-a-1") or "")
+
+
+@pytest.mark.parametrize("operation", ["CREATE", "DELETE", "UPDATE"])
 def test_the_policy_wants_both_the_pin_and_the_label(operation: str) -> None:
     mislabelled = _admit(operation, _vm("c-a-1", label="c-b-1"), AGENT_USER, "c-a-1")
     assert 'label rackmesh.io/node="c-b-1"' in (mislabelled or "")

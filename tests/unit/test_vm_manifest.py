@@ -7,7 +7,8 @@ Case matrix:
 - metadata: request and node labels (also on the template), namespace, controller ownerReference,
   image-sources annotation with the primary first
 - pinning by nodeSelector on kubernetes.io/hostname; sizing by cluster instancetype, no cpu/memory
-- disk: one DataVolume template with the primary's HTTP URL and the disk size, referenced by the volume
+- disk: one DataVolume template with the primary's HTTP URL and the disk size, referenced by the volume,
+  labelled with the VM's request and node (KubeVirt copies them to the DataVolume)
 - primary holder round robin over holders; no holders is an error
 - every generated VM (and its DataVolume template as a DataVolume) passes KubeVirt's/CDI's real schema
 """
@@ -123,6 +124,8 @@ def test_root_disk_imports_from_the_primary_holder():
     spec = vm["spec"]
     [template] = spec["dataVolumeTemplates"]
     assert template["metadata"]["name"] == "lob123-0004-rootdisk"
+    # KubeVirt copies these to the DataVolume: the node's agent watches its root disks by them.
+    assert template["metadata"]["labels"] == {"rackmesh.io/request": "lob123", "rackmesh.io/node": "c-a-1"}
     primary = holders(3)[1]  # 4 % 3 == 1
     assert template["spec"]["source"] == {"http": {  # the CA CDI's importer trusts, and its credential
         "url": primary.url, "certConfigMap": "rackmesh-ca", "secretRef": "rackmesh-image-access"}}
