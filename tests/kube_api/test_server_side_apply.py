@@ -12,7 +12,8 @@ Case matrix:
   ``Update`` entries (fieldManager, else the User-Agent's program; ``subresource`` for status and scale) that
   conflict as appliers do; status conditions (a list-map) merge by type across managers; a Deployment's
   containers merge by name; dry run stores nothing; the schema and CEL rules refuse an apply as any write;
-  RBAC: an apply that creates needs ``create`` too; managedFields reset by ``[{}]``; at most 10 Update entries.
+  RBAC: an apply that creates needs ``create`` too; ValidatingAdmissionPolicies see an apply that creates as
+  CREATE and one that merges as UPDATE; managedFields reset by ``[{}]``; at most 10 Update entries.
 - kubectl: ``apply --server-side`` creates, re-applies unchanged, shows ``--show-managed-fields``; ``scale`` then a
   different replicas fails with kubectl's conflict text, ``--force-conflicts`` takes over; a client-side apply's
   fields conflict for another manager (``kubectl-client-side-apply``); the CRD and the install's kustomization
@@ -31,6 +32,7 @@ import pytest
 from kubernetes import client
 
 from tests.kube_api.conftest import DR_CRD, DRS, REPO, Client, Cluster, dr
+from tests.kube_api.test_admission_policy import BINDINGS, POLICIES, policy, policy_binding
 from tests.kube_api.test_authn import Session
 from tests.kube_api.test_authn import authed as authed  # the fixture
 from tests.kube_api.test_official_client import api as api  # the fixtures: a threaded API, its client
@@ -330,6 +332,23 @@ async def test_an_apply_that_creates_needs_create(authed: Session) -> None:
     await authed.admin.create("/api/v1/namespaces/team/configmaps", {"metadata": {"name": "cfg"}})
     applied = await apply(user, "/api/v1/namespaces/team/configmaps/cfg", config)
     assert (applied.status, applied.body["data"]) == (200, {"a": "1"})
+
+
+async def test_admission_policies_see_applies_as_creates_and_updates(authed: Session) -> None:
+    rule = {"expression": "!has(object.data) || !('forbidden' in object.data)",
+            "messageExpression": "request.operation + ' with a forbidden key'"}
+    await authed.admin.create(POLICIES, policy("no-forbidden", rule))
+    await authed.admin.create(BINDINGS, policy_binding("no-forbidden", "no-forbidden"))
+    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {"forbidden": "1"}}
+    created = await apply(authed.admin, f"{CONFIGMAPS}/cfg", config)
+    assert (created.status, created.body["message"]) == (
+        422,
+        "configmaps \"cfg\" is forbidden: ValidatingAdmissionPolicy 'no-forbidden' with binding 'no-forbidden' "
+        "denied request: CREATE with a forbidden key",
+    )
+    assert (await apply(authed.admin, f"{CONFIGMAPS}/cfg", {**config, "data": {"a": "1"}})).status == 201
+    updated = await apply(authed.admin, f"{CONFIGMAPS}/cfg", config)
+    assert updated.body["message"].endswith("denied request: UPDATE with a forbidden key")
 
 
 async def test_managed_fields_reset_and_bounded(client: Client) -> None:
