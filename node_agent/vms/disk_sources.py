@@ -11,11 +11,12 @@ so a DataVolume whose import started meanwhile is left alone (409), and propagat
 DataVolume stays until CDI's claim is gone: KubeVirt marks the DataVolumes it creates
 ``cdi.kubevirt.io/allowClaimAdoption``, and a new one finding the old claim would adopt it as populated.
 
-Only a disk whose import has not started is touched (``NOT_STARTED``); an import under way, finished or failed is
-CDI's (its importer retries the same URL, the holder's node address, which outlives the holder's restarts). Gone:
-the URL belongs to no storage member in ZooKeeper, or the copy does not answer (``PeerClient.answers``). The
-decision reads the agent's caches (its VMs, its node's DataVolumes, the ``Directory``); it calls only the holders of
-disks that wait, and writes only to repair.
+Only a disk whose DataVolume says its import has not started is touched (``NOT_STARTED``; a VM whose DataVolume
+KubeVirt has not made yet is not, so nothing is asked where nothing imports); an import under way, finished or
+failed is CDI's (its importer retries the same URL, the holder's node address, which outlives the holder's
+restarts). Gone: the URL belongs to no storage member in ZooKeeper, or the copy does not answer
+(``PeerClient.answers``). The decision reads the agent's caches (its VMs, its node's DataVolumes, the
+``Directory``); it calls only the holders of disks that wait, and writes only to repair.
 """
 
 import asyncio
@@ -99,7 +100,8 @@ class DiskSources:
         waiting = [(vm, dv) for vm in vms if self._ours(vm)
                    for dv in [self.data_volumes.get(vm["metadata"]["namespace"],
                                                     data_volume_name(vm["metadata"]["name"]))]
-                   if dv is None or (_made_for(dv, vm) and _phase(dv) in NOT_STARTED | {IMPORTING})]
+                   if dv is not None and _made_for(dv, vm) and not dv["metadata"].get("deletionTimestamp")
+                   and _phase(dv) in NOT_STARTED | {IMPORTING}]
         if not waiting:
             return []
         holders = _Holders(self.agent, [member for rack in await self.agent.directory.racks(Role.STORAGE)
@@ -115,16 +117,15 @@ class DiskSources:
                 and root.get("name") == data_volume_name(vm["metadata"]["name"])
                 and (root.get("labels") or {}).get(NODE_LABEL) == self.agent.node_name)
 
-    async def _check_one(self, vm: dict[str, Any], dv: dict[str, Any] | None, holders: "_Holders") -> Repair | None:
+    async def _check_one(self, vm: dict[str, Any], dv: dict[str, Any], holders: "_Holders") -> Repair | None:
         where = f"{vm['metadata']['namespace']}/{vm['metadata']['name']}"
-        current = disk_source_url(vm)
-        importing_from = _source_url(dv) if dv is not None else current
-        if dv is not None and _phase(dv) == IMPORTING:
+        current, importing_from = disk_source_url(vm), _source_url(dv)
+        if _phase(dv) == IMPORTING:
             if not await holders.alive(importing_from):
                 return self._report(vm, Repair(where, Outcome.STARTED, importing_from))
             return None
         if await holders.alive(current):
-            if dv is None or importing_from == current or dv["metadata"].get("deletionTimestamp"):
+            if importing_from == current:
                 return None
             return await self._recreate(vm, dv, Repair(where, Outcome.RECREATING, current))
         sources = _sources(vm)
@@ -134,7 +135,7 @@ class DiskSources:
                 if not await self._move(vm, url):
                     return None
                 repair = Repair(where, Outcome.MOVED, url)
-                if dv is not None and not dv["metadata"].get("deletionTimestamp"):
+                if importing_from != url:
                     await self._recreate(vm, dv, repair)
                 return self._report(vm, repair)
         return self._report(vm, Repair(where, Outcome.STRANDED, current))

@@ -4,10 +4,10 @@ Real agents (a compute node, two storage nodes in two racks, each VM's primary c
 API; the DataVolumes are written as KubeVirt makes them and given the phase CDI would report. Case matrix:
 - every holder answers: nothing is touched (the first check, and the agent's own periodic ones)
 - the primary's agent stops (no longer a storage member, no answer), for each state of the VM's root disk:
-  no DataVolume yet, no phase, Pending, ImportScheduled, WaitForFirstConsumer -> Moved: the VM's template names the
-  next holder of its image-sources, the DataVolume is deleted (for KubeVirt to recreate from the template);
-  ImportInProgress -> Started: left to CDI, reported once however often it is checked; Succeeded, Failed, a
-  DataVolume of the VM's name that another owns -> untouched
+  no phase, Pending, ImportScheduled, WaitForFirstConsumer -> Moved: the VM's template names the next holder of
+  its image-sources, the DataVolume is deleted (for KubeVirt to recreate from the template); ImportInProgress ->
+  Started: left to CDI, reported once however often it is checked; Succeeded, Failed, no DataVolume yet (no phase
+  says anything), a DataVolume of the VM's name that another owns -> untouched
 - the primary still a member but no longer serving the copy (404) counts as gone: Moved
 - no holder of the list answers -> Stranded, nothing written
 - a DataVolume older than its template (a move whose delete did not happen) and not started -> Recreating
@@ -97,8 +97,8 @@ async def test_a_gone_holder_moves_only_the_disks_whose_import_has_not_started(m
     mesh = await mesh(topology(), disk_source_check_interval=3600.0)
     holders = [holder(mesh, PRIMARY), holder(mesh, SECOND)]
     request = await order(mesh)
-    moved_phases = [NO_DATA_VOLUME, None, "Pending", "ImportScheduled", "WaitForFirstConsumer"]
-    kept_phases = ["ImportInProgress", "Succeeded", "Failed", NOT_MINE]
+    moved_phases = [None, "Pending", "ImportScheduled", "WaitForFirstConsumer"]
+    kept_phases = ["ImportInProgress", "Succeeded", "Failed", NO_DATA_VOLUME, NOT_MINE]
     # Even indices: holders[index % 2], the primary, is s-0-0 for all of them.
     vms = {phase: await vm_with_disk(mesh, request, 2 * n, holders, phase)
            for n, phase in enumerate(moved_phases + kept_phases)}
