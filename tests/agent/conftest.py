@@ -33,7 +33,9 @@ from rackmesh_sandbox.zookeeper import ZooKeeperEnsemble
 from tests.support.builders import TopologyBuilder
 from tests.support.pki import Pki
 
-SESSION_TIMEOUT = 2.0
+SESSION_TIMEOUT = 2.0  # the agents': a killed agent's entries go within seconds
+# The harness's own client (records, digests) is no agent; a short session would expire on a loaded machine.
+HARNESS_SESSION_TIMEOUT = 10.0
 
 
 class Mesh:
@@ -110,7 +112,7 @@ async def mesh(zookeeper: ZooKeeperEnsemble, zk_root: str, pki: Pki, tmp_path: P
         await seed(kube, parsed, settings.rack_label)
         image_dirs = write_images(parsed, tmp_path / "images")
         operator = pki.operator()
-        zk = await zk_async.start_client(zookeeper.connect_string, SESSION_TIMEOUT, tls=operator.files)
+        zk = await zk_async.start_client(zookeeper.connect_string, HARNESS_SESSION_TIMEOUT, tls=operator.files)
         stack.push_async_callback(zk_async.stop_client, zk)
         peers = await stack.enter_async_context(PeerClient(operator, settings.call_timeout))
         mesh = Mesh(api, kube, zk, settings, peers, pki, stack)
