@@ -21,7 +21,14 @@ from rackmesh.identity.authority import trusted_ca
 from rackmesh.identity.credentials import Credentials
 from rackmesh.identity.names import Identity
 from rackmesh.informer import Informer
-from rackmesh.kube_client import CLUSTER_INSTANCETYPES, DEPLOYMENT_REQUESTS, VIRTUAL_MACHINES, KubeClient, Selector
+from rackmesh.kube_client import (
+    CLUSTER_INSTANCETYPES,
+    DEPLOYMENT_REQUESTS,
+    PODS,
+    VIRTUAL_MACHINES,
+    KubeClient,
+    Selector,
+)
 from rackmesh.labels import NODE_LABEL, Role
 from rackmesh.metrics import MetricsServer
 from rackmesh.nodes import NodeState
@@ -69,6 +76,9 @@ class Agent:
         self.own_node = OwnNode(kube, node_name, settings.rack_label)
         self.vms = Informer(kube, VIRTUAL_MACHINES, Selector(labels=f"{NODE_LABEL}={node_name}"))
         self.instancetypes = Informer(kube, CLUSTER_INSTANCETYPES)
+        # The pods bound to this node, as the scheduler counts them against its allocatable (kubelet's own
+        # pod informer selects them so too).
+        self.pods = Informer(kube, PODS, Selector(fields=f"spec.nodeName={node_name}"))
         # The requests that exist: a VM is written only for one of them, as it is now (never for an order
         # alone, which anyone holding a certificate could forge).
         self.requests = Informer(kube, DEPLOYMENT_REQUESTS)
@@ -156,15 +166,16 @@ class Agent:
             await self._obtain_certificate()
             watching.append(asyncio.create_task(renewal.keep_renewed(self.credentials, self._sign)))
             await self._serve_http()
-            caches = (self.own_node, self.vms, self.instancetypes, self.requests)
+            caches = (self.own_node, self.vms, self.instancetypes, self.pods, self.requests)
             watching += [asyncio.create_task(cache.run()) for cache in caches]
             if not self.own_node.listed.is_set() or not (self.own_node.state and self.own_node.state.roles):
                 logger.info("waiting for the node to exist with a rackmesh role", extra={"node": self.node_name})
             self.identity = await self.own_node.wait_for(lambda state: bool(state.roles))
             await self.vms.synced.wait()
             await self.instancetypes.synced.wait()
+            await self.pods.synced.wait()
             await self.requests.synced.wait()
-            self.capacity = CapacityView(self.own_node, self.vms, self.instancetypes)
+            self.capacity = CapacityView(self.own_node, self.vms, self.instancetypes, self.pods, self.requests)
             self._zk = await zk_async.start_client(self.settings.zk_hosts, self.settings.zk_session_timeout,
                                                    tls=self.credentials.files, session=self.metrics.zookeeper)
             self._directory = Directory(self._zk, self.layout)

@@ -1,28 +1,57 @@
-"""Free capacity of this node: allocatable, minus what the VMs pinned to it use, minus live reservations.
+"""Free capacity of this node, as the kube-scheduler will find it: allocatable, minus the requests of the
+pods bound to the node, minus what the VMs pinned to it and the live reservations will request.
+
+A VM counts as its launcher pod will request (``rackmesh/virt_launcher.py``: the guest plus KubeVirt's
+overhead), with a full core per vCPU: KubeVirt's pod asks for a tenth of that (``cpuAllocationRatio``), an
+overcommit rackmesh does not take, so every launcher pod fits wherever rackmesh placed its VM. Once a
+VM's launcher pod exists, the VM counts as the larger of the two and the pod is not counted again. Every
+other pod bound to the node (DaemonSets, system pods, another VM's launcher) counts at its requests
+(``rackmesh/pod_requests.py``); a terminal one holds nothing.
 
 The agent is the single writer of its node's capacity; nothing about it is kept in ZooKeeper. Everything
-here is read from the agent's watch-fed caches (its Node, the VMs pinned to it, the instancetypes), never
-from the API server, so an offer costs the API nothing.
+here is read from the agent's watch-fed caches (its Node, the VMs pinned to it, the pods bound to it, the
+instancetypes, the requests), never from the API server, so an offer costs the API nothing.
 """
 
 import asyncio
 import logging
+from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 from rackmesh.informer import Informer
+from rackmesh.pod_requests import is_terminal, largest, pod_requests
+from rackmesh.protocol import RequestRef
 from rackmesh.quantities import Resources
+from rackmesh.virt_launcher import Guest, launcher_requests, launcher_vmi
 from rackmesh_node_agent.capacity.reservations import Pinned, Reservations
 
 if TYPE_CHECKING:
     from rackmesh_node_agent.own_node import OwnNode
 
 logger = logging.getLogger(__name__)
+# (VM changes, instancetype changes, pod changes) -> what they use (None: a VM's size is unknown), VM names
+Use = tuple[tuple[int, int, int], Resources | None, frozenset[tuple[str, str]]]
+
+
+def vm_room(guest: Guest, vmi: dict[str, Any] | None = None) -> Resources:
+    """What rackmesh counts one VM as using: its launcher pod's requests, with a full core per vCPU."""
+    return largest(launcher_requests(guest, vmi), Resources(guest.vcpus * 1000, 0))
 
 
 def instancetype_size(instancetype: dict[str, Any]) -> Resources:
-    """What one VM of a VirtualMachineClusterInstancetype uses (``spec.cpu.guest`` vCPUs, ``spec.memory.guest``)."""
-    spec = instancetype["spec"]
-    return Resources.parse(spec["cpu"]["guest"], spec["memory"]["guest"])
+    """What one VM of a VirtualMachineClusterInstancetype uses, for a VM without a template of its own."""
+    return vm_room(Guest.of(instancetype))
+
+
+def vm_instance_spec(vm: dict[str, Any]) -> dict[str, Any]:
+    """A VirtualMachine's VMI spec (what its template asks of the launcher pod)."""
+    return ((vm.get("spec") or {}).get("template") or {}).get("spec") or {}
+
+
+def request_instance_spec(request: dict[str, Any]) -> dict[str, Any]:
+    """The VMI spec a DeploymentRequest's ``spec.template`` gives its VMs."""
+    machine = (((request.get("spec") or {}).get("template") or {}).get("spec") or {})
+    return (machine.get("template") or {}).get("spec") or {}
 
 
 class CapacityView:
@@ -32,28 +61,42 @@ class CapacityView:
     promise the same room.
     """
 
-    def __init__(self, own_node: "OwnNode", vms: Informer, instancetypes: Informer) -> None:
+    def __init__(self, own_node: "OwnNode", vms: Informer, instancetypes: Informer, pods: Informer,
+                 requests: Informer) -> None:
         self._own_node = own_node
         self._vms = vms
         self._instancetypes = instancetypes
+        self._pods = pods
+        self._requests = requests
         self.reservations = Reservations()
         self.lock = asyncio.Lock()
-        # Sizes seen, with the resourceVersion they were read at: a VM keeps the size it was created with
+        # Guests seen, with the resourceVersion they were read at: a VM keeps the size it was created with
         # (KubeVirt keeps a revision of its instancetype), even once the instancetype is deleted.
-        self._sizes: dict[str, tuple[str, Resources]] = {}
-        # What the pinned VMs use, as of the VM and instancetype caches' change counts: an offer on a node
-        # with a hundred VMs would otherwise add them all up again.
-        self._pinned: tuple[tuple[int, int], Resources | None, frozenset[tuple[str, str]]] | None = None
+        self._guests: dict[str, tuple[str, Guest]] = {}
+        # What the node's VMs and pods use, as of the caches' change counts: an offer on a node with a
+        # hundred VMs would otherwise add them all up again.
+        self._use: Use | None = None
 
-    def size_of(self, instancetype_name: str) -> Resources | None:
-        """One VM's size, or None when the instancetype does not exist (and never did, as far as we saw)."""
+    def guest_of(self, instancetype_name: str) -> Guest | None:
+        """The instancetype's guest, or None when it does not exist (and never did, as far as we saw)."""
         found = self._instancetypes.get("", instancetype_name)
-        known = self._sizes.get(instancetype_name)
+        known = self._guests.get(instancetype_name)
         if found is not None:
             version = str(found["metadata"].get("resourceVersion", ""))
             if known is None or known[0] != version:  # parsed once per version: an offer counts every VM
-                known = self._sizes[instancetype_name] = (version, instancetype_size(found))
+                known = self._guests[instancetype_name] = (version, Guest.of(found))
         return known[1] if known is not None else None
+
+    def size_of(self, instancetype_name: str, request: RequestRef | None = None) -> Resources | None:
+        """One VM's room, of ``request``'s template when the cache holds that request; None when the
+        instancetype is unknown."""
+        guest = self.guest_of(instancetype_name)
+        if guest is None:
+            return None
+        found = self._requests.get(request.namespace, request.name) if request is not None else None
+        if found is not None and found["metadata"].get("uid") == request.uid:
+            return vm_room(guest, request_instance_spec(found))
+        return vm_room(guest)
 
     @property
     def allocatable(self) -> Resources:
@@ -65,27 +108,56 @@ class CapacityView:
 
     def look(self) -> tuple[Resources, Pinned]:
         """Free capacity, and the (namespace, name) of every VM pinned here."""
-        used, names = self._pinned_use()
+        used, names = self._node_use()
         if used is None:  # a VM whose size is unknown: promise nothing rather than too much
             return Resources(), names
         for reservation in self.reservations.live():
             used += reservation.size * reservation.outstanding(names)
         return self.allocatable - used, names
 
-    def _pinned_use(self) -> tuple[Resources | None, frozenset[tuple[str, str]]]:
-        seen = (self._vms.changes, self._instancetypes.changes)
-        if self._pinned is None or self._pinned[0] != seen:
+    def _node_use(self) -> tuple[Resources | None, frozenset[tuple[str, str]]]:
+        seen = (self._vms.changes, self._instancetypes.changes, self._pods.changes)
+        if self._use is None or self._use[0] != seen:
             pinned = self._vms.objects()
-            used: Resources | None = Resources()
-            for vm in pinned:
-                name = vm["spec"]["instancetype"]["name"]
-                size = self.size_of(name)
-                if size is None:
-                    logger.warning("a VM on this node has an instancetype never seen; offering no room",
-                                   extra={"vm": vm["metadata"]["name"], "instancetype": name})
-                    used = None
-                    break
-                used += size
             names = frozenset((vm["metadata"]["namespace"], vm["metadata"]["name"]) for vm in pinned)
-            self._pinned = (seen, used, names)
-        return self._pinned[1], self._pinned[2]
+            self._use = (seen, self._used_by(pinned), names)
+        return self._use[1], self._use[2]
+
+    def _used_by(self, pinned: list[dict[str, Any]]) -> Resources | None:
+        launchers: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        used = Resources()
+        for pod in self._pods.objects():
+            if is_terminal(pod):
+                continue
+            vmi = launcher_vmi(pod)
+            if vmi is None:
+                used += pod_requests(pod)
+            else:
+                launchers[(pod["metadata"]["namespace"], vmi)].append(pod)
+        for vm in pinned:
+            name = vm["spec"]["instancetype"]["name"]
+            guest = self.guest_of(name)
+            if guest is None:
+                logger.warning("a VM on this node has an instancetype never seen; offering no room",
+                               extra={"vm": vm["metadata"]["name"], "instancetype": name})
+                return None
+            room = vm_room(guest, vm_instance_spec(vm))
+            own = self._own_launcher(vm, launchers)
+            used += largest(room, pod_requests(own)) if own is not None else room
+        # Launcher pods of VMs not pinned here (another's, or of a VM deleted a moment ago) are pods like any.
+        return used + sum((pod_requests(pod) for pods in launchers.values() for pod in pods), Resources())
+
+    @staticmethod
+    def _own_launcher(vm: dict[str, Any], launchers: dict[tuple[str, str], list[dict[str, Any]]]
+                      ) -> dict[str, Any] | None:
+        """Take the VM's launcher pod out of ``launchers``: the newest one of its name created since the VM
+        was (one of a deleted VM of the same name is not this VM's)."""
+        meta = vm["metadata"]
+        candidates = launchers.get((meta["namespace"], meta["name"]), [])
+        since = str(meta.get("creationTimestamp", ""))
+        own = [pod for pod in candidates if str(pod["metadata"].get("creationTimestamp", "")) >= since]
+        if not own:
+            return None
+        newest = max(own, key=lambda pod: str(pod["metadata"].get("creationTimestamp", "")))
+        candidates.remove(newest)
+        return newest

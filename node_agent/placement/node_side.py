@@ -64,7 +64,7 @@ class NodeSide:
     async def _offer(self, ask: OfferAsk) -> NodeOffer:
         agent, order = self.agent, ask.order
         capacity = agent.require_capacity()
-        size = self._size_of(order.instancetype)
+        size = self._size_of(order)
         async with capacity.lock:
             earlier = capacity.reservations.get(order.request.uid)
             free, _ = capacity.look()
@@ -150,18 +150,19 @@ class NodeSide:
             task.cancel()
         await asyncio.gather(*writers, return_exceptions=True)
 
-    def _size_of(self, instancetype: str) -> Resources:
-        size = self.agent.require_capacity().size_of(instancetype)
+    def _size_of(self, order: Order) -> Resources:
+        """One VM's room: of the order's instancetype, with the request's template."""
+        size = self.agent.require_capacity().size_of(order.instancetype, order.request)
         if size is None:
             raise Refusal(422, "UnknownInstancetype",
-                          f"VirtualMachineClusterInstancetype {instancetype!r} does not exist")
+                          f"VirtualMachineClusterInstancetype {order.instancetype!r} does not exist")
         return size
 
     async def _hold(self, order: Order, indices: list[int]) -> None:
         """Commit room for VMs ``indices`` out of the offer; without one (expired, or a resumed request),
         reserve the VMs not yet written, if they still fit."""
         capacity = self.agent.require_capacity()
-        size = self._size_of(order.instancetype)
+        size = self._size_of(order)
         async with capacity.lock:
             held = capacity.reservations.get(order.request.uid)
             new = set(indices) - (held.committed if held is not None else set())

@@ -11,6 +11,13 @@ image server serves HTTPS with a rackmesh certificate and wants the namespace's 
 - a VM whose URL answers 404 (the holder lost the image) is Provisioning until the file appears, then Running
 - a running VM whose node turns NotReady turns not ready (Running, Ready False, PodNotReady), and ready
   again when the node is Ready
+- a running VM has a VMI (valid by KubeVirt's schema, owned by the VM, Running on the node) and one virt-launcher
+  pod (KubeVirt's labels, owned by the VMI) bound to the node, Running, requesting the guest plus KubeVirt's
+  overhead: u1.small (1 vCPU, 2Gi) is 100m + 2Gi + 256Mi for compute, 5m + 35M for guest-console-log
+- a launcher pod that does not fit beside a foreign pod's requests stays Pending (PodScheduled False,
+  Unschedulable, the kube-scheduler's message), with one FailedScheduling Event however many passes run, and
+  its VM ErrorUnschedulable and not ready; once the foreign pod is gone the pod is bound and the VM runs
+- deleting a VM removes its VMI and launcher pod (ownerReferences, the API's garbage collector)
 - every status written passes KubeVirt's VM schema
 - the first pass writes the ready file; setting the stop event ends the loop
 Process form: ``python -m rackmesh_sandbox.kubevirt_simulation --kubeconfig ... --ready-file ...`` writes the
@@ -35,18 +42,23 @@ from rackmesh.identity.credentials import Credentials as TlsCredentials
 from rackmesh.identity.names import Identity
 from rackmesh.image_access import ACCESS_SECRET, CA_CONFIG_MAP, CA_CONFIG_MAP_KEY, basic_credentials
 from rackmesh.kube_client import (
+    CLUSTER_INSTANCETYPES,
     CONFIG_MAPS,
     DEPLOYMENT_REQUESTS,
+    EVENTS,
     NODES,
+    PODS,
     SECRETS,
     VIRTUAL_MACHINES,
     Credentials,
     KubeClient,
 )
+from rackmesh.pod_requests import pod_requests
 from rackmesh.protocol import ImageHolder, Order, RequestRef
+from rackmesh.quantities import Resources
 from rackmesh_node_agent.vms.manifest import virtual_machine
 from rackmesh_sandbox import kubevirt_simulation
-from rackmesh_sandbox.cluster_seed import node_object, node_status
+from rackmesh_sandbox.cluster_seed import instancetype_object, node_object, node_status
 from rackmesh_sandbox.kube_api import KubeApiServer
 from rackmesh_sandbox.kube_api.schema import load_kubevirt_schemas
 from rackmesh_sandbox.lifecycle import CRD_DIR
@@ -56,6 +68,9 @@ from tests.support.builders import RequestBuilder
 from tests.support.waiting import async_eventually
 
 VM_SCHEMA = load_kubevirt_schemas()["VirtualMachine"]
+VMI_SCHEMA = load_kubevirt_schemas()["VirtualMachineInstance"]
+VMIS = kubevirt_simulation.VIRTUAL_MACHINE_INSTANCES
+LAUNCHERS = "kubevirt.io=virt-launcher"
 PASSWORD = "the-namespace-password"
 
 
@@ -82,6 +97,15 @@ class Cluster:
     async def provisioning(self, name: str) -> dict[str, Any] | None:
         vm = await self.get(name)
         return vm if vm.get("status", {}).get("printableStatus") == "Provisioning" else None
+
+    async def unschedulable(self, name: str) -> dict[str, Any] | None:
+        vm = await self.get(name)
+        return vm if vm.get("status", {}).get("printableStatus") == "ErrorUnschedulable" else None
+
+    async def launchers(self, vm: str) -> list[dict[str, Any]]:
+        """The launcher pods of VM ``vm`` (its VMI's: named after it)."""
+        return [pod for pod in await self.kube.list(PODS, "default", label_selector=LAUNCHERS)
+                if pod["metadata"]["ownerReferences"][0]["name"] == vm]
 
 
 @web.middleware
@@ -112,6 +136,7 @@ async def cluster(tmp_path: Path, pki) -> AsyncIterator[Cluster]:
                                               "memory": "32Gi"}]}).nodes[0]
             await kube.create(NODES, node_object(node, "topology.rackmesh.io/rack"))
             await kube.patch(NODES, node.name, node_status(node), subresource="status")
+            await kube.create(CLUSTER_INSTANCETYPES, instancetype_object("u1.small", 1, "2Gi"))
             await kube.create(CONFIG_MAPS, {"metadata": {"name": CA_CONFIG_MAP},
                                             "data": {CA_CONFIG_MAP_KEY: pki.ca.cert_pem.decode()}}, "default")
             await kube.create(SECRETS, {"metadata": {"name": ACCESS_SECRET}, "data": {
@@ -231,3 +256,64 @@ async def test_the_process_marks_vms_running_and_stops_on_sigterm(cluster, tmp_p
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
+
+
+async def test_a_running_vm_has_a_vmi_and_a_launcher_pod_requesting_guest_and_overhead(cluster, simulation):
+    name = await cluster.vm(0, f"{cluster.image_base}/present.img")
+    vm = await async_eventually(lambda: cluster.running(name), what="VM running")
+    vmi = await cluster.kube.get(VMIS, name, "default")
+    assert VMI_SCHEMA.errors(vmi) == []
+    assert (vmi["status"]["phase"], vmi["status"]["nodeName"]) == ("Running", "c-a-1")
+    assert [(ref["kind"], ref["uid"], ref["controller"]) for ref in vmi["metadata"]["ownerReferences"]] == [
+        ("VirtualMachine", vm["metadata"]["uid"], True)]
+    [pod] = await cluster.launchers(name)
+    assert pod["metadata"]["labels"]["kubevirt.io/created-by"] == vmi["metadata"]["uid"]
+    assert pod["metadata"]["labels"]["vm.kubevirt.io/name"] == name
+    assert [(ref["kind"], ref["uid"]) for ref in pod["metadata"]["ownerReferences"]] == [
+        ("VirtualMachineInstance", vmi["metadata"]["uid"])]
+    assert (pod["spec"]["nodeName"], pod["status"]["phase"]) == ("c-a-1", "Running")
+    assert {c["name"]: c["resources"]["requests"] for c in pod["spec"]["containers"]}["guest-console-log"] == {
+        "cpu": "5m", "memory": "35M"}
+    assert pod_requests(pod) == Resources(100 + 5, 2 * 2**30 + 256 * 2**20 + 35_000_000)
+
+
+async def test_a_launcher_pod_that_does_not_fit_stays_pending_until_room_appears(cluster, simulation):
+    hog = {"metadata": {"name": "hog"}, "spec": {"nodeName": "c-a-1", "containers": [
+        {"name": "hog", "image": "hog", "resources": {"requests": {"cpu": "1", "memory": "30Gi"}}}]}}
+    await cluster.kube.create(PODS, hog, "default")
+    name = await cluster.vm(0, f"{cluster.image_base}/present.img")
+    vm = await async_eventually(lambda: cluster.unschedulable(name), what="VM unschedulable")
+    assert "ready" not in vm["status"] and VM_SCHEMA.errors(vm) == []
+    message = ("0/1 nodes are available: 1 Insufficient memory. "
+               "preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.")
+    assert [(c["type"], c["status"], c["reason"]) for c in vm["status"]["conditions"]] == [
+        ("Ready", "False", "GuestNotRunning"), ("PodScheduled", "False", "Unschedulable")]
+    [pod] = await cluster.launchers(name)
+    assert "nodeName" not in pod["spec"] and pod["status"]["phase"] == "Pending"
+    assert [(c["type"], c["status"], c["reason"], c["message"]) for c in pod["status"]["conditions"]] == [
+        ("PodScheduled", "False", "Unschedulable", message)]
+
+    # A later VM running proves more passes ran: the waiting pod got no second Event.
+    await cluster.kube.patch(PODS, "hog", {"status": {"phase": "Succeeded"}}, "default", "status")
+    later = await cluster.vm(1, f"{cluster.image_base}/present.img")
+    await async_eventually(lambda: cluster.running(later), what="a VM running beside a finished pod")
+    events = [event for event in await cluster.kube.list(EVENTS, "default")
+              if event["involvedObject"]["name"] == pod["metadata"]["name"]]
+    assert [(e["type"], e["reason"], e["message"], e["source"]["component"]) for e in events] == [
+        ("Warning", "FailedScheduling", message, "default-scheduler")]
+    await async_eventually(lambda: cluster.running(name), what="the waiting VM running once room appeared")
+    [pod] = await cluster.launchers(name)
+    assert (pod["spec"]["nodeName"], pod["status"]["phase"]) == ("c-a-1", "Running")
+
+
+async def test_deleting_a_vm_removes_its_vmi_and_launcher_pod(cluster, simulation):
+    name = await cluster.vm(0, f"{cluster.image_base}/present.img")
+    await async_eventually(lambda: cluster.running(name), what="VM running")
+    assert len(await cluster.launchers(name)) == 1
+    await cluster.kube.delete(VIRTUAL_MACHINES, name, "default")
+
+    async def gone() -> bool:
+        vmis = await cluster.kube.list(VMIS, "default")
+        return not vmis and not await cluster.launchers(name)
+
+    await async_eventually(gone, what="the VMI and its pod collected")
