@@ -22,7 +22,7 @@ from rackmesh.quantities import Resources
 from rackmesh.request_record import Portion
 from rackmesh.vm_fields import controller_uid
 from rackmesh.vm_names import vm_index
-from rackmesh_node_agent.capacity.view import instancetype_size
+from rackmesh.vm_room import instancetype_size
 from rackmesh_node_agent.placement import spread
 from rackmesh_node_agent.vms.writer import write_vms
 

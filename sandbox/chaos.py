@@ -31,10 +31,12 @@ from pathlib import Path
 from rackmesh.kube_client import DEPLOYMENT_REQUESTS, NODES, VIRTUAL_MACHINES, Credentials, KubeApiError, KubeClient
 from rackmesh.labels import REQUEST_LABEL, Role
 from rackmesh.quantities import Resources
+from rackmesh.virt_launcher import Guest
 from rackmesh.vm_fields import controller_uid, pinned_node
+from rackmesh.vm_room import vm_room
 from rackmesh_sandbox.lifecycle import SandboxState, down, restart, up
 
-INSTANCETYPE, SIZE = "u1.small", Resources.parse(1, "2Gi")
+INSTANCETYPE, SIZE = "u1.small", vm_room(Guest(1, 2 * 2**30))  # as the agents count one
 IMAGE = "lob123-rhel-6.0"
 SETTLE_TIMEOUT = 120.0
 SETTLE_POLL_SECONDS = 0.5

@@ -74,7 +74,7 @@ from rackmesh.virt_launcher import (
     launcher_vmi,
 )
 from rackmesh.vm_fields import IMAGE_SHA256_ANNOTATION, disk_source_url, is_ready, pinned_node
-from rackmesh_node_agent.capacity.view import vm_instance_spec
+from rackmesh.vm_room import vm_instance_spec
 from rackmesh_sandbox.kube_api.kubeconfig import write_atomically
 from rackmesh_sandbox.scheduler import SCHEDULER, NodeRoom, Placement, place, rooms
 

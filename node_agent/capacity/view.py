@@ -1,9 +1,7 @@
 """Free capacity of this node, as the kube-scheduler will find it: allocatable, minus the requests of the
 pods bound to the node, minus what the VMs pinned to it and the live reservations will request.
 
-A VM counts as its launcher pod will request (``rackmesh/virt_launcher.py``: the guest plus KubeVirt's
-overhead), with a full core per vCPU: KubeVirt's pod asks for a tenth of that (``cpuAllocationRatio``), an
-overcommit rackmesh does not take, so every launcher pod fits wherever rackmesh placed its VM. Once a
+A VM counts as ``rackmesh/vm_room.py`` says (its launcher pod's requests, a full core per vCPU). Once a
 VM's launcher pod exists, the VM counts as the larger of the two and the pod is not counted again. Every
 other pod bound to the node (DaemonSets, system pods, another VM's launcher) counts at its requests
 (``rackmesh/pod_requests.py``); a terminal one holds nothing.
@@ -22,7 +20,8 @@ from rackmesh.informer import Informer
 from rackmesh.pod_requests import is_terminal, largest, pod_requests
 from rackmesh.protocol import RequestRef
 from rackmesh.quantities import Resources
-from rackmesh.virt_launcher import Guest, launcher_requests, launcher_vmi
+from rackmesh.virt_launcher import Guest, launcher_vmi
+from rackmesh.vm_room import request_instance_spec, vm_instance_spec, vm_room
 from rackmesh_node_agent.capacity.reservations import Pinned, Reservations
 
 if TYPE_CHECKING:
@@ -31,27 +30,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 # (VM changes, instancetype changes, pod changes) -> what they use (None: a VM's size is unknown), VM names
 Use = tuple[tuple[int, int, int], Resources | None, frozenset[tuple[str, str]]]
-
-
-def vm_room(guest: Guest, vmi: dict[str, Any] | None = None) -> Resources:
-    """What rackmesh counts one VM as using: its launcher pod's requests, with a full core per vCPU."""
-    return largest(launcher_requests(guest, vmi), Resources(guest.vcpus * 1000, 0))
-
-
-def instancetype_size(instancetype: dict[str, Any]) -> Resources:
-    """What one VM of a VirtualMachineClusterInstancetype uses, for a VM without a template of its own."""
-    return vm_room(Guest.of(instancetype))
-
-
-def vm_instance_spec(vm: dict[str, Any]) -> dict[str, Any]:
-    """A VirtualMachine's VMI spec (what its template asks of the launcher pod)."""
-    return ((vm.get("spec") or {}).get("template") or {}).get("spec") or {}
-
-
-def request_instance_spec(request: dict[str, Any]) -> dict[str, Any]:
-    """The VMI spec a DeploymentRequest's ``spec.template`` gives its VMs."""
-    machine = (((request.get("spec") or {}).get("template") or {}).get("spec") or {})
-    return (machine.get("template") or {}).get("spec") or {}
 
 
 class CapacityView:

@@ -22,6 +22,7 @@ import yaml
 
 from rackmesh.labels import DEFAULT_RACK_LABEL, Role
 from rackmesh.quantities import Resources
+from rackmesh.vm_room import instancetype_size
 from tests.support.builders import make_topology
 from tests.support.sandbox import run, start
 from tests.support.waiting import eventually
@@ -70,8 +71,8 @@ class Cluster:
         return node["metadata"]["labels"].get(DEFAULT_RACK_LABEL, "default")
 
     def instancetype_size(self, name: str) -> Resources:
-        spec = self.get("virtualmachineclusterinstancetype", name)["spec"]
-        return Resources.parse(spec["cpu"]["guest"], spec["memory"]["guest"])
+        """One VM of ``name`` as rackmesh counts it: its launcher pod's requests, a full core per vCPU."""
+        return instancetype_size(self.get("virtualmachineclusterinstancetype", name))
 
     def capacity_for(self, instancetype: str) -> int:
         """How many VMs of ``instancetype`` the compute nodes' allocatable fits, ignoring VMs already there."""

@@ -21,7 +21,7 @@ from rackmesh.pod_requests import pod_requests
 from rackmesh.protocol import NODE_OFFERS, NODE_RELEASES, NodeOffer, OfferAsk, RequestKey, RequestRef
 from rackmesh.quantities import Resources
 from rackmesh.virt_launcher import Guest, memory_overhead
-from rackmesh_node_agent.capacity.view import vm_room
+from rackmesh.vm_room import vm_room
 from rackmesh_sandbox.kubevirt_simulation import VIRTUAL_MACHINE_INSTANCES, instance_object, launcher_pod
 from tests.agent.test_handshake import leader_of, order, per_node, settled_round, stored_order, topology, vms_of
 from tests.support.builders import make_request

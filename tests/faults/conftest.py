@@ -27,6 +27,8 @@ from rackmesh import request_record
 from rackmesh.quantities import Resources
 from rackmesh.rendezvous import ranked
 from rackmesh.request_record import RequestRecord, Stage
+from rackmesh.virt_launcher import Guest
+from rackmesh.vm_room import vm_room
 from rackmesh.zk_layout import ZkLayout
 from rackmesh_sandbox.lifecycle import SANDBOX_SETTINGS
 from tests.support.builders import make_request, make_topology
@@ -35,7 +37,7 @@ from tests.support.waiting import eventually
 
 # The bound the issue sets: Ready within the session timeout + 10 s of the fault.
 RECOVERY_BOUND = SANDBOX_SETTINGS["zk_session_timeout"] + 10.0
-U1_LARGE = Resources.parse(2, "8Gi")
+U1_LARGE = vm_room(Guest(2, 8 * 2**30))  # as the agents count one, overhead included
 RECOVERIES: dict[str, float] = {}
 
 

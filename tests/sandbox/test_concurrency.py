@@ -13,10 +13,12 @@ from collections import Counter
 import yaml
 
 from rackmesh.quantities import Resources
+from rackmesh.virt_launcher import Guest
+from rackmesh.vm_room import vm_room
 from tests.support.builders import make_request
 from tests.support.waiting import eventually
 
-U1_LARGE = Resources.parse(2, "8Gi")
+U1_LARGE = vm_room(Guest(2, 8 * 2**30))  # as the agents count one, overhead included
 
 
 def room(sandbox) -> int:

@@ -21,7 +21,7 @@ import pytest
 
 from rackmesh.quantities import Resources
 from rackmesh.virt_launcher import Guest, launcher_containers, launcher_requests, launcher_vmi, memory_overhead
-from rackmesh_node_agent.capacity.view import instancetype_size, vm_room
+from rackmesh.vm_room import instancetype_size, vm_room
 
 MI, GI = 2**20, 2**30
 U1_NANO, U1_LARGE = Guest(1, 512 * MI), Guest(2, 8 * GI)
