@@ -39,6 +39,7 @@ from rackmesh.metrics import SCRAPER
 from rackmesh_sandbox import processes
 from rackmesh_sandbox.cluster_seed import agent_pod, apply_manifest_security, seed, service_account_token
 from rackmesh_sandbox.images import write_images
+from rackmesh_sandbox.kube_api import owner_references
 from rackmesh_sandbox.kube_api.kubeconfig import write_kubeconfig
 from rackmesh_sandbox.ports import free_port, port_free_on
 from rackmesh_sandbox.processes import ProcessRecord
@@ -226,7 +227,7 @@ def _start_api(state: SandboxState, say: Callable[[str], None]) -> None:
     ready_file = state.state_dir / "kube-api.json"
     ready_file.unlink(missing_ok=True)
     argv = [sys.executable, "-m", "rackmesh_sandbox.kube_api", "--host", "127.0.0.1", "--port", "0",
-            "--ready-file", str(ready_file), "--auth",
+            "--ready-file", str(ready_file), "--auth", "--enable-admission-plugins", owner_references.NAME,
             "--service-account-key-file", str(state.identity_dir("kube-api") / "service-account.key")]
     for crd in sorted(CRD_DIR.glob("*.yaml")):
         argv += ["--crd", str(crd)]
@@ -236,7 +237,8 @@ def _start_api(state: SandboxState, say: Callable[[str], None]) -> None:
     state.api_url, state.api_ca = ready["url"], ready["ca"]
     write_kubeconfig(state.kubeconfig, state.api_url, ca_pem=state.api_ca)
     state.save()
-    say(f"kubernetes API ready at {state.api_url} (tokens, RBAC, ValidatingAdmissionPolicies)")
+    say(f"kubernetes API ready at {state.api_url} (tokens, RBAC, ValidatingAdmissionPolicies, "
+        "OwnerReferencesPermissionEnforcement)")
 
 
 async def _seed(state: SandboxState, topology: Topology, settings: Settings, addresses: dict[str, str]) -> None:

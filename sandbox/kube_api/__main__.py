@@ -15,6 +15,7 @@ import pathlib
 import signal
 import sys
 
+from rackmesh_sandbox.kube_api import owner_references
 from rackmesh_sandbox.kube_api.authn import AuthConfig
 from rackmesh_sandbox.kube_api.kubeconfig import write_atomically
 from rackmesh_sandbox.kube_api.server import KubeApiServer
@@ -47,13 +48,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=pathlib.Path,
         help="PEM key signing ServiceAccount tokens, made if missing (tokens outlive restarts; implies --auth)",
     )
+    parser.add_argument(
+        "--enable-admission-plugins",
+        default="",
+        help=f"comma-separated admission plugins to enable; known: {owner_references.NAME} (implies --auth)",
+    )
     return parser.parse_args(argv)
 
 
 def auth_config(args: argparse.Namespace) -> AuthConfig | None:
-    if not (args.auth or args.token_file or args.service_account_key_file):
+    plugins = frozenset(name for name in args.enable_admission_plugins.split(",") if name)
+    if unknown := plugins - {owner_references.NAME}:
+        raise SystemExit(f"unknown admission plugins: {', '.join(sorted(unknown))}")
+    if not (args.auth or args.token_file or args.service_account_key_file or plugins):
         return None
-    return AuthConfig(token_file=args.token_file, service_account_key_file=args.service_account_key_file)
+    return AuthConfig(token_file=args.token_file, service_account_key_file=args.service_account_key_file,
+                      admission_plugins=plugins)
 
 
 async def serve(args: argparse.Namespace) -> None:

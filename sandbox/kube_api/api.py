@@ -39,6 +39,8 @@ class WriteOptions:
     user_agent: str = "kube-apiserver"  # names the manager of writes without one (the server's own by default)
     force: str | None = None  # the force parameter, as sent (applies only)
     authorize_create: Callable[[], None] | None = None  # may this user create what an apply would create?
+    # The emulator's validating admission plugins, run on (new, old or None) once the object is valid.
+    admit: Callable[[dict[str, Any], dict[str, Any] | None], None] | None = None
 
     @property
     def manager(self) -> str:
@@ -271,6 +273,8 @@ class ObjectApi:
             warnings += ratcheted
         if found:
             raise errors.invalid(rd.group, rd.kind, name, found)
+        if opts.admit is not None:
+            opts.admit(obj, old)
         return warnings
 
     def _check_policies(

@@ -281,6 +281,8 @@ class AuthConfig:
     issuer: str = ISSUER
     audiences: tuple[str, ...] = (API_AUDIENCE,)
     clock: Callable[[], float] = time.time  # tests move time on to expire tokens
+    # Validating admission plugins beyond kube-apiserver's defaults (--enable-admission-plugins), by name.
+    admission_plugins: frozenset[str] = frozenset()
 
     def static_tokens(self) -> dict[str, UserInfo]:
         found = {self.admin_token: ADMIN} if self.admin_token else {}

@@ -23,6 +23,7 @@ from rackmesh_sandbox.kube_api import (
     discovery,
     errors,
     openapi,
+    owner_references,
     patches,
     protobuf_bodies,
     rbac,
@@ -347,7 +348,8 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
             raise errors.method_not_allowed()
         if rd.namespaced and namespace is None and verb in ("create", "get", "update", "patch", "delete"):
             raise errors.resource_not_found()  # namespaced objects are addressed within a namespace
-        opts = dataclasses.replace(self._write_options(params, raw.headers.get("User-Agent", "")), user=raw.get(USER))
+        opts = dataclasses.replace(self._write_options(params, raw.headers.get("User-Agent", "")), user=raw.get(USER),
+                                   admit=self._admission(raw, rd, namespace))
         if verb == "create" and (rd.group, rd.plural) == ("authentication.k8s.io", "tokenreviews") and self.authn:
             return _json(token_api.token_review(self.authn, self._body(request)), 201)
         if subresource == "scale":
@@ -419,6 +421,32 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
             user_agent=user_agent,
             force=params.get("force"),
         )
+
+    def _admission(self, raw: aiohttp.web.BaseRequest, rd: ResourceDef,
+                   namespace: str | None) -> Callable[[dict[str, Any], dict[str, Any] | None], None] | None:
+        """The enabled validating admission plugins for this request's writes (None: none are)."""
+        if self.auth is None or owner_references.NAME not in self.auth.admission_plugins:
+            return None
+        authz, access, user = self.authz, self.access, raw[USER]
+        assert authz is not None and access is not None
+
+        def authorize(attributes: rbac.Attributes) -> tuple[bool, str]:
+            allowed, reason = authz.authorize(user, attributes)
+            if allowed:
+                access.record(user.username, attributes)
+            return allowed, reason
+
+        def resource_of(api_version: str, kind: str) -> str | None:
+            group, _, version = api_version.rpartition("/")
+            found = [d.plural for d in self.registry.in_group_version(group, version) if d.kind == kind]
+            return found[0] if found else None
+
+        def admit(new: dict[str, Any], old: dict[str, Any] | None) -> None:
+            target = rbac.Attributes("", raw.path, True, api_group=rd.group, resource=rd.plural,
+                                     namespace=namespace or "", name=str(new["metadata"].get("name", "")))
+            owner_references.enforce(authorize, resource_of, target, new, old)
+
+        return admit
 
     def _create_authorizer(self, raw: aiohttp.web.BaseRequest) -> Callable[[], None] | None:
         """An apply that creates must also be allowed to create (the patch handler's withAuthorization)."""
