@@ -61,7 +61,7 @@ async def test_a_foreign_pod_leaves_only_what_remains(mesh):
                            what="the daemon's requests counted on c-0-0")
     await async_eventually(lambda: free_is(mesh, "c-0-1", NODE - Resources.parse(0, "1Gi")),
                            what="the other pod's counted on c-0-1")
-    assert await offered(mesh, "c-0-0") == 1  # 16Gi left: one u1.large (8Gi + 311Mi), not two
+    assert await offered(mesh, "c-0-0") == 1  # 16Gi left: one u1.large (8Gi + 276Mi + 35M), not two
     assert mesh.agent("c-1-0").require_capacity().free() == NODE
 
     rest = await stored_order(mesh, "rest", 1 + 4 + 4 + 4)
