@@ -45,7 +45,8 @@ from rackmesh_sandbox.zookeeper import ZooKeeperEnsemble, four_letter_word, issu
 
 RACK_SIZE = 25
 IMAGE = "lob123-rhel-6.0"
-# Big nodes, so that 10,000 VMs fit beside the measured requests even at 100 nodes (128 x u1.large each).
+# Big nodes, so that 10,000 VMs fit beside the measured requests even at 100 nodes (123 x u1.large each, their
+# launcher pods' overhead counted).
 NODE_CPU, NODE_MEMORY = "256", "1024Gi"
 STORAGE_RACKS, STORAGE_PER_RACK = 2, 2
 # What the simulation changes, and why (bench/README.md): 1,000 agents share 2 cores, so a session's pings
