@@ -6,11 +6,10 @@ kube-scheduler, which binds the pod to a node with room for its requests; and th
 This process stands in for all of them, just far enough for rackmesh to follow its VMs and for the
 scheduler's arithmetic to hold rackmesh to account. Each pass lists VirtualMachines in every namespace:
 
-- a VM not started yet imports its ``dataVolumeTemplates[0]`` HTTP source as CDI's importer would: trusting
-  the CAs of the source's ``certConfigMap``, with the basic-auth credential of its ``secretRef`` (both read
-  from the VM's namespace), checking the file against the VM's ``rackmesh.io/image-sha256``. Until that
-  succeeds the VM is ``Provisioning`` (KubeVirt's status while DataVolumes import), Ready False, and tried
-  again on the next pass;
+- a VM not started yet waits for its DataVolumes: ``cdi_simulation.py`` makes them from its
+  ``dataVolumeTemplates`` as KubeVirt does and imports each from its own source as CDI does, with CDI's
+  phases. Until all have succeeded the VM is ``Provisioning`` (KubeVirt's status while DataVolumes import),
+  Ready False;
 - then it gets its VMI (its instancetype applied) and a virt-launcher pod whose containers request what
   virt-controller's would (``rackmesh/virt_launcher.py``: the guest plus KubeVirt's overhead), pinned by the
   VM's nodeSelector. ``sandbox/scheduler.py`` binds the pod where it fits next to the requests of every pod
@@ -30,15 +29,12 @@ runs until SIGTERM/SIGINT (exit 0); ``--ready-file`` is written once the first p
 
 import argparse
 import asyncio
-import base64
 import copy
 import dataclasses
-import hashlib
 import json
 import logging
 import os
 import signal
-import ssl
 import sys
 import time
 from pathlib import Path
@@ -47,14 +43,11 @@ from typing import Any
 import aiohttp
 
 from rackmesh import logs
-from rackmesh.image_access import basic_header
 from rackmesh.kube_client import (
     CLUSTER_INSTANCETYPES,
-    CONFIG_MAPS,
     EVENTS,
     NODES,
     PODS,
-    SECRETS,
     VIRTUAL_MACHINES,
     Credentials,
     KubeApiError,
@@ -73,8 +66,9 @@ from rackmesh.virt_launcher import (
     launcher_containers,
     launcher_vmi,
 )
-from rackmesh.vm_fields import IMAGE_SHA256_ANNOTATION, disk_source_url, is_ready, pinned_node
+from rackmesh.vm_fields import is_ready, pinned_node
 from rackmesh.vm_room import vm_instance_spec
+from rackmesh_sandbox.cdi_simulation import Cdi
 from rackmesh_sandbox.kube_api.kubeconfig import write_atomically
 from rackmesh_sandbox.scheduler import SCHEDULER, NodeRoom, Placement, place, rooms
 
@@ -82,7 +76,6 @@ logger = logging.getLogger("rackmesh_sandbox.kubevirt_simulation")
 
 DEFAULT_INTERVAL = 0.3
 PROBE_TIMEOUT = 2.0
-PROBE_CONCURRENCY = 16
 RUNNING = "Running"
 PROVISIONING = "Provisioning"
 UNSCHEDULABLE = "ErrorUnschedulable"
@@ -108,55 +101,6 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-@dataclasses.dataclass(frozen=True)
-class ImportSource:
-    """What a DataVolume's HTTP source tells CDI's importer (the VM's first DataVolume template)."""
-
-    namespace: str
-    url: str
-    secret: str = ""  # secretRef: accessKeyId / secretKey, basic auth
-    ca_config_map: str = ""  # certConfigMap: the CAs to trust for an https URL
-    sha256: str = ""
-
-    @classmethod
-    def of(cls, vm: dict[str, Any]) -> "ImportSource | None":
-        url = disk_source_url(vm)
-        if not url:
-            return None
-        http = vm["spec"]["dataVolumeTemplates"][0]["spec"]["source"]["http"]
-        return cls(vm["metadata"]["namespace"], url, http.get("secretRef", ""), http.get("certConfigMap", ""),
-                   (vm["metadata"].get("annotations") or {}).get(IMAGE_SHA256_ANNOTATION, ""))
-
-
-async def imports(kube: KubeClient, http: aiohttp.ClientSession, source: ImportSource) -> bool:
-    """Whether the importer would get the image: its CA and credential exist, the server is trusted and
-    takes the credential, and the bytes match the published sha256."""
-    headers: dict[str, str] = {}
-    trust: ssl.SSLContext | bool = True
-    try:
-        if source.ca_config_map:
-            found = await kube.get(CONFIG_MAPS, source.ca_config_map, source.namespace)
-            trust = ssl.create_default_context(cadata="".join((found.get("data") or {}).values()))
-        if source.secret:
-            data = (await kube.get(SECRETS, source.secret, source.namespace)).get("data") or {}
-            user, password = (base64.b64decode(data.get(key, "")).decode() for key in ("accessKeyId", "secretKey"))
-            headers["Authorization"] = basic_header(user, password)
-        async with http.get(source.url, headers=headers, ssl=trust) as response:
-            if response.status != 200:
-                return False
-            body = await response.read()
-    except KubeApiError as exc:
-        if exc.status == 404:  # the importer waits for its ConfigMap or Secret
-            return False
-        raise
-    except (aiohttp.ClientError, TimeoutError, OSError, ValueError, ssl.SSLError):
-        return False
-    if source.sha256 and hashlib.sha256(body).hexdigest() != source.sha256:
-        logger.warning("image does not match its sha256 (simulated import fails)", extra={"url": source.url})
-        return False
-    return True
-
-
 def node_not_ready_status() -> dict[str, Any]:
     """A running VM on a node that is not Ready: the VMI's Ready condition follows its pod's (KubeVirt
     keeps ``printableStatus`` Running and omits ``ready`` when false: None removes it in a merge patch)."""
@@ -165,10 +109,10 @@ def node_not_ready_status() -> dict[str, Any]:
                             "message": "the node is not Ready", "lastTransitionTime": _now()}]}
 
 
-async def reconcile(kube: KubeClient, http: aiohttp.ClientSession) -> None:
-    """One pass: VMs on a node that is not Ready are not ready; a VM not started yet whose image does not
-    import is Provisioning; every other VM on a Ready node is launched (its VMI and launcher pod, scheduled)
-    and Running once its pod runs."""
+async def reconcile(kube: KubeClient, cdi: Cdi) -> None:
+    """One pass: VMs on a node that is not Ready are not ready; a VM not started yet whose DataVolumes have
+    not all succeeded is Provisioning; every other VM on a Ready node is launched (its VMI and launcher pod,
+    scheduled) and Running once its pod runs."""
     nodes = await kube.list(NODES)
     ready_nodes = {node["metadata"]["name"] for node in nodes if node_state(node, "").ready}
     vms = await kube.list(VIRTUAL_MACHINES)
@@ -180,34 +124,18 @@ async def reconcile(kube: KubeClient, http: aiohttp.ClientSession) -> None:
     world = await World.read(kube, nodes)
     on_ready = [vm for vm in vms if pinned_node(vm) in ready_nodes and not world.name_taken(vm)]
     unstarted = [vm for vm in on_ready if world.instance(vm) is None]
-    imported = await _imported(kube, http, unstarted)
+    imported = await cdi.reconcile(vms)
     await asyncio.gather(*(_report_provisioning(kube, vm) for vm in unstarted
                            if vm["metadata"]["uid"] not in imported))
     await launch(kube, world, [vm for vm in on_ready
                                if world.instance(vm) is not None or vm["metadata"]["uid"] in imported])
 
 
-async def _imported(kube: KubeClient, http: aiohttp.ClientSession, vms: list[dict[str, Any]]) -> set[str]:
-    """The uids of the VMs whose image imports now."""
-    sources = {vm["metadata"]["uid"]: ImportSource.of(vm) for vm in vms}
-    distinct = sorted({source for source in sources.values() if source is not None}, key=lambda s: s.url)
-    # Many VMs share a holder's copy; import each once per pass, a bounded number at a time.
-    limit = asyncio.Semaphore(PROBE_CONCURRENCY)
-
-    async def probe(source: ImportSource) -> bool:
-        async with limit:
-            return await imports(kube, http, source)
-
-    answers = dict(zip(distinct, await asyncio.gather(*(probe(source) for source in distinct)), strict=True))
-    return {uid for uid, source in sources.items() if source is not None and answers[source]}
-
-
 async def _report_provisioning(kube: KubeClient, vm: dict[str, Any]) -> None:
     if (vm.get("status") or {}).get("printableStatus") == PROVISIONING:
         return  # already reported; writing again would only churn resourceVersions and watches
     if await _patch(kube, vm, provisioning_status()):
-        logger.warning("VM provisioning: image source does not answer",
-                       extra={"vm": _where(vm), "url": disk_source_url(vm)})
+        logger.warning("VM provisioning: its DataVolumes have not succeeded yet", extra={"vm": _where(vm)})
 
 
 # -- the VirtualMachineInstance and its virt-launcher pod ---------------------------------------------------
@@ -489,13 +417,14 @@ async def run(kube: KubeClient, stop: asyncio.Event, interval: float = DEFAULT_I
     failures are logged and retried on the next pass, as a controller would.
     """
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT)) as http:
-        await reconcile(kube, http)
+        cdi = Cdi(kube, http)
+        await reconcile(kube, cdi)
         if ready_file is not None:
             write_atomically(ready_file, json.dumps({"pid": os.getpid()}))
         logger.info("KubeVirt simulation running", extra={"interval": interval})
         while not await _stopped(stop, interval):
             try:
-                await reconcile(kube, http)
+                await reconcile(kube, cdi)
             except (KubeApiError, aiohttp.ClientError, OSError) as exc:
                 logger.warning("pass failed; retrying", extra={"error": str(exc)})
 

@@ -302,7 +302,7 @@ def _start_kubevirt_simulation(state: SandboxState, say: Callable[[str], None]) 
             "--ready-file", str(ready_file)]
     record = _spawn(state, "kubevirt-simulation", argv, {})
     _wait_for(ready_file.exists, f"the KubeVirt simulation (log: {record.log})", record)
-    say("kubevirt simulation ready (simulated: a VM turns Running once its image URL answers)")
+    say("kubevirt simulation ready (simulated KubeVirt and CDI: a VM turns Running once its DataVolumes import)")
 
 
 def _start_operator(state: SandboxState, settings: Settings, say: Callable[[str], None]) -> None:

@@ -1,4 +1,4 @@
-"""The sandbox's simulated KubeVirt: VMs turn Running once their disk imports as CDI's importer would import it.
+"""The sandbox's simulated KubeVirt and CDI: VMs turn Running once their DataVolumes import as CDI would import them.
 
 Case matrix (in process: the API server, an image server and the simulation's loop share the test's loop; the
 image server serves HTTPS with a rackmesh certificate and wants the namespace's credential, as an agent does):
@@ -19,6 +19,13 @@ image server serves HTTPS with a rackmesh certificate and wants the namespace's 
   its VM ErrorUnschedulable and not ready; once the foreign pod is gone the pod is bound and the VM runs
 - deleting a VM removes its VMI and launcher pod (ownerReferences, the API's garbage collector)
 - every status written passes KubeVirt's VM schema
+- DataVolumes (sandbox/cdi_simulation.py): each VM's dataVolumeTemplates become DataVolumes as KubeVirt makes them
+  (the template's spec and labels, created-by, allowClaimAdoption, owned by the VM, valid by CDI's schema); an
+  import goes ImportScheduled -> (ImportInProgress) -> Succeeded, held at either while the namespace says so, and
+  the VM waits for it (Provisioning, no launcher pod); a failed import stays ImportInProgress, restartCount up,
+  and is retried from the same source; a changed template changes no existing DataVolume, a deleted one is made
+  again from the template as it is then; a source that is not HTTP (blank) succeeds; the VM's deletion takes its
+  DataVolumes
 - the first pass writes the ready file; setting the stop event ends the loop
 Process form: ``python -m rackmesh_sandbox.kubevirt_simulation --kubeconfig ... --ready-file ...`` writes the
 ready file, marks VMs Running, and exits 0 on SIGTERM.
@@ -44,6 +51,7 @@ from rackmesh.image_access import ACCESS_SECRET, CA_CONFIG_MAP, CA_CONFIG_MAP_KE
 from rackmesh.kube_client import (
     CLUSTER_INSTANCETYPES,
     CONFIG_MAPS,
+    DATA_VOLUMES,
     DEPLOYMENT_REQUESTS,
     EVENTS,
     NODES,
@@ -51,6 +59,7 @@ from rackmesh.kube_client import (
     SECRETS,
     VIRTUAL_MACHINES,
     Credentials,
+    KubeApiError,
     KubeClient,
 )
 from rackmesh.pod_requests import pod_requests
@@ -58,6 +67,7 @@ from rackmesh.protocol import ImageHolder, Order, RequestRef
 from rackmesh.quantities import Resources
 from rackmesh_node_agent.vms.manifest import virtual_machine
 from rackmesh_sandbox import kubevirt_simulation
+from rackmesh_sandbox.cdi_simulation import HOLD_LABEL, NAMESPACES
 from rackmesh_sandbox.cluster_seed import instancetype_object, node_object, node_status
 from rackmesh_sandbox.kube_api import KubeApiServer
 from rackmesh_sandbox.kube_api.schema import load_kubevirt_schemas
@@ -69,6 +79,7 @@ from tests.support.waiting import async_eventually
 
 VM_SCHEMA = load_kubevirt_schemas()["VirtualMachine"]
 VMI_SCHEMA = load_kubevirt_schemas()["VirtualMachineInstance"]
+DV_SCHEMA = load_kubevirt_schemas()["DataVolume"]
 VMIS = kubevirt_simulation.VIRTUAL_MACHINE_INSTANCES
 LAUNCHERS = "kubevirt.io=virt-launcher"
 PASSWORD = "the-namespace-password"
@@ -317,3 +328,112 @@ async def test_deleting_a_vm_removes_its_vmi_and_launcher_pod(cluster, simulatio
         return not vmis and not await cluster.launchers(name)
 
     await async_eventually(gone, what="the VMI and its pod collected")
+
+
+# --- DataVolumes: KubeVirt's handling of dataVolumeTemplates and CDI's imports (sandbox/cdi_simulation.py) ------
+
+
+async def root_disk(cluster: Cluster, vm: str) -> dict[str, Any] | None:
+    try:
+        return await cluster.kube.get(DATA_VOLUMES, f"{vm}-rootdisk", "default")
+    except KubeApiError as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+async def disk_in(cluster: Cluster, vm: str, phase: str) -> dict[str, Any] | None:
+    found = await root_disk(cluster, vm)
+    return found if found is not None and (found.get("status") or {}).get("phase") == phase else None
+
+
+async def hold(cluster: Cluster, at: str | None) -> None:
+    await cluster.kube.patch(NAMESPACES, "default", {"metadata": {"labels": {HOLD_LABEL: at}}})
+
+
+async def test_a_vm_gets_its_data_volumes_as_kubevirt_makes_them(cluster, simulation):
+    name = await cluster.vm(0, f"{cluster.image_base}/present.img")
+    vm = await async_eventually(lambda: cluster.running(name), what="VM running")
+    disk = await disk_in(cluster, name, "Succeeded")
+    assert disk is not None and DV_SCHEMA.errors(disk) == []
+    template = vm["spec"]["dataVolumeTemplates"][0]
+    assert disk["spec"] == template["spec"]
+    assert disk["metadata"]["labels"] == {**template["metadata"]["labels"],
+                                          "kubevirt.io/created-by": vm["metadata"]["uid"]}
+    assert disk["metadata"]["annotations"] == {"cdi.kubevirt.io/allowClaimAdoption": "true"}
+    assert [(ref["kind"], ref["uid"], ref["controller"], ref["blockOwnerDeletion"])
+            for ref in disk["metadata"]["ownerReferences"]] == [("VirtualMachine", vm["metadata"]["uid"], True, True)]
+    assert disk["status"]["progress"] == "100.0%"
+
+
+async def test_imports_go_through_cdis_phases_and_the_vm_waits_for_them(cluster, simulation):
+    await hold(cluster, "ImportScheduled")
+    name = await cluster.vm(0, f"{cluster.image_base}/present.img")
+    await async_eventually(lambda: disk_in(cluster, name, "ImportScheduled"), what="the importer not scheduled")
+    assert await cluster.provisioning(name)
+    await hold(cluster, "ImportInProgress")
+    await async_eventually(lambda: disk_in(cluster, name, "ImportInProgress"), what="the import started")
+    assert await cluster.provisioning(name) and not await cluster.launchers(name)
+    await hold(cluster, None)
+    await async_eventually(lambda: disk_in(cluster, name, "Succeeded"), what="the import done")
+    await async_eventually(lambda: cluster.running(name), what="VM running once its disk is imported")
+
+
+async def test_a_failed_import_is_retried_from_the_same_source(cluster, simulation):
+    name = await cluster.vm(0, f"{cluster.image_base}/late.img", hashlib.sha256(b"\0" * 16).hexdigest())
+    failed = await async_eventually(lambda: disk_in(cluster, name, "ImportInProgress"), what="the import failing")
+    assert failed["status"]["restartCount"] >= 1
+    (cluster.images / "late.img").write_bytes(b"\0" * 16)
+    done = await async_eventually(lambda: disk_in(cluster, name, "Succeeded"), what="the retried import done")
+    assert done["metadata"]["uid"] == failed["metadata"]["uid"]
+
+
+async def test_a_deleted_data_volume_is_made_again_from_the_template_as_it_is_now(cluster, simulation):
+    """KubeVirt changes no existing DataVolume when the template changes, and CDI would refuse it; a DataVolume that
+    is gone is made again, from the template."""
+    await hold(cluster, "ImportScheduled")
+    name = await cluster.vm(0, f"http://127.0.0.1:{free_port()}/images/present.img")
+    first = await async_eventually(lambda: disk_in(cluster, name, "ImportScheduled"), what="the first DataVolume")
+    vm = await cluster.get(name)
+    templates = vm["spec"]["dataVolumeTemplates"]
+    templates[0]["spec"]["source"]["http"]["url"] = f"{cluster.image_base}/present.img"
+    await cluster.kube.patch(VIRTUAL_MACHINES, name, {"spec": {"dataVolumeTemplates": templates}}, "default")
+    # A later VM's DataVolume appearing proves a pass ran since: it left the existing DataVolume as it was.
+    later = await cluster.vm(1, f"{cluster.image_base}/present.img")
+    await async_eventually(lambda: disk_in(cluster, later, "ImportScheduled"), what="a later VM's DataVolume")
+    assert (await root_disk(cluster, name))["spec"] == first["spec"]
+
+    await cluster.kube.delete(DATA_VOLUMES, first["metadata"]["name"], "default", uid=first["metadata"]["uid"],
+                              propagation="Foreground")
+    again = await async_eventually(lambda: _remade(cluster, name, first["metadata"]["uid"]), what="made again")
+    assert again["spec"]["source"]["http"]["url"] == f"{cluster.image_base}/present.img"
+    await hold(cluster, None)
+    await async_eventually(lambda: cluster.running(name), what="VM running from the template's new source")
+
+
+async def _remade(cluster: Cluster, vm: str, old_uid: str) -> dict[str, Any] | None:
+    found = await root_disk(cluster, vm)
+    return found if found is not None and found["metadata"]["uid"] != old_uid else None
+
+
+async def test_a_disk_without_an_http_source_succeeds_beside_the_root_disk(cluster, simulation):
+    url = f"{cluster.image_base}/present.img"
+    sha256 = hashlib.sha256((cluster.images / "present.img").read_bytes()).hexdigest()
+    scratch = {"metadata": {"name": "scratch"}, "spec": {
+        "source": {"blank": {}}, "storage": {"resources": {"requests": {"storage": "1Gi"}}}}}
+    body = virtual_machine(cluster.order, "c-a-1", 0, [ImageHolder("s-a-1", "rack-a", url, sha256)], "10Gi",
+                           {"spec": {"dataVolumeTemplates": [scratch]}})
+    name = (await cluster.kube.create(VIRTUAL_MACHINES, body, "default"))["metadata"]["name"]
+    await async_eventually(lambda: cluster.running(name), what="VM running once both disks are done")
+    assert (await cluster.kube.get(DATA_VOLUMES, f"{name}-scratch", "default"))["status"]["phase"] == "Succeeded"
+
+
+async def test_deleting_a_vm_removes_its_data_volumes(cluster, simulation):
+    name = await cluster.vm(0, f"{cluster.image_base}/present.img")
+    await async_eventually(lambda: disk_in(cluster, name, "Succeeded"), what="its disk")
+    await cluster.kube.delete(VIRTUAL_MACHINES, name, "default")
+    await async_eventually(lambda: _no_disks(cluster), what="the DataVolume collected with its VM")
+
+
+async def _no_disks(cluster: Cluster) -> bool:
+    return not await cluster.kube.list(DATA_VOLUMES, "default")

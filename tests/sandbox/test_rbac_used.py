@@ -2,8 +2,9 @@
 (the API's access record), compared with what `manifests/` grants it.
 
 The run, on a sandbox of its own (so no other test's calls are in the record), covers a request's life:
-created, scaled out and in, a VM deleted and healed, a node taken out of service (the operator deletes its
-VMs), the request deleted. What the sandbox cannot exercise is listed
+created while imports are held and an image holder dies (the VMs' agents move their disks to the other copy),
+scaled out and in, a VM deleted and healed, a node taken out of service (the operator deletes its VMs), the
+request deleted. What the sandbox cannot exercise is listed
 below with the reason; a grant nobody uses, or a listed exception that the run does use, fails the test.
 """
 
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from rackmesh_sandbox.cdi_simulation import HOLD_LABEL
 from rackmesh_sandbox.cluster_seed import manifest_security
 from tests.manifests.support import grants
 from tests.support.builders import make_request, make_topology
@@ -61,9 +63,31 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     running.rackmesh("sandbox", "down", "--state-dir", str(running.state_dir))
 
 
+def disks(sandbox, name: str) -> list[dict]:
+    return json.loads(sandbox.kubectl("get", "dv", "-l", f"rackmesh.io/request={name}", "-o", "json").stdout)["items"]
+
+
+def sources(sandbox, name: str) -> set[str]:
+    return {vm["spec"]["dataVolumeTemplates"][0]["spec"]["source"]["http"]["url"] for vm in vms(sandbox, name)}
+
+
 def test_each_component_uses_exactly_the_verbs_its_role_grants(sandbox, tmp_path):
     name = "rbac-run"
+    # Imports held before they start, and a holder killed: the agents move the disks (VM patch, DataVolume delete).
+    sandbox.kubectl("label", "namespace", "default", f"{HOLD_LABEL}=ImportScheduled")
     sandbox.kubectl("apply", "-f", str(make_request(name).replicas(3).instancetype("u1.small").write(tmp_path / "a")))
+    eventually(lambda: len(disks(sandbox, name)) == 3 and all(
+        (dv.get("status") or {}).get("phase") == "ImportScheduled" for dv in disks(sandbox, name)),
+        timeout=30, what="3 root disks held")
+    dead = f"{sandbox.state.agents['s-0-0']}/images/"
+    assert any(url.startswith(dead) for url in sources(sandbox, name))
+    sandbox.kill("agent-s-0-0")
+    try:
+        eventually(lambda: not any(url.startswith(dead) for url in sources(sandbox, name)), timeout=60,
+                   what="every disk moved off s-0-0")
+    finally:
+        sandbox.restart("agent-s-0-0")
+        sandbox.kubectl("label", "namespace", "default", f"{HOLD_LABEL}-")
     eventually(lambda: phase(sandbox, name) == "Ready", timeout=30, what="Ready at 3")
     sandbox.kubectl("patch", "dr", name, "--type=merge", "-p", '{"spec": {"replicas": 5}}')
     eventually(lambda: len(vms(sandbox, name)) == 5 and phase(sandbox, name) == "Ready", timeout=30, what="5")

@@ -7,9 +7,10 @@ Case matrix:
   gets no order, and requests are placed on real nodes
 - the signer: a token of the wrong audience, of another ServiceAccount, or no CSR gets a 4xx with a
   reason; a real agent token gets a certificate for its own node, whatever the CSR asks
-- the Kubernetes API, as agent c-0-0 with its own token: creating a VM pinned to c-0-1, or deleting
-  c-0-1's VM, is refused by the admission policy; a VM pinned to c-0-0 is allowed; verbs its role lacks
-  (patching VMs, reading Secrets, deleting DeploymentRequests) are refused by RBAC
+- the Kubernetes API, as agent c-0-0 with its own token: creating a VM pinned to c-0-1, deleting or
+  patching c-0-1's VM, patching its own VM over to c-0-1, or deleting c-0-1's root-disk DataVolume is refused
+  by the admission policy; a VM pinned to c-0-0, and patching it, is allowed; verbs its role lacks (updating
+  VMs, reading Secrets, deleting DeploymentRequests) are refused by RBAC
 """
 
 import asyncio
@@ -179,31 +180,52 @@ def _kubeconfig_token(path) -> str:
 
 
 def _vm_for(node: str, name: str) -> str:
-    order = Order(RequestRef("00000000-0000-0000-0000-000000000000", "default", "forged"), 1, "u1.small",
+    """VM ``name``-0000 pinned to ``node`` as an agent writes one (its root disk ``name``-0000-rootdisk), owned by
+    nothing."""
+    order = Order(RequestRef("00000000-0000-0000-0000-000000000000", "default", name), 1, "u1.small",
                   "lob123-rhel-6.0")
     vm = virtual_machine(order, node, 0, [ImageHolder("s-0-0", "storage-0", "https://127.0.0.1/x.img")], "1Gi")
-    vm["metadata"]["name"] = name
     vm["metadata"].pop("ownerReferences", None)
     return json.dumps(vm)
 
 
 def test_an_agent_writes_only_vms_pinned_to_its_own_node_and_only_with_its_verbs(sandbox):
     agent = f"agent-{COMPROMISED}"
-    other = sandbox.kubectl_as(agent, "create", "-f", "-", stdin=_vm_for("c-0-1", "evil-0000"), check=False)
+    other = sandbox.kubectl_as(agent, "create", "-f", "-", stdin=_vm_for("c-0-1", "evil"), check=False)
     assert other.returncode != 0
     assert "ValidatingAdmissionPolicy 'rackmesh-agent-own-node'" in other.stderr
     assert "may create only VirtualMachines pinned to its own node" in other.stderr
 
-    own = sandbox.kubectl_as(agent, "create", "-f", "-", stdin=_vm_for(COMPROMISED, "own-0000"), check=False)
+    own = sandbox.kubectl_as(agent, "create", "-f", "-", stdin=_vm_for(COMPROMISED, "own"), check=False)
     assert own.returncode == 0, own.stderr
-    sandbox.kubectl("create", "-f", "-", stdin=_vm_for("c-0-1", "theirs-0000"))
+    sandbox.kubectl("create", "-f", "-", stdin=_vm_for("c-0-1", "theirs"))
     try:
         deleting = sandbox.kubectl_as(agent, "delete", "vm", "theirs-0000", "--wait=false", check=False)
         assert deleting.returncode != 0 and "rackmesh-agent-own-node" in deleting.stderr
-        for verb in (["patch", "vm", "own-0000", "--type=merge", "-p", '{"metadata":{"labels":{"x":"y"}}}'],
-                     ["get", "secrets", "-n", "kube-system"],
-                     ["delete", "dr", "anything", "-n", "default"]):
+        patching = sandbox.kubectl_as(agent, "patch", "vm", "theirs-0000", "--type=merge", "-p",
+                                      '{"metadata":{"labels":{"x":"y"}}}', check=False)
+        assert patching.returncode != 0 and "may update only VirtualMachines pinned to its own node" in patching.stderr
+        own_patch = sandbox.kubectl_as(agent, "patch", "vm", "own-0000", "--type=merge", "-p",
+                                       '{"metadata":{"labels":{"x":"y"}}}', check=False)
+        assert own_patch.returncode == 0, own_patch.stderr
+        moving = sandbox.kubectl_as(agent, "patch", "vm", "own-0000", "--type=merge", "-p", json.dumps(
+            {"spec": {"template": {"spec": {"nodeSelector": {"kubernetes.io/hostname": "c-0-1"}}}}}), check=False)
+        assert moving.returncode != 0 and 'hostname="c-0-1"' in moving.stderr
+        their_disk = _wait_for_root_disk(sandbox, "theirs-0000")
+        deleting = sandbox.kubectl_as(agent, "delete", "dv", their_disk, "--wait=false", check=False)
+        assert deleting.returncode != 0 and "may delete only DataVolumes of its own node's" in deleting.stderr
+        replacing = sandbox.kubectl_as(agent, "replace", "-f", "-", stdin=_vm_for(COMPROMISED, "own"),
+                                       check=False)
+        assert replacing.returncode != 0 and "forbidden" in replacing.stderr, replacing.stderr
+        for verb in (["get", "secrets", "-n", "kube-system"], ["delete", "dr", "anything", "-n", "default"]):
             refused = sandbox.kubectl_as(agent, *verb, check=False)
             assert refused.returncode != 0 and "forbidden" in refused.stderr, (verb, refused.stderr)
     finally:
         sandbox.kubectl("delete", "vm", "own-0000", "theirs-0000", "--ignore-not-found", "--wait=false")
+
+
+def _wait_for_root_disk(sandbox, vm: str) -> str:
+    """The name of ``vm``'s root-disk DataVolume, once the simulated KubeVirt made it."""
+    name = f"{vm}-rootdisk"
+    eventually(lambda: sandbox.kubectl("get", "dv", name, check=False).returncode == 0, what=f"DataVolume {name}")
+    return name
