@@ -54,6 +54,9 @@ class CapacityView:
         # What the node's VMs and pods use, as of the caches' change counts: an offer on a node with a
         # hundred VMs would otherwise add them all up again.
         self._use: Use | None = None
+        # Each VM's room, by uid, with the resourceVersion and guest (object) it was worked out for: a change on
+        # a node with a hundred VMs then works out one.
+        self._rooms: dict[str, tuple[str, Guest, Resources]] = {}
 
     def guest_of(self, instancetype_name: str) -> Guest | None:
         """The instancetype's guest, or None when it does not exist (and never did, as far as we saw)."""
@@ -103,15 +106,17 @@ class CapacityView:
 
     def _used_by(self, pinned: list[dict[str, Any]]) -> Resources | None:
         launchers: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-        used = Resources()
+        pods = Resources()
         for pod in self._pods.objects():
             if is_terminal(pod):
                 continue
             vmi = launcher_vmi(pod)
             if vmi is None:
-                used += pod_requests(pod)
+                pods += pod_requests(pod)
             else:
                 launchers[(pod["metadata"]["namespace"], vmi)].append(pod)
+        rooms: dict[str, tuple[str, Guest, Resources]] = {}
+        cpu = memory = 0  # summed as integers: this runs over every VM of the node on each change
         for vm in pinned:
             name = vm["spec"]["instancetype"]["name"]
             guest = self.guest_of(name)
@@ -119,11 +124,26 @@ class CapacityView:
                 logger.warning("a VM on this node has an instancetype never seen; offering no room",
                                extra={"vm": vm["metadata"]["name"], "instancetype": name})
                 return None
-            room = vm_room(guest, vm_instance_spec(vm))
-            own = self._own_launcher(vm, launchers)
-            used += largest(room, pod_requests(own)) if own is not None else room
+            room = self._room_of(vm, guest, rooms)
+            own = self._own_launcher(vm, launchers) if launchers else None
+            if own is not None:
+                room = largest(room, pod_requests(own))
+            cpu, memory = cpu + room.cpu_millis, memory + room.memory_bytes
+        self._rooms = rooms  # the VMs gone since take theirs with them
         # Launcher pods of VMs not pinned here (another's, or of a VM deleted a moment ago) are pods like any.
-        return used + sum((pod_requests(pod) for pods in launchers.values() for pod in pods), Resources())
+        others = sum((pod_requests(pod) for found in launchers.values() for pod in found), Resources())
+        return Resources(cpu, memory) + pods + others
+
+    def _room_of(self, vm: dict[str, Any], guest: Guest, rooms: dict[str, tuple[str, Guest, Resources]]
+                 ) -> Resources:
+        """The VM's room, worked out again only when the VM or its guest changed; kept in ``rooms``."""
+        meta = vm["metadata"]
+        uid, version = meta.get("uid", ""), meta.get("resourceVersion", "")
+        known = self._rooms.get(uid)
+        if known is None or known[0] != version or known[1] is not guest:
+            known = (version, guest, vm_room(guest, vm_instance_spec(vm)))
+        rooms[uid] = known
+        return known[2]
 
     @staticmethod
     def _own_launcher(vm: dict[str, Any], launchers: dict[tuple[str, str], list[dict[str, Any]]]
