@@ -151,7 +151,9 @@ def json_patch(target: Any, operations: Any) -> Any:
     """RFC 6902: add, remove, replace, move, copy, test — applied in order, all or nothing."""
     if not isinstance(operations, list):
         raise PatchError("a JSON patch must be a list of operations")
-    doc = copy.deepcopy(target)
+    # Not copy.deepcopy, which keeps fieldsV1 tries shared (field_sets.FieldsV1): an operation may write into one,
+    # and would change every object holding it.
+    doc = json.loads(json.dumps(target))
     for op in operations:
         if not isinstance(op, dict) or "path" not in op:
             raise PatchError(f"invalid operation {op!r}")

@@ -13,7 +13,8 @@ Case matrix:
   conflict as appliers do; status conditions (a list-map) merge by type across managers; a Deployment's
   containers merge by name; dry run stores nothing; the schema and CEL rules refuse an apply as any write;
   RBAC: an apply that creates needs ``create`` too; ValidatingAdmissionPolicies see an apply that creates as
-  CREATE and one that merges as UPDATE; managedFields reset by ``[{}]``; at most 10 Update entries.
+  CREATE and one that merges as UPDATE; managedFields reset by ``[{}]``; at most 10 Update entries; a JSON patch
+  writing into one object's managedFields changes no other object's (their equal tries are shared in memory).
 - kubectl: ``apply --server-side`` creates, re-applies unchanged, shows ``--show-managed-fields``; ``scale`` then a
   different replicas fails with kubectl's conflict text, ``--force-conflicts`` takes over; a client-side apply's
   fields conflict for another manager (``kubectl-client-side-apply``); the CRD and the install's kustomization
@@ -42,6 +43,7 @@ from tests.kube_api.test_official_client import status_of
 from tests.kube_api.test_rbac import RBAC, binding, role, sa_subject, sa_token
 
 APPLY = "application/apply-patch+yaml"
+JSON_PATCH = "application/json-patch+json"
 DEPLOYMENTS = "/apis/apps/v1/namespaces/default/deployments"
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
 V = "rackmesh.io/v1alpha1"
@@ -366,6 +368,26 @@ async def test_managed_fields_reset_and_bounded(client: Client) -> None:
     assert "managedFields" not in reset.body["metadata"]
     first = await apply(client, f"{DRS}/lob123", request_config(replicas=3), manager="ci")
     assert set(entries(first.body)) == {("before-first-apply", "Update", ""), ("ci", "Apply", "")}
+
+
+async def test_a_json_patch_into_managed_fields_changes_no_other_object(client: Client) -> None:
+    """Objects written by the same manager own the same fields; one object's patched entry is its own."""
+    for name in ("patched", "bystander"):
+        await client.create(DRS, dr(name), params={"fieldManager": "creator"})
+    before = entries((await client.get(f"{DRS}/bystander")).body)[("creator", "Update", "")]["fieldsV1"]
+    patched = await client.patch(f"{DRS}/patched", [
+        {"op": "add", "path": "/metadata/managedFields/0/fieldsV1/f:spec/f:image", "value": {"f:x": {}}},
+        {"op": "replace", "path": "/spec/replicas", "value": 4},
+    ], content_type=JSON_PATCH, params={"fieldManager": "creator"})
+    assert patched.status == 200, patched
+    assert entries(patched.body)[("creator", "Update", "")]["fieldsV1"]["f:spec"]["f:image"] == {"f:x": {}}
+    refused = await client.patch(f"{DRS}/bystander", [
+        {"op": "add", "path": "/metadata/managedFields/0/fieldsV1/f:spec/f:image", "value": {"f:y": {}}},
+        {"op": "test", "path": "/spec/replicas", "value": 99},
+    ], content_type=JSON_PATCH)
+    assert refused.status == 422, refused
+    assert entries((await client.get(f"{DRS}/bystander")).body)[("creator", "Update", "")]["fieldsV1"] == before
+    assert before["f:spec"]["f:image"] == {}
 
 
 # -- kubectl ---------------------------------------------------------------------------------------
