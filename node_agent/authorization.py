@@ -8,7 +8,8 @@ route allows only the callers the protocol has for it (``rackmesh/protocol.py``)
     /v1/node/commits, deployments    the coordinator recorded for the request
     /v1/node/releases                the coordinator recorded for the request, or this node's rack leader
     /v1/node/removals                the coordinator recorded for the request, or the operator
-    /v1/rack/pings, image lookups    any agent; /v1/view: any rackmesh identity
+    /v1/rack/pings, image lookups    any agent
+    /v1/view                         any agent, or the operator (``rackmesh status``)
     GET /images/<image>.img          any agent, or a namespace's image credential (basic auth; CDI)
 
 A refusal is a 403 with a reason saying which rule the caller failed. Leadership and the record are read
@@ -33,6 +34,13 @@ def operator(request: web.Request) -> None:
     who = caller(request)
     if who.role is not Role.OPERATOR:
         raise _refuse(who, "only the operator hands out orders")
+
+
+def agent_or_operator(request: web.Request) -> None:
+    """Not the scraper, nor ZooKeeper's certificate: a view names requests and the room held for them."""
+    who = caller(request)
+    if who.role not in (Role.AGENT, Role.OPERATOR):
+        raise _refuse(who, "only agents and the operator read an agent's view")
 
 
 def any_agent(request: web.Request) -> Identity:

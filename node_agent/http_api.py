@@ -152,6 +152,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def view(request: web.Request) -> web.Response:
+    from rackmesh_node_agent import authorization  # imported here: it builds on this module
+
+    authorization.agent_or_operator(request)
     return web.json_response(await agent_of(request).view())
 
 

@@ -14,7 +14,7 @@
     CDI / anyone                        storage agent          GET  /images/<image>.img  the image, with Range
     any agent    --Ping--------------> compute rack leader    POST /v1/rack/pings       200 RackPongs (reachability)
     rack leader  --Ping--------------> compute agent          POST /v1/node/pings       200 Pong
-    any rackmesh identity -----------> any agent              GET  /v1/view             200 its capacity, leadership
+    agent, operator -----------------> any agent              GET  /v1/view             200 its capacity, leadership
 
 Errors are JSON ``{reason, message}`` with a 4xx/5xx status (see ``node_agent/http_api.py``).
 

@@ -2,8 +2,8 @@
 each member's free capacity and reservations, and the requests with their stage.
 
 Members, leaders and request records are in ZooKeeper. Capacity is not (each agent is the single writer of
-its own node's), so every member's agent is asked for its view (``GET /v1/view``, which any rackmesh
-certificate may read), all at once and within one deadline: an agent that does not answer by then is
+its own node's), so every member's agent is asked for its view (``GET /v1/view``, which an agent's or the
+operator's certificate may read), all at once and within one deadline: an agent that does not answer by then is
 reported as such, never waited for.
 """
 

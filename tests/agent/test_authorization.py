@@ -12,14 +12,20 @@ Case matrix (real agents, mutual TLS, real ZooKeeper):
   namespace, uid or image, or beyond its replicas: 403 UnknownRequest, no VM written
 - a leader entry for a made-up rack naming the coordinator itself: its offers (of another rack's nodes) are
   ignored, and the round places exactly the request's VMs, one portion a node
+- an agent's view: read by any agent and the operator; the metrics scraper's and ZooKeeper's certificates
+  (rackmesh's CA, no agent route's caller) get 403
 """
 
 import dataclasses
 
+import aiohttp
 import pytest
 
 from rackmesh import request_record, zk_async
+from rackmesh.identity.names import Identity
+from rackmesh.identity.names import Role as IdentityRole
 from rackmesh.labels import Role
+from rackmesh.metrics import SCRAPER
 from rackmesh.peer_client import PeerClient, PeerError
 from rackmesh.protocol import (
     NODE_COMMITS,
@@ -31,6 +37,7 @@ from rackmesh.protocol import (
     ORDERS,
     RACK_OFFERS,
     RACK_RELEASES,
+    VIEW,
     Commit,
     Deployed,
     Deployment,
@@ -48,6 +55,7 @@ from rackmesh.protocol import (
 from rackmesh.request_record import RequestRecord, Stage
 from rackmesh.zk_layout import MemberRecord
 from tests.agent.test_handshake import leader_of, settled_round, stored_order, topology, vms_of
+from tests.support.agent_tls import Callers, agent_name
 
 pytestmark = pytest.mark.zookeeper
 
@@ -175,3 +183,19 @@ async def test_a_made_up_rack_naming_the_coordinator_itself_changes_nothing(mesh
     assert {portion.rack for portion in record.portions} <= {"compute-0", "compute-1"}
     assert len({portion.node for portion in record.portions}) == len(record.portions)  # one portion a node
     assert sorted(vm["metadata"]["name"] for vm in await vms_of(mesh, "web")) == [f"web-000{i}" for i in range(6)]
+
+
+async def test_only_agents_and_the_operator_read_an_agents_view(mesh):
+    mesh = await mesh(topology())
+    callers, node = Callers(mesh.pki), "c-0-0"
+    answers = {}
+    for caller in (Identity.agent("c-1-0"), Identity(IdentityRole.OPERATOR), SCRAPER, Identity(IdentityRole.ZOOKEEPER)):
+        async with aiohttp.ClientSession() as session, session.get(
+                mesh.endpoint(node) + VIEW, ssl=callers.context(caller), server_hostname=agent_name(node)) as answer:
+            answers[caller] = (answer.status, await answer.json())
+    for reader in (Identity.agent("c-1-0"), Identity(IdentityRole.OPERATOR)):
+        assert answers[reader][0] == 200 and answers[reader][1]["node"] == node, answers[reader]
+    for outsider in (SCRAPER, Identity(IdentityRole.ZOOKEEPER)):
+        assert answers[outsider] == (403, {"reason": "Forbidden", "message": f"{outsider} may not call this route: "
+                                                                             "only agents and the operator read an "
+                                                                             "agent's view"})

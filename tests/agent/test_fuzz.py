@@ -332,7 +332,7 @@ IMAGE_FILE_NAMES = st.one_of(
 ).map(lambda name: urllib.parse.quote(name, safe="", errors="surrogatepass")[:4000])  # 8 KB lines: raw probes
 
 OPERATOR = Identity(IdentityRole.OPERATOR)
-OUTSIDER = Identity(IdentityRole.ZOOKEEPER)  # from the rackmesh CA, but no agent route's caller (but /v1/view)
+OUTSIDER = Identity(IdentityRole.ZOOKEEPER)  # from the rackmesh CA, but no agent route's caller
 STRANGER: Literal["stranger"] = "stranger"  # a certificate from another CA
 # The coordinator ZooKeeper records for the request the message names, looked up as the probe goes out (with
 # no record: a compute leader, which the agent refuses as it would any caller then).
