@@ -7,6 +7,7 @@ Case matrix:
   per VM; the calls are counted by route and status on both sides (commits and deployments, once per portion);
   once settled no agent holds room (count, VMs, cpu, memory all 0); one compute leader per rack; every
   ZooKeeper session connected
+- room offered and not yet committed: one request held, its VMs and their cpu and memory; released: all 0
 - a VM written again (it exists: 409 as this request's): a write timed, no VM counted as written
 - answers no route takes (404) or that lack a certificate (401): counted under ``unmatched`` and the route
 - an agent stopped: its session state turns lost
@@ -18,9 +19,11 @@ import logging
 import aiohttp
 import pytest
 
+from rackmesh import request_record
 from rackmesh.identity.names import Identity
 from rackmesh.labels import Role
-from rackmesh.protocol import ORDERS
+from rackmesh.protocol import NODE_OFFERS, NODE_RELEASES, ORDERS, NodeOffer, OfferAsk, RequestKey
+from rackmesh.request_record import RequestRecord, Stage
 from rackmesh_node_agent.agent import Agent
 from rackmesh_node_agent.vms.writer import write_vms
 from tests.agent.test_handshake import leader_of, settled_round, stored_order, topology, vms_of
@@ -82,6 +85,25 @@ async def test_a_round_moves_each_agents_own_metrics(mesh, caplog):
     assert {(entry.request, entry.deploymentRequest) for entry in steps} == {(web.request.uid, "default/web")}
     decided = next(entry for entry in steps if entry.getMessage() == "decided portions")
     assert (decided.request, decided.deploymentRequest) == (web.request.uid, "default/web")
+
+
+async def test_room_offered_is_held_in_the_gauges_until_released(mesh):
+    mesh = await mesh(topology())
+    node, wanted = "c-0-0", 3
+    db = await stored_order(mesh, "db", wanted)
+    # A record, so the agent's follow-up does not free the offer of a request that has none.
+    await request_record.write(mesh.zk, mesh.layout, RequestRecord(db, node, Stage.PLACING), None)
+    leader = await mesh.as_rack_leader_of(node)
+    offered = await leader.post(mesh.peer(node), NODE_OFFERS, OfferAsk(db, wanted, 300), NodeOffer)
+    assert offered.count == wanted
+    agent = mesh.agent(node)
+    room = agent.require_capacity().size_of(db.instancetype, db.request)
+    assert room is not None and room.cpu_millis > 0 and room.memory_bytes > 0
+    assert held(agent) == (1, wanted, wanted * room.cpu_millis / 1000, wanted * room.memory_bytes)
+    assert all(held(other) == (0, 0, 0, 0) for name, other in mesh.agents.items() if name != node)
+
+    await leader.post(mesh.peer(node), NODE_RELEASES, RequestKey(db.request.uid))
+    assert held(agent) == (0, 0, 0, 0)
 
 
 async def test_rewriting_an_existing_vm_is_timed_but_not_counted_as_written(mesh):
