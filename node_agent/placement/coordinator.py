@@ -48,6 +48,7 @@ from rackmesh.protocol import (
     RackReleased,
     Removal,
     RequestKey,
+    RequestRef,
 )
 from rackmesh.request_record import IN_FLIGHT, Portion, RecordChanged, RequestRecord, Stage
 from rackmesh_node_agent.http_api import Refusal
@@ -277,7 +278,7 @@ class Coordinator:
         racks = {rack: answer for rack, answer in answers.items() if answer is not None}
         asked = {leader.rack for leader in leaders}
         offers = [*(offer for offer in offers or [] if offer.rack not in asked),
-                  *_own_rack_offers(racks)]
+                  *_own_rack_offers(racks, order.request)]
         unanswered = {rack: f"rack {rack} ({why})" for rack, why in describe(failures).items()}
         unanswered |= {rack.rack: ", ".join(f"node {node}" for node in rack.unanswered)
                        for rack in racks.values() if rack.unanswered}
@@ -418,7 +419,7 @@ class Retry:
         return min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** (attempt - 1))
 
 
-def _own_rack_offers(racks: dict[str, RackOffers]) -> list[NodeOffer]:
+def _own_rack_offers(racks: dict[str, RackOffers], request: RequestRef) -> list[NodeOffer]:
     """Each rack's offers from its own nodes, one per node. A leader entry is a claim anyone with an agent's
     certificate can write: an entry for a made-up rack can only bring offers of nodes of another rack (or
     the same node twice), which would skew the spread and double-book the node."""
@@ -429,7 +430,7 @@ def _own_rack_offers(racks: dict[str, RackOffers]) -> list[NodeOffer]:
                 kept[offer.node] = offer
             else:
                 logger.warning("an offer not from the rack asked is ignored", extra={
-                    "rack": rack, "node": offer.node, "nodeRack": offer.rack})
+                    **request_fields(request), "rack": rack, "node": offer.node, "nodeRack": offer.rack})
     return list(kept.values())
 
 

@@ -25,6 +25,7 @@ from rackmesh.protocol import (
     Removal,
     Removed,
     RequestKey,
+    RequestRef,
 )
 from rackmesh.quantities import Resources
 from rackmesh.vm_fields import controller_uid
@@ -179,7 +180,7 @@ class NodeSide:
                                          self.agent.settings.commit_ttl)
         self._requests.follow(order.request)
 
-    async def _answering(self, holders: list[ImageHolder]) -> list[ImageHolder]:
+    async def _answering(self, request: RequestRef, holders: list[ImageHolder]) -> list[ImageHolder]:
         """The holders whose copy answers now, in their order; all of them if none does (the VMs then wait
         for a copy to come back). A holder found when the round was committed may have died since: its VMs
         would never boot."""
@@ -189,6 +190,7 @@ class NodeSide:
         answering = [holder for holder, answered in zip(holders, checks, strict=True) if answered]
         if len(answering) < len(holders):
             logger.warning("image copies that do not answer are left out of the VMs", extra={
+                **request_fields(request),
                 "holders": [h.node for h, answered in zip(holders, checks, strict=True) if not answered]})
         return answering or holders
 
@@ -210,9 +212,9 @@ class NodeSide:
         try:
             while True:
                 try:
-                    await write_vms(agent.kube, order, agent.node.name, self._unwritten(deployment),
-                                    await self._answering(deployment.holders), agent.settings.vm_disk_size,
-                                    template, agent.vms, agent.metrics.vm_writes)
+                    holders = await self._answering(order.request, deployment.holders)
+                    await write_vms(agent.kube, order, agent.node.name, self._unwritten(deployment), holders,
+                                    agent.settings.vm_disk_size, template, agent.vms, agent.metrics.vm_writes)
                     written = len(deployment.indices)
                     break
                 except (KubeApiError, OSError) as exc:

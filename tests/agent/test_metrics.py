@@ -85,6 +85,9 @@ async def test_a_round_moves_each_agents_own_metrics(mesh, caplog):
     assert {(entry.request, entry.deploymentRequest) for entry in steps} == {(web.request.uid, "default/web")}
     decided = next(entry for entry in steps if entry.getMessage() == "decided portions")
     assert (decided.request, decided.deploymentRequest) == (web.request.uid, "default/web")
+    about_requests = [entry for entry in caplog.records if hasattr(entry, "request")]
+    assert all(getattr(entry, "deploymentRequest", None) == "default/web" for entry in about_requests), \
+        [entry.getMessage() for entry in about_requests if not hasattr(entry, "deploymentRequest")]
 
 
 async def test_room_offered_is_held_in_the_gauges_until_released(mesh):
