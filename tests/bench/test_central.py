@@ -36,7 +36,8 @@ from tests.support.builders import make_request, make_topology
 SETTINGS = Settings.from_env({})
 HOLDERS = [ImageHolder(f"s-0-{n}", "storage-0", f"http://127.0.1.{n + 1}:9000/images/lob123-rhel-6.0.img")
            for n in range(2)]
-# 2 racks x 3 nodes of 8 vCPU / 32Gi: 4 u1.large each; c-0-0 already holds 3 of another request's VMs.
+# 2 racks x 3 nodes of 8 vCPU / 34Gi: 4 u1.large each (8Gi plus ~300Mi of launcher overhead, rackmesh/vm_room.py);
+# c-0-0 already holds 3 of another request's VMs.
 ROOM = {"c-0-0": 1, "c-0-1": 4, "c-0-2": 4, "c-1-0": 4, "c-1-1": 4, "c-1-2": 4}
 RACK = {node: f"compute-{node[2]}" for node in ROOM}
 GONE = "c-gone"  # compute, with room, but tainted out-of-service
@@ -44,7 +45,7 @@ GONE = "c-gone"  # compute, with room, but tainted out-of-service
 
 @pytest.fixture
 async def kube() -> AsyncIterator[KubeClient]:
-    topology = (make_topology().compute_racks(2, nodes=3, cpu=8, memory="32Gi").storage_racks(1, nodes=2)
+    topology = (make_topology().compute_racks(2, nodes=3, cpu=8, memory="34Gi").storage_racks(1, nodes=2)
                 .node(GONE, "compute-1", ["compute"], cpu=64, memory="256Gi"))
     async with (KubeApiServer(crd_paths=sorted(CRD_DIR.glob("*.yaml"))) as api,
                 KubeClient(Credentials(api.url, ssl_context=False)) as client):

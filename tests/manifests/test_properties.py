@@ -305,6 +305,9 @@ AGENT_GRANTS = {
     ("instancetype.kubevirt.io", "virtualmachineclusterinstancetypes", None): {"list", "watch"},
     ("rackmesh.io", "deploymentrequests", None): {"list", "watch"},
     ("cdi.kubevirt.io", "datavolumes", None): {"list", "watch", "delete"},
+    ("", "pods", None): {"list", "watch"},  # the capacity cache: the requests of the pods bound to the node
+    # not called: OwnerReferencesPermissionEnforcement asks it of every VM's blockOwnerDeletion reference
+    ("rackmesh.io", "deploymentrequests/finalizers", None): {"update"},
 }
 OPERATOR_GRANTS = {
     ("rackmesh.io", "deploymentrequests", None): {"list", "watch", "patch"},
