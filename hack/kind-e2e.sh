@@ -24,6 +24,9 @@
 #   RACKMESH_E2E_TIMEOUT        seconds for a request to converge (Ready, Stalled, its VMs gone); default 900
 #   RACKMESH_E2E_HEAL_TIMEOUT   seconds for a deleted VM to come back; default 300
 #   RACKMESH_E2E_TEST_TIMEOUT   seconds per scenario before pytest stops it; default 3600
+# Sizes, for kind nodes that each report the whole host's cpu and memory (the scenarios fill them):
+#   RACKMESH_E2E_SMALL_INSTANCETYPE  the scenarios' everyday VM; default u1.nano (1 vCPU, 512Mi)
+#   RACKMESH_E2E_LARGE_INSTANCETYPE  the VM that fills the nodes in few; default u1.2xmedium (2 vCPU, 4Gi)
 #
 # Usage: hack/kind-e2e.sh [--dry-run]
 #   --dry-run  print every command it would run (one per line, starting "+ "), run none, need nothing
@@ -37,6 +40,8 @@ PYTHON=${PYTHON:-python3}
 export RACKMESH_E2E_TIMEOUT=${RACKMESH_E2E_TIMEOUT:-900}
 export RACKMESH_E2E_HEAL_TIMEOUT=${RACKMESH_E2E_HEAL_TIMEOUT:-300}
 TEST_TIMEOUT=${RACKMESH_E2E_TEST_TIMEOUT:-3600}
+export RACKMESH_E2E_SMALL_INSTANCETYPE=${RACKMESH_E2E_SMALL_INSTANCETYPE:-u1.nano}
+export RACKMESH_E2E_LARGE_INSTANCETYPE=${RACKMESH_E2E_LARGE_INSTANCETYPE:-u1.2xmedium}
 E2E_CMD=${RACKMESH_E2E_CMD:-$PYTHON -m pytest tests/acceptance --timeout=$TEST_TIMEOUT}
 OPERATOR_IMAGE=rackmesh-operator:dev
 AGENT_IMAGE=rackmesh-agent:dev

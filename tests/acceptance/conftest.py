@@ -2,12 +2,16 @@
 ``RACKMESH_E2E_KUBECONFIG`` names one (``hack/kind-e2e.sh`` sets it).
 
 The scenarios speak only kubectl, so they hold the sandbox and a real cluster to the same assertions.
-A cluster must provide: compute nodes in two racks or more, with room for 60 x u1.nano; the u1
-instancetypes; the image ``lob123-rhel-6.0`` on two storage nodes or more in distinct racks;
-``single-copy-image`` on exactly one storage node; ``late-copy-image`` on one storage node and on the
-spare storage node; and two nodes without rackmesh role labels, which the scenarios label to add them:
-a spare compute node (``RACKMESH_E2E_SPARE_COMPUTE``, default ``c-spare``) with room for a u1.large,
-and a spare storage node (``RACKMESH_E2E_SPARE_STORAGE``, default ``s-spare``).
+A cluster must provide: compute nodes in two racks or more, with room for 8 VMs of the small instancetype
+(the scenario that scales takes what there is, up to 60); the u1 instancetypes; the image
+``lob123-rhel-6.0`` on two storage nodes or more in distinct racks; ``single-copy-image`` on exactly one
+storage node; ``late-copy-image`` on one storage node and on the spare storage node; and two nodes without
+rackmesh role labels, which the scenarios label to add them:
+a spare compute node (``RACKMESH_E2E_SPARE_COMPUTE``, default ``c-spare``) with room for a VM of the large
+instancetype, and a spare storage node (``RACKMESH_E2E_SPARE_STORAGE``, default ``s-spare``).
+
+Every scenario's VMs stop at once (``terminationGracePeriodSeconds: 0`` through the request's template): a
+VM without an operating system would otherwise take KubeVirt's default grace of 180 s to go.
 """
 
 import hashlib
@@ -20,10 +24,12 @@ from typing import Any
 import pytest
 import yaml
 
-from rackmesh.labels import DEFAULT_RACK_LABEL, Role
+from rackmesh.labels import DEFAULT_RACK_LABEL, REQUEST_LABEL, Role
+from rackmesh.pod_requests import is_terminal, pod_requests
 from rackmesh.quantities import Resources
+from rackmesh.virt_launcher import APP_LABEL, LAUNCHER
 from rackmesh.vm_room import instancetype_size
-from tests.support.builders import make_topology
+from tests.support.builders import RequestBuilder, make_request, make_topology
 from tests.support.sandbox import run, start
 from tests.support.waiting import eventually
 
@@ -35,6 +41,16 @@ SPARE_STORAGE = os.environ.get("RACKMESH_E2E_SPARE_STORAGE", "s-spare")
 REQUEST_TIMEOUT = float(os.environ.get("RACKMESH_E2E_TIMEOUT", "60"))
 # The sandbox recreates a deleted VM within 5 s; a real cluster may set more.
 HEAL_TIMEOUT = float(os.environ.get("RACKMESH_E2E_HEAL_TIMEOUT", "5"))
+# The scenarios' two sizes: one of which many VMs fit, and one that fills the nodes in few VMs. Each kind node
+# reports the whole host's cpu and memory, so hack/kind-e2e.sh picks smaller ones than the sandbox's.
+SMALL = os.environ.get("RACKMESH_E2E_SMALL_INSTANCETYPE", "u1.nano")
+LARGE = os.environ.get("RACKMESH_E2E_LARGE_INSTANCETYPE", "u1.large")
+
+
+def scenario_request(name: str) -> RequestBuilder:
+    """A request of the small instancetype whose VMs stop at once."""
+    return (make_request(name).instancetype(SMALL)
+            .template_field("spec.template.spec.terminationGracePeriodSeconds", 0))
 
 
 class Cluster:
@@ -55,7 +71,7 @@ class Cluster:
 
     def vms(self, request: str) -> list[dict[str, Any]]:
         """The VMs labelled for the request (the request's own, and any written by hand with its label)."""
-        return self.get("virtualmachines", "-l", f"rackmesh.io/request={request}")["items"]
+        return self.get("virtualmachines", "-l", f"{REQUEST_LABEL}={request}")["items"]
 
     def owned_vms(self, request: str) -> list[dict[str, Any]]:
         """The VMs the request controls (its ownerReference)."""
@@ -75,10 +91,24 @@ class Cluster:
         return instancetype_size(self.get("virtualmachineclusterinstancetype", name))
 
     def capacity_for(self, instancetype: str) -> int:
-        """How many VMs of ``instancetype`` the compute nodes' allocatable fits, ignoring VMs already there."""
-        size = self.instancetype_size(instancetype)
-        return sum(Resources.parse(n["status"]["allocatable"]["cpu"], n["status"]["allocatable"]["memory"])
-                   .fits_times(size) for n in self.compute_nodes().values())
+        """How many VMs of ``instancetype`` the compute nodes fit: allocatable less the requests of the pods
+        bound there (DaemonSets, system pods, launcher pods of VMs already there), as the agents count."""
+        size, held = self.instancetype_size(instancetype), self.pod_requests_by_node()
+        return sum((Resources.parse(node["status"]["allocatable"]["cpu"], node["status"]["allocatable"]["memory"])
+                    - held.get(name, Resources())).fits_times(size) for name, node in self.compute_nodes().items())
+
+    def launcher_pods(self, request: str) -> list[dict[str, Any]]:
+        """The virt-launcher pods of the request's VMs (KubeVirt copies the VM template's labels onto them)."""
+        return self.get("pods", "-l", f"{REQUEST_LABEL}={request},{APP_LABEL}={LAUNCHER}")["items"]
+
+    def pod_requests_by_node(self) -> dict[str, Resources]:
+        """Node -> the requests of the pods bound to it that are not done."""
+        held: dict[str, Resources] = {}
+        for pod in self.get("pods", "--all-namespaces")["items"]:
+            node = pod["spec"].get("nodeName")
+            if node and not is_terminal(pod):
+                held[node] = held.get(node, Resources()) + pod_requests(pod)
+        return held
 
     def converged(self, name: str, replicas: int) -> dict[str, Any]:
         """Wait until exactly ``replicas`` VMs exist, all ready, and the status says so for this spec."""
@@ -131,10 +161,12 @@ class Cluster:
         return self.get("events", "--field-selector", f"involvedObject.name={name}")["items"]
 
     def delete_request(self, name: str) -> None:
+        """Delete the request and wait until it, its VMs and their launcher pods are gone (the next scenario
+        counts the room they held)."""
         self.kubectl("delete", "dr", name, "--ignore-not-found", "--wait=false")
-        eventually(lambda: not self.vms(name) and
-                   self.kubectl("get", "dr", name, check=False).returncode != 0,
-                   timeout=REQUEST_TIMEOUT, what=f"request {name} and its VMs gone")
+        eventually(lambda: not self.vms(name) and not self.get("pods", "-l", f"{REQUEST_LABEL}={name}")["items"]
+                   and self.kubectl("get", "dr", name, check=False).returncode != 0,
+                   timeout=REQUEST_TIMEOUT, what=f"request {name}, its VMs and their pods gone")
 
 
 @pytest.fixture(scope="session")

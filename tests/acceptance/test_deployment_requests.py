@@ -12,7 +12,7 @@ Case matrix:
 - deleting a request removes its VMs
 """
 
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -20,9 +20,8 @@ import yaml
 
 from rackmesh.quantities import Resources
 from rackmesh_sandbox.kube_api.schema import load_kubevirt_schemas
-from tests.acceptance.conftest import SINGLE_COPY_IMAGE, Cluster
+from tests.acceptance.conftest import LARGE, REQUEST_TIMEOUT, SINGLE_COPY_IMAGE, Cluster, scenario_request
 from tests.support.argocd import argocd_health
-from tests.support.builders import make_request
 from tests.support.waiting import eventually
 
 VM_SCHEMA = load_kubevirt_schemas()["VirtualMachine"]
@@ -34,31 +33,30 @@ def conditions_of(request: dict) -> dict[str, dict]:
 
 
 def test_n_vms_are_pinned_to_nodes_with_room_spread_valid_and_ready(cluster: Cluster, request_name: str):
-    replicas = min(10, cluster.capacity_for("u1.large"))
-    cluster.apply(make_request(request_name).replicas(replicas).instancetype("u1.large").obj())
+    replicas = min(10, cluster.capacity_for(LARGE))
+    cluster.apply(scenario_request(request_name).replicas(replicas).instancetype(LARGE).obj())
     request = cluster.wait_for_phase(request_name, "Ready", "Failed")
     assert request["status"]["phase"] == "Ready", conditions_of(request)
 
     vms = cluster.vms(request_name)
     assert sorted(vm["metadata"]["name"] for vm in vms) == [f"{request_name}-{i:04d}" for i in range(replicas)]
     nodes = cluster.compute_nodes()
-    cluster.instancetype_size("u1.large")
     pinned: dict[str, int] = Counter()
     for vm in vms:
         assert VM_SCHEMA.errors(vm) == [], vm["metadata"]["name"]
         assert vm["metadata"]["ownerReferences"][0]["uid"] == request["metadata"]["uid"]
-        assert vm["spec"]["instancetype"]["name"] == "u1.large"
+        assert vm["spec"]["instancetype"]["name"] == LARGE
         assert "resources" not in vm["spec"]["template"]["spec"]["domain"]
+        assert vm["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 0  # the template's
         node = vm["spec"]["template"]["spec"]["nodeSelector"]["kubernetes.io/hostname"]
         assert node in nodes and vm["metadata"]["labels"]["rackmesh.io/node"] == node
         pinned[node] += 1
-    used: dict[str, Resources] = defaultdict(Resources)
-    for vm in cluster.get("virtualmachines", "--all-namespaces")["items"]:
-        node = vm["spec"]["template"]["spec"]["nodeSelector"]["kubernetes.io/hostname"]
-        used[node] += cluster.instancetype_size(vm["spec"]["instancetype"]["name"])
-    for node, total in used.items():
-        left = Resources.parse(**{k: nodes[node]["status"]["allocatable"][k] for k in ("cpu", "memory")}) - total
-        assert left.cpu_millis >= 0 and left.memory_bytes >= 0, f"{node} was given more than it has"
+    launchers = Counter(pod["spec"].get("nodeName") for pod in cluster.launcher_pods(request_name))
+    assert launchers == pinned, "a launcher pod is not scheduled on its VM's node"
+    for node, held in cluster.pod_requests_by_node().items():
+        if node in nodes:
+            left = Resources.parse(**{k: nodes[node]["status"]["allocatable"][k] for k in ("cpu", "memory")}) - held
+            assert left.cpu_millis >= 0 and left.memory_bytes >= 0, f"{node} was given more than it has"
     racks = {cluster.rack_of(nodes[node]) for node in pinned}
     assert racks == {cluster.rack_of(node) for node in nodes.values()}, "VMs are not spread over every rack"
 
@@ -86,6 +84,7 @@ def test_vms_carry_the_template_of_the_usable_example(cluster: Cluster, request_
     request["metadata"]["name"] = request_name
     spec = request["spec"]
     spec["replicas"] = min(spec["replicas"], cluster.capacity_for(spec["instancetype"]))
+    spec["template"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 0  # no OS to shut down
     cluster.apply(secret)
     cluster.apply(request)
     done = cluster.wait_for_phase(request_name, "Ready", "Failed")
@@ -115,11 +114,11 @@ def test_vms_carry_the_template_of_the_usable_example(cluster: Cluster, request_
 
 
 @pytest.mark.parametrize(("reason", "build", "message"), [
-    ("InsufficientCapacity", lambda c, r: make_request(r).replicas(c.capacity_for("u1.large") + 1)
-     .instancetype("u1.large"), "can host only"),
-    ("InsufficientImageReplicas", lambda c, r: make_request(r).replicas(2).image(SINGLE_COPY_IMAGE),
+    ("InsufficientCapacity", lambda c, r: scenario_request(r).replicas(c.capacity_for(LARGE) + 1)
+     .instancetype(LARGE), "can host only"),
+    ("InsufficientImageReplicas", lambda c, r: scenario_request(r).replicas(2).image(SINGLE_COPY_IMAGE),
      f"image {SINGLE_COPY_IMAGE}"),
-    ("UnknownInstancetype", lambda c, r: make_request(r).replicas(2).instancetype("u9.imaginary"),
+    ("UnknownInstancetype", lambda c, r: scenario_request(r).replicas(2).instancetype("u9.imaginary"),
      "'u9.imaginary' does not exist"),
 ])
 def test_a_request_that_cannot_be_met_now_waits_with_a_reason_and_creates_nothing(
@@ -139,8 +138,9 @@ def test_a_request_that_cannot_be_met_now_waits_with_a_reason_and_creates_nothin
 
 
 def test_deleting_a_request_removes_its_vms(cluster: Cluster, request_name: str):
-    cluster.apply(make_request(request_name).replicas(3).instancetype("u1.small").obj())
+    cluster.apply(scenario_request(request_name).replicas(3).obj())
     cluster.wait_for_phase(request_name, "Ready")
     assert len(cluster.vms(request_name)) == 3
     cluster.kubectl("delete", "dr", request_name)
-    eventually(lambda: cluster.vms(request_name) == [], what="the request's VMs garbage-collected")
+    eventually(lambda: cluster.vms(request_name) == [], timeout=REQUEST_TIMEOUT,
+               what="the request's VMs garbage-collected")
