@@ -213,8 +213,14 @@ class FaultCluster:
 
 @pytest.fixture(scope="session")
 def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultCluster]:
-    """2 compute racks x 3 nodes (room for 8 u1.large each), 2 storage racks x 2 nodes, 3 ZooKeeper servers."""
-    topology = (make_topology().compute_racks(2, nodes=3, cpu=16, memory="64Gi").storage_racks(2, nodes=2).obj())
+    """2 compute racks x 3 nodes (room for 8 u1.large each), 2 storage racks x 2 nodes, 3 ZooKeeper servers.
+
+    The 40-VM case needs that room: with a coordinator dead before it wrote any of its 8, the five other
+    nodes must still hold all 40. A node of 64Gi holds only 7 once launcher overhead is counted.
+    """
+    cpu, memory = 16, "68Gi"
+    assert Resources.parse(str(cpu), memory).fits_times(U1_LARGE) == 8
+    topology = make_topology().compute_racks(2, nodes=3, cpu=cpu, memory=memory).storage_racks(2, nodes=2).obj()
     sandbox = start(tmp_path_factory.mktemp("faults"), topology, zookeeper_servers=3)
     try:
         yield FaultCluster(sandbox)
