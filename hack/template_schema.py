@@ -34,6 +34,7 @@ VMI_FIELDS = ("accessCredentials", "domain", "networks", "volumes", "termination
 MAX_ITEMS = {"disks": 64, "volumes": 64, "interfaces": 16, "networks": 16, "dataVolumeTemplates": 16,
              "accessCredentials": 16}
 MAX_NAME = 63
+PROPAGATION_VOLUMES = {"noCloud": "cloudInitNoCloud", "configDrive": "cloudInitConfigDrive"}
 ROOT_DISK = "rootdisk"
 # A dataVolumeTemplate's name becomes "<vm>-<name>" (a VM's name has up to 63 characters), as the root disk's does.
 MAX_DATA_VOLUME_NAME = 20
@@ -112,6 +113,16 @@ def domain(kubevirt: Schema) -> Schema:
     return result
 
 
+def propagation_needs_volume(method: str, volume: str) -> Schema:
+    """KubeVirt's admission refuses an SSH key propagated through cloud-init without that cloud-init volume
+    (``validateAccessCredentials`` in virt-api's VMI admitter)."""
+    return rule(f"!has(self.accessCredentials) || self.accessCredentials.all(c, !has(c.sshPublicKey) || "
+                f"!has(c.sshPublicKey.propagationMethod.{method}) || "
+                f"(has(self.volumes) && self.volumes.exists(v, has(v.{volume}))))",
+                f"an sshPublicKey with propagationMethod {method} needs a {volume} volume to carry it",
+                fieldPath=".accessCredentials", reason="FieldValueRequired")
+
+
 def instance_spec(kubevirt: Schema) -> Schema:
     properties = {field: copy.deepcopy(kubevirt["properties"][field]) for field in VMI_FIELDS}
     properties["domain"] = domain(kubevirt["properties"]["domain"])
@@ -131,6 +142,7 @@ def instance_spec(kubevirt: Schema) -> Schema:
                  "has(self.volumes) && self.volumes.exists(v, v.name == d.name))",
                  "every disk in domain.devices.disks needs a volume of the same name", fieldPath=".volumes",
                  reason="FieldValueRequired"),
+            *[propagation_needs_volume(method, volume) for method, volume in PROPAGATION_VOLUMES.items()],
             rule("!has(self.networks) || self.networks.all(n, has(self.domain) && has(self.domain.devices) && "
                  "has(self.domain.devices.interfaces) && self.domain.devices.interfaces.exists(i, i.name == n.name))",
                  "every network needs an interface of the same name in domain.devices.interfaces",

@@ -4,7 +4,8 @@ Case matrix:
 - the example with a pod network, masquerade, cloud-init and an SSH key applies, and nothing of it is pruned;
 - what rackmesh owns (pinning, instancetype, sizing, the root disk) is refused with a message saying so;
 - what KubeVirt's schema does not know, or a VM KubeVirt would refuse (a disk without its volume, an
-  interface without its network, one DataVolume shared by every VM), is refused and stores nothing;
+  interface without its network, one DataVolume shared by every VM, an SSH key propagated through a cloud-init
+  volume the VM lacks), is refused and stores nothing;
 - the template is immutable like image and instancetype: changed, added or removed, the apply fails and the
   stored request keeps its old one, while replicas still change.
 """
@@ -81,8 +82,14 @@ def test_what_rackmesh_owns_is_refused_saying_so(cluster: Cluster, request_build
     (make_request("shared").disk("data", {"dataVolume": {"name": "one-for-all"}}),
      "a dataVolume volume must name one of spec.template.spec.dataVolumeTemplates"),
     (make_request("big").root_disk("lots"), "spec.template.rootDisk.size in body should match"),
+    (make_request("keyless").ssh_key("key"),
+     "an sshPublicKey with propagationMethod noCloud needs a cloudInitNoCloud volume to carry it"),
+    (make_request("drive").cloud_init("#cloud-config\n").template_field(
+        "spec.template.spec.accessCredentials", [{"sshPublicKey": {
+            "source": {"secret": {"secretName": "key"}}, "propagationMethod": {"configDrive": {}}}}]),
+     "an sshPublicKey with propagationMethod configDrive needs a cloudInitConfigDrive volume to carry it"),
 ], ids=["unknown-field", "unknown-network-field", "disk-without-volume", "interface-without-network",
-        "shared-data-volume", "bad-size"])
+        "shared-data-volume", "bad-size", "ssh-key-without-cloud-init", "config-drive-key-with-no-cloud"])
 def test_a_vm_kubevirt_would_refuse_is_refused_at_apply(cluster: Cluster, request_builder: RequestBuilder,
                                                         message: str) -> None:
     done = apply(cluster, request_builder)
