@@ -84,9 +84,7 @@ def test_what_rackmesh_owns_is_refused_saying_so(cluster: Cluster, request_build
     (make_request("big").root_disk("lots"), "spec.template.rootDisk.size in body should match"),
     (make_request("keyless").ssh_key("key"),
      "an sshPublicKey with propagationMethod noCloud needs a cloudInitNoCloud volume to carry it"),
-    (make_request("drive").cloud_init("#cloud-config\n").template_field(
-        "spec.template.spec.accessCredentials", [{"sshPublicKey": {
-            "source": {"secret": {"secretName": "key"}}, "propagationMethod": {"configDrive": {}}}}]),
+    (make_request("drive").cloud_init("#cloud-config\n").ssh_key("key", propagation="configDrive"),
      "an sshPublicKey with propagationMethod configDrive needs a cloudInitConfigDrive volume to carry it"),
 ], ids=["unknown-field", "unknown-network-field", "disk-without-volume", "interface-without-network",
         "shared-data-volume", "bad-size", "ssh-key-without-cloud-init", "config-drive-key-with-no-cloud"])

@@ -58,9 +58,9 @@ class RequestBuilder:
         source = {"userData": user_data} if secret is None else {"secretRef": {"name": secret}}
         return self.disk("cloudinit", {"cloudInitNoCloud": source})
 
-    def ssh_key(self, secret: str) -> Self:
+    def ssh_key(self, secret: str, propagation: str = "noCloud") -> Self:
         self._instance().setdefault("accessCredentials", []).append({"sshPublicKey": {
-            "source": {"secret": {"secretName": secret}}, "propagationMethod": {"noCloud": {}}}})
+            "source": {"secret": {"secretName": secret}}, "propagationMethod": {propagation: {}}}})
         return self
 
     def extra_disk(self, name: str, size: str) -> Self:
